@@ -1,0 +1,1020 @@
+"""The call assembler: normalised AMI events in, finished conversations out. Sans-IO.
+
+Theory of operation
+-------------------
+Asterisk reports *channels*; a journal row is a *conversation*. One incoming call to a ring
+group is a trunk channel plus one channel per phone rung; a transfer adds channels, a pickup
+brings in a channel that started as a call of its own, a click-to-call starts with a Local
+pair. The assembler keeps every live channel (keyed by ``Uniqueid``) in exactly one
+:class:`_Conversation` and merges conversations whenever the PBX shows they are one:
+
+* a channel event carrying a ``Linkedid`` already owned by another conversation;
+* ``DialBegin``/``DialEnd`` between channels of two conversations (a pickup answers a
+  dial with the picker's channel);
+* ``BridgeEnter`` into a basic bridge that holds a channel of another conversation;
+* ``Pickup``, ``AttendedTransfer``, ``LocalBridge`` and ``LocalOptimizationBegin``, which
+  name channels of both sides.
+
+Channels are classified once, from the endpoint in their name (``PJSIP/101-0000001a`` →
+``101``): an employee *phone* when it matches the extension pattern (or is a configured
+employee), a *technical* channel (``Local``, ``Snoop``, ``UnicastRTP``...) which is never a
+party, and a *trunk* otherwise. Who talked is not guessed from states or ``DialEnd``: after
+every bridge change the assembler walks the audio graph (bridge membership, plus the two
+halves of each Local pair) from the *counterpart* — the caller's trunk channel for incoming
+calls, the dialled trunk channels for outgoing calls, the caller's phone for internal calls —
+and every employee phone it reaches is talking with the customer from that moment. That one
+rule covers direct calls, ring groups, queues, IVRs, blind and attended transfers, pickups
+and click-to-call without a table of scenarios.
+
+A conversation is finished when all its channels have hung up *and* a grace period has passed
+(late merges, recording files closing); :meth:`CallAssembler.expire` closes those, and gives
+up on conversations that have been silent longer than ``max_call_duration`` (their end was
+never seen: the end time is then marked approximate). The clock is always a parameter: the
+assembler never reads the time, imports no I/O library, and keeps no state for a conversation
+once it has been returned.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from connector.events import AmiEvent
+
+__all__ = [
+    "TECHNICAL_TECHNOLOGIES",
+    "AssemblerStats",
+    "CallAssembler",
+    "ChannelClassifier",
+    "ChannelKind",
+    "Direction",
+    "FinishedCall",
+    "Leg",
+    "Participant",
+    "RecordingPart",
+    "Role",
+    "TransferNote",
+    "endpoint_of",
+]
+
+#: Channel technologies that are plumbing, never a party of a conversation.
+TECHNICAL_TECHNOLOGIES: frozenset[str] = frozenset(
+    {
+        "Local",
+        "Snoop",
+        "UnicastRTP",
+        "Message",
+        "Announcer",
+        "Recorder",
+        "CBAnn",
+        "CBRec",
+        "Bridge",
+        "Multicast",
+        "MulticastRTP",
+        "AudioSocket",
+        "WebSocket",
+    }
+)
+
+_RECENTLY_FINISHED = 20_000  # uniqueids remembered to ignore their late events
+
+
+class ChannelKind(enum.Enum):
+    PHONE = "phone"
+    TRUNK = "trunk"
+    TECHNICAL = "technical"
+
+
+class Direction(enum.Enum):
+    INCOMING = "incoming"
+    OUTGOING = "outgoing"
+    INTERNAL = "internal"
+
+
+class Role(enum.Enum):
+    """An employee's part in a conversation (DESIGN section 5)."""
+
+    PLACED = "placed"
+    ANSWERED = "answered"
+    RANG = "rang"
+
+
+@dataclass(frozen=True, slots=True)
+class Participant:
+    """One employee in a conversation, once, with everything they did in it."""
+
+    extension: str
+    role: Role
+    placed: bool
+    rang: bool
+    #: When this employee's phone first joined the counterpart's audio (None: never did).
+    answered_at: float | None
+    rang_at: float | None
+    talk_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """A stretch of time one employee phone was connected to the counterpart."""
+
+    extension: str
+    connected_at: float
+    disconnected_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingPart:
+    """A recording file the PBX started for this conversation, as the PBX named it."""
+
+    path: str
+    started_at: float
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferNote:
+    kind: str  # "blind" | "attended" | "pickup"
+    at: float
+    by: str | None  # extension of the transferer / the picker
+    target: str | None  # extension transferred to / picked from, when known
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedCall:
+    """A conversation that is over: the only thing that leaves the connector."""
+
+    #: Identity of the conversation: the ``Linkedid`` of its oldest channel.
+    conversation_id: str
+    linkedids: tuple[str, ...]
+    started_at: float
+    answered_at: float | None
+    ended_at: float
+    #: True when the end was not seen (expired or closed by a PBX restart).
+    approximate_end: bool
+    direction: Direction
+    #: The external party's number as the PBX presented it (None for internal calls).
+    external_number: str | None
+    #: The number the call came in on (incoming calls).
+    did: str | None
+    answered: bool
+    participants: tuple[Participant, ...]
+    legs: tuple[Leg, ...]
+    ring_seconds: float
+    talk_seconds: float
+    recordings: tuple[RecordingPart, ...]
+    #: ``CALLFILENAME``/``MONITOR_FILENAME`` values, for PBXes that never announce
+    #: ``MIXMONITOR_FILENAME``: the recordings finder tries them with each format.
+    recording_hints: tuple[str, ...]
+    queues: tuple[str, ...]
+    transfers: tuple[TransferNote, ...]
+
+    @property
+    def employees_answered(self) -> tuple[str, ...]:
+        return tuple(p.extension for p in self.participants if p.answered_at is not None)
+
+    @property
+    def employees_rang(self) -> tuple[str, ...]:
+        return tuple(p.extension for p in self.participants if p.rang)
+
+
+@dataclass(slots=True)
+class AssemblerStats:
+    events: int = 0
+    ignored: int = 0
+    bad_events: int = 0
+    conversations_opened: int = 0
+    conversations_finished: int = 0
+    conversations_expired: int = 0
+    merges: int = 0
+
+
+def endpoint_of(channel_name: str) -> tuple[str, str]:
+    """(technology, endpoint): ``PJSIP/101-0000001a`` → (``PJSIP``, ``101``)."""
+    tech, _, rest = channel_name.partition("/")
+    if not rest:
+        return tech, ""
+    if tech == "Local":
+        return tech, rest.split(";", 1)[0].rsplit("-", 1)[0]
+    endpoint, sep, _suffix = rest.rpartition("-")
+    return tech, endpoint if sep else rest
+
+
+class ChannelClassifier:
+    """Decides, from a channel's name, whether it is a phone, a trunk or plumbing."""
+
+    def __init__(
+        self,
+        extension_pattern: str = r"^\d{2,6}$",
+        trunks: Iterable[str] = (),
+        extensions: Iterable[str] = (),
+    ) -> None:
+        self._pattern = re.compile(extension_pattern)
+        self._trunks = frozenset(trunks)
+        self._extensions = frozenset(extensions)
+
+    def classify(self, channel_name: str) -> tuple[ChannelKind, str]:
+        """(kind, endpoint) of a channel name."""
+        tech, endpoint = endpoint_of(channel_name)
+        if tech in TECHNICAL_TECHNOLOGIES or not endpoint:
+            return ChannelKind.TECHNICAL, endpoint
+        if endpoint in self._trunks:
+            return ChannelKind.TRUNK, endpoint
+        if endpoint in self._extensions or self._pattern.search(endpoint):
+            return ChannelKind.PHONE, endpoint
+        return ChannelKind.TRUNK, endpoint
+
+
+# --------------------------------------------------------------------------------------
+# Internal state
+
+
+@dataclass(slots=True, eq=False)
+class _Channel:
+    uniqueid: str
+    name: str
+    kind: ChannelKind
+    endpoint: str
+    created_at: float
+    linkedid: str
+    conversation: _Conversation
+    caller_num: str = ""
+    exten: str = ""
+    state: str = ""
+    #: Set when the channel was created as the destination of a Dial (it did not call).
+    dialled: bool = False
+    dial_string: str = ""
+    rang_at: float | None = None
+    ring_ended_at: float | None = None
+    bridge: str | None = None
+    local_peer: str | None = None
+    hungup_at: float | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Conversation:
+    key: str
+    started_at: float
+    channels: dict[str, _Channel] = field(default_factory=dict)
+    linkedids: set[str] = field(default_factory=set)
+    last_event_at: float = 0.0
+    #: extension → first time it rang
+    rang: dict[str, float] = field(default_factory=dict)
+    #: extension → first time it joined the counterpart's audio
+    answered: dict[str, float] = field(default_factory=dict)
+    #: extension → start of its current connection to the counterpart
+    connected: dict[str, float] = field(default_factory=dict)
+    legs: list[Leg] = field(default_factory=list)
+    recordings: dict[str, RecordingPart] = field(default_factory=dict)
+    recording_hints: dict[str, None] = field(default_factory=dict)
+    pending_filename: dict[str, str] = field(default_factory=dict)
+    queues: dict[str, None] = field(default_factory=dict)
+    transfers: list[TransferNote] = field(default_factory=list)
+    open_channels: int = 0
+    closing_at: float | None = None
+    #: Bumped whenever the conversation changes, so stale heap entries are recognised.
+    generation: int = 0
+    approximate_end: bool = False
+
+
+class CallAssembler:
+    """Turns normalised AMI events into :class:`FinishedCall` records.
+
+    ``feed(event, now)`` consumes one event and returns the conversations that finished by
+    ``now``; ``expire(now)`` only closes what is due (call it from a timer armed at
+    :meth:`next_deadline`); ``close_all(now)`` ends everything (a PBX restart).
+    """
+
+    def __init__(
+        self,
+        classifier: ChannelClassifier | None = None,
+        *,
+        grace: float = 3.0,
+        max_call_duration: float = 12 * 3600.0,
+    ) -> None:
+        self._classifier = classifier or ChannelClassifier()
+        self._grace = grace
+        self._max_duration = max_call_duration
+        self._channels: dict[str, _Channel] = {}
+        self._by_linkedid: dict[str, _Conversation] = {}
+        self._conversations: dict[str, _Conversation] = {}
+        #: bridge id → uniqueids in it; only basic bridges merge conversations.
+        self._bridges: dict[str, set[str]] = {}
+        self._bridge_types: dict[str, str] = {}
+        self._closing: list[tuple[float, int, str]] = []
+        self._finished_ids: OrderedDict[str, None] = OrderedDict()
+        self._stale_check_at = 0.0
+        self.stats = AssemblerStats()
+        self._handlers: Mapping[str, Callable[[AmiEvent], None]] = {
+            "Newchannel": self._on_newchannel,
+            "Newstate": self._on_newstate,
+            "NewCallerid": self._on_channel_touch,
+            "NewConnectedLine": self._on_channel_touch,
+            "Rename": self._on_rename,
+            "Hangup": self._on_hangup,
+            "DialBegin": self._on_dial_begin,
+            "DialEnd": self._on_dial_end,
+            "BridgeCreate": self._on_bridge_create,
+            "BridgeDestroy": self._on_bridge_destroy,
+            "BridgeEnter": self._on_bridge_enter,
+            "BridgeLeave": self._on_bridge_leave,
+            "BlindTransfer": self._on_blind_transfer,
+            "AttendedTransfer": self._on_attended_transfer,
+            "Pickup": self._on_pickup,
+            "LocalBridge": self._on_local_bridge,
+            "LocalOptimizationBegin": self._on_local_bridge,
+            "AgentCalled": self._on_queue_event,
+            "AgentConnect": self._on_queue_event,
+            "QueueCallerJoin": self._on_queue_event,
+            "VarSet": self._on_varset,
+            "MixMonitorStart": self._on_mixmonitor_start,
+            "Shutdown": self._on_shutdown,
+        }
+        self._now = 0.0
+        self._out: list[FinishedCall] = []
+
+    # -- public API -------------------------------------------------------------------
+
+    @property
+    def open_conversations(self) -> int:
+        return len(self._conversations)
+
+    @property
+    def open_channels(self) -> int:
+        return len(self._channels)
+
+    def feed(self, event: AmiEvent, now: float) -> list[FinishedCall]:
+        """Consume one event; return conversations finished by ``now``.
+
+        A broken event (missing or impossible fields) is counted in ``stats.bad_events`` and
+        skipped: it never raises and never corrupts the other conversations.
+        """
+        self.stats.events += 1
+        self._now = now
+        handler = self._handlers.get(event.name)
+        if handler is None:
+            self.stats.ignored += 1
+        else:
+            try:
+                handler(event)
+            except (KeyError, ValueError, TypeError, AttributeError):
+                self.stats.bad_events += 1
+        return self.expire(now)
+
+    def expire(self, now: float) -> list[FinishedCall]:
+        """Close conversations whose grace period is over, or that went silent too long."""
+        self._now = max(self._now, now)
+        out = self._out
+        self._out = []
+        closing = self._closing
+        while closing and closing[0][0] <= now:
+            _, generation, key = heapq.heappop(closing)
+            conversation = self._conversations.get(key)
+            if conversation is None or conversation.generation != generation:
+                continue
+            if conversation.open_channels == 0:
+                out.append(self._finish(conversation))
+        if self._conversations and now >= self._stale_check_at:
+            # A scan of everything open, at most once a second of PBX time.
+            self._stale_check_at = now + 1.0
+            stale_before = now - self._max_duration
+            for conversation in list(self._conversations.values()):
+                if conversation.last_event_at < stale_before:
+                    conversation.approximate_end = True
+                    self.stats.conversations_expired += 1
+                    out.append(self._finish(conversation, end=conversation.last_event_at))
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`expire` next has something to do (None: nothing is closing)."""
+        deadline: float | None = None
+        for when, generation, key in self._closing:
+            conversation = self._conversations.get(key)
+            if conversation is not None and conversation.generation == generation:
+                deadline = when if deadline is None else min(deadline, when)
+        if self._conversations:
+            oldest = min(c.last_event_at for c in self._conversations.values())
+            stale = oldest + self._max_duration
+            deadline = stale if deadline is None else min(deadline, stale)
+        return deadline
+
+    def close_all(self, now: float, *, approximate: bool = True) -> list[FinishedCall]:
+        """End every open conversation at ``now`` (PBX restart, end of a replay)."""
+        self._now = max(self._now, now)
+        out = self._out
+        self._out = []
+        for conversation in list(self._conversations.values()):
+            for channel in conversation.channels.values():
+                if channel.hungup_at is None:
+                    self._hang_up(channel, now)
+                    conversation.approximate_end = approximate
+            out.append(self._finish(conversation))
+        return out
+
+    # -- conversation bookkeeping -------------------------------------------------------
+
+    def _channel_for(
+        self, event: AmiEvent, prefix: str = "", *, create: bool = True
+    ) -> _Channel | None:
+        uniqueid = event.get(prefix + "Uniqueid")
+        if not uniqueid:
+            return None
+        channel = self._channels.get(uniqueid)
+        linkedid = event.get(prefix + "Linkedid")
+        if channel is None:
+            if not create or uniqueid in self._finished_ids:
+                return None
+            name = event.get(prefix + "Channel")
+            if not name:
+                return None
+            channel = self._adopt(uniqueid, name, linkedid or uniqueid, event)
+        elif linkedid and linkedid != channel.linkedid:
+            # Inside a basic bridge every member silently takes the oldest linkedid.
+            channel.linkedid = linkedid
+            self._join_linkedid(channel.conversation, linkedid)
+        conversation = channel.conversation
+        conversation.last_event_at = max(conversation.last_event_at, event.time)
+        return channel
+
+    def _adopt(self, uniqueid: str, name: str, linkedid: str, event: AmiEvent) -> _Channel:
+        conversation = self._by_linkedid.get(linkedid)
+        if conversation is None:
+            conversation = _Conversation(key=linkedid, started_at=event.time)
+            conversation.last_event_at = event.time
+            self._conversations[linkedid] = conversation
+            self._by_linkedid[linkedid] = conversation
+            conversation.linkedids.add(linkedid)
+            self.stats.conversations_opened += 1
+        kind, endpoint = self._classifier.classify(name)
+        channel = _Channel(
+            uniqueid=uniqueid,
+            name=name,
+            kind=kind,
+            endpoint=endpoint,
+            created_at=event.time,
+            linkedid=linkedid,
+            conversation=conversation,
+            caller_num=event.get("CallerIDNum"),
+            exten=event.get("Exten"),
+            state=event.get("ChannelStateDesc"),
+        )
+        if ";" in name and kind is ChannelKind.TECHNICAL:
+            base, _, half = name.rpartition(";")
+            peer_name = base + (";2" if half == "1" else ";1")
+            for other in conversation.channels.values():
+                if other.name == peer_name and other.hungup_at is None:
+                    channel.local_peer = other.uniqueid
+                    other.local_peer = uniqueid
+        self._channels[uniqueid] = channel
+        conversation.channels[uniqueid] = channel
+        conversation.open_channels += 1
+        conversation.started_at = min(conversation.started_at, event.time)
+        self._reopen(conversation)
+        return channel
+
+    def _join_linkedid(self, conversation: _Conversation, linkedid: str) -> _Conversation:
+        other = self._by_linkedid.get(linkedid)
+        if other is None:
+            self._by_linkedid[linkedid] = conversation
+            conversation.linkedids.add(linkedid)
+            return conversation
+        return self._merge(conversation, other)
+
+    def _merge(self, a: _Conversation, b: _Conversation) -> _Conversation:
+        if a is b:
+            return a
+        # Keep the older conversation's identity; fold the younger one into it.
+        if (b.started_at, b.key) < (a.started_at, a.key):
+            a, b = b, a
+        self.stats.merges += 1
+        for channel in b.channels.values():
+            channel.conversation = a
+            a.channels[channel.uniqueid] = channel
+        for linkedid in b.linkedids:
+            self._by_linkedid[linkedid] = a
+        a.linkedids |= b.linkedids
+        a.open_channels += b.open_channels
+        a.started_at = min(a.started_at, b.started_at)
+        a.last_event_at = max(a.last_event_at, b.last_event_at)
+        for ext, at in b.rang.items():
+            if ext not in a.rang or at < a.rang[ext]:
+                a.rang[ext] = at
+        a.rang = dict(sorted(a.rang.items(), key=lambda item: item[1]))
+        a.legs.extend(b.legs)
+        for ext, at in b.answered.items():
+            if ext not in a.answered or at < a.answered[ext]:
+                a.answered[ext] = at
+        for ext, at in b.connected.items():
+            if ext not in a.connected or at < a.connected[ext]:
+                a.connected[ext] = at
+        for path, part in b.recordings.items():
+            a.recordings.setdefault(path, part)
+        a.recording_hints.update(b.recording_hints)
+        a.pending_filename.update(b.pending_filename)
+        a.queues.update(b.queues)
+        a.transfers.extend(b.transfers)
+        a.transfers.sort(key=lambda note: note.at)
+        a.approximate_end = a.approximate_end or b.approximate_end
+        del self._conversations[b.key]
+        # The counterpart may have changed with the union (a pickup brings a phone that
+        # started a call of its own into an incoming call): walk the audio graph again.
+        self._update_talk(a)
+        self._reopen(a)
+        return a
+
+    def _reopen(self, conversation: _Conversation) -> None:
+        conversation.generation += 1
+        conversation.closing_at = None
+
+    def _schedule_close(self, conversation: _Conversation, at: float) -> None:
+        conversation.generation += 1
+        conversation.closing_at = at + self._grace
+        heapq.heappush(
+            self._closing, (conversation.closing_at, conversation.generation, conversation.key)
+        )
+
+    def _hang_up(self, channel: _Channel, at: float) -> None:
+        if channel.hungup_at is not None:
+            return
+        channel.hungup_at = at
+        if channel.rang_at is not None and channel.ring_ended_at is None:
+            channel.ring_ended_at = at
+        conversation = channel.conversation
+        self._leave_bridge(channel)
+        if channel.local_peer is not None:
+            peer = self._channels.get(channel.local_peer)
+            if peer is not None:
+                peer.local_peer = None
+            channel.local_peer = None
+        conversation.open_channels -= 1
+        self._update_talk(conversation, at)
+        if conversation.open_channels <= 0:
+            self._schedule_close(conversation, at)
+
+    # -- event handlers ---------------------------------------------------------------
+
+    def _on_newchannel(self, event: AmiEvent) -> None:
+        self._channel_for(event)
+
+    def _on_channel_touch(self, event: AmiEvent) -> None:
+        channel = self._channel_for(event)
+        if channel is not None and event.name == "NewCallerid" and not channel.caller_num:
+            channel.caller_num = event.get("CallerIDNum")
+
+    def _on_newstate(self, event: AmiEvent) -> None:
+        channel = self._channel_for(event)
+        if channel is None:
+            return
+        channel.state = event.get("ChannelStateDesc")
+        if channel.state == "Ringing" and channel.kind is ChannelKind.PHONE:
+            self._mark_rang(channel, event.time)
+
+    def _on_rename(self, event: AmiEvent) -> None:
+        channel = self._channel_for(event)
+        new_name = event.get("Newname")
+        if channel is not None and new_name:
+            channel.name = new_name
+
+    def _on_hangup(self, event: AmiEvent) -> None:
+        channel = self._channel_for(event, create=False)
+        if channel is not None:
+            self._hang_up(channel, event.time)
+
+    def _on_dial_begin(self, event: AmiEvent) -> None:
+        caller = self._channel_for(event)
+        dest = self._channel_for(event, "Dest")
+        if dest is None:
+            return
+        dest.dialled = True
+        dest.dial_string = event.get("DialString")
+        if caller is not None:
+            self._merge(caller.conversation, dest.conversation)
+        if dest.kind is ChannelKind.PHONE:
+            self._mark_rang(dest, event.time)
+        elif dest.rang_at is None:
+            dest.rang_at = event.time
+
+    def _on_dial_end(self, event: AmiEvent) -> None:
+        caller = self._channel_for(event)
+        dest = self._channel_for(event, "Dest")
+        if dest is None:
+            return
+        if caller is not None:
+            self._merge(caller.conversation, dest.conversation)
+        status = event.get("DialStatus")
+        if (
+            status
+            and status not in ("RINGING", "PROGRESS", "PROCEEDING")
+            and dest.ring_ended_at is None
+        ):
+            dest.ring_ended_at = event.time
+
+    def _on_bridge_create(self, event: AmiEvent) -> None:
+        bridge = event.get("BridgeUniqueid")
+        if bridge:
+            self._bridges.setdefault(bridge, set())
+            self._bridge_types[bridge] = event.get("BridgeType")
+
+    def _on_bridge_destroy(self, event: AmiEvent) -> None:
+        bridge = event.get("BridgeUniqueid")
+        members = self._bridges.pop(bridge, set())
+        self._bridge_types.pop(bridge, None)
+        for uniqueid in members:
+            channel = self._channels.get(uniqueid)
+            if channel is not None and channel.bridge == bridge:
+                channel.bridge = None
+
+    def _on_bridge_enter(self, event: AmiEvent) -> None:
+        channel = self._channel_for(event)
+        bridge = event.get("BridgeUniqueid")
+        if channel is None or not bridge:
+            return
+        self._leave_bridge(channel)
+        bridge_type = event.get("BridgeType") or self._bridge_types.get(bridge, "")
+        self._bridge_types[bridge] = bridge_type
+        members = self._bridges.setdefault(bridge, set())
+        if bridge_type == "basic":
+            for uniqueid in list(members):
+                other = self._channels.get(uniqueid)
+                if other is not None:
+                    self._merge(channel.conversation, other.conversation)
+        members.add(channel.uniqueid)
+        channel.bridge = bridge
+        if channel.rang_at is not None and channel.ring_ended_at is None:
+            channel.ring_ended_at = event.time
+        self._update_talk(channel.conversation, event.time)
+
+    def _on_bridge_leave(self, event: AmiEvent) -> None:
+        channel = self._channel_for(event, create=False)
+        if channel is None:
+            return
+        if channel.bridge == event.get("BridgeUniqueid"):
+            self._leave_bridge(channel)
+            self._update_talk(channel.conversation, event.time)
+
+    def _leave_bridge(self, channel: _Channel) -> None:
+        bridge = channel.bridge
+        if bridge is None:
+            return
+        channel.bridge = None
+        members = self._bridges.get(bridge)
+        if members is not None:
+            members.discard(channel.uniqueid)
+            if not members and bridge not in self._bridge_types:
+                del self._bridges[bridge]
+
+    def _on_blind_transfer(self, event: AmiEvent) -> None:
+        transferer = self._channels.get(event.get("TransfererUniqueid"))
+        transferee = self._channels.get(event.get("TransfereeUniqueid"))
+        anchor = transferer or transferee
+        if anchor is None:
+            return
+        if transferer is not None and transferee is not None:
+            self._merge(transferer.conversation, transferee.conversation)
+        anchor.conversation.transfers.append(
+            TransferNote(
+                kind="blind",
+                at=event.time,
+                by=_extension(transferer),
+                target=event.get("Extension") or None,
+            )
+        )
+
+    def _on_attended_transfer(self, event: AmiEvent) -> None:
+        involved = [
+            self._channels.get(event.get(key))
+            for key in (
+                "OrigTransfererUniqueid",
+                "SecondTransfererUniqueid",
+                "TransfereeUniqueid",
+                "TransferTargetUniqueid",
+            )
+        ]
+        present = [c for c in involved if c is not None]
+        if not present:
+            return
+        conversation = present[0].conversation
+        for channel in present[1:]:
+            conversation = self._merge(conversation, channel.conversation)
+        transferer = involved[0] or involved[1]
+        target = involved[3]
+        target_ext = _extension(target)
+        if target is not None and target_ext is None:
+            # The target is usually a Local channel: name the phone behind it.
+            behind = self._reachable_phones([target]) - {_extension(transferer)}
+            target_ext = min(behind) if len(behind) == 1 else None
+        conversation.transfers.append(
+            TransferNote(
+                kind="attended", at=event.time, by=_extension(transferer), target=target_ext
+            )
+        )
+
+    def _on_pickup(self, event: AmiEvent) -> None:
+        picker = self._channel_for(event)
+        target = self._channels.get(event.get("TargetUniqueid"))
+        if picker is None or target is None:
+            return
+        conversation = self._merge(picker.conversation, target.conversation)
+        conversation.transfers.append(
+            TransferNote(
+                kind="pickup", at=event.time, by=_extension(picker), target=_extension(target)
+            )
+        )
+
+    def _on_local_bridge(self, event: AmiEvent) -> None:
+        one = self._channel_for(event, "LocalOne")
+        two = self._channel_for(event, "LocalTwo")
+        if one is None or two is None:
+            return
+        self._merge(one.conversation, two.conversation)
+        if one.hungup_at is None and two.hungup_at is None:
+            one.local_peer = two.uniqueid
+            two.local_peer = one.uniqueid
+
+    def _on_queue_event(self, event: AmiEvent) -> None:
+        channel = self._channel_for(event)
+        if channel is None:
+            return
+        queue = event.get("Queue")
+        if queue:
+            channel.conversation.queues[queue] = None
+        if event.name in ("AgentCalled", "AgentConnect"):
+            dest = self._channel_for(event, "Dest")
+            if dest is not None:
+                self._merge(channel.conversation, dest.conversation)
+
+    def _on_varset(self, event: AmiEvent) -> None:
+        channel = self._channel_for(event, create=False)
+        if channel is None:
+            return
+        variable = event.get("Variable").lstrip("_")
+        value = event.get("Value")
+        if not value:
+            return
+        conversation = channel.conversation
+        if variable == "MIXMONITOR_FILENAME":
+            conversation.pending_filename[channel.uniqueid] = value
+        elif variable in ("CALLFILENAME", "MONITOR_FILENAME"):
+            conversation.recording_hints[value] = None
+
+    def _on_mixmonitor_start(self, event: AmiEvent) -> None:
+        channel = self._channel_for(event, create=False)
+        if channel is None:
+            return
+        conversation = channel.conversation
+        path = conversation.pending_filename.pop(channel.uniqueid, "")
+        if path and path not in conversation.recordings:
+            conversation.recordings[path] = RecordingPart(
+                path=path, started_at=event.time, channel=channel.name
+            )
+
+    def _on_shutdown(self, event: AmiEvent) -> None:
+        self._out.extend(self.close_all(event.time))
+
+    # -- who talks with whom ------------------------------------------------------------
+
+    def _mark_rang(self, channel: _Channel, at: float) -> None:
+        if channel.rang_at is None:
+            channel.rang_at = at
+        rang = channel.conversation.rang
+        if channel.endpoint not in rang:
+            rang[channel.endpoint] = at
+
+    def _origin(self, conversation: _Conversation) -> _Channel | None:
+        """The channel that placed the call: the oldest party that was not dialled."""
+        best: _Channel | None = None
+        for channel in conversation.channels.values():
+            if channel.kind is ChannelKind.TECHNICAL or channel.dialled:
+                continue
+            if best is None or (channel.created_at, channel.uniqueid) < (
+                best.created_at,
+                best.uniqueid,
+            ):
+                best = channel
+        return best
+
+    def _first_rung_phone(self, conversation: _Conversation) -> _Channel | None:
+        best: _Channel | None = None
+        for channel in conversation.channels.values():
+            if (
+                channel.kind is ChannelKind.PHONE
+                and channel.rang_at is not None
+                and (
+                    best is None
+                    or (channel.rang_at, channel.uniqueid) < (best.rang_at or 0.0, best.uniqueid)
+                )
+            ):
+                best = channel
+        return best
+
+    def _shape(
+        self, conversation: _Conversation
+    ) -> tuple[Direction, _Channel | None, list[_Channel]]:
+        """(direction, the placing phone if any, the counterpart channels)."""
+        origin = self._origin(conversation)
+        trunks = [c for c in conversation.channels.values() if c.kind is ChannelKind.TRUNK]
+        if origin is not None and origin.kind is ChannelKind.TRUNK:
+            return Direction.INCOMING, None, [origin]
+        placer = origin if origin is not None else self._first_rung_phone(conversation)
+        if trunks:
+            return Direction.OUTGOING, placer, [t for t in trunks if t.dialled] or trunks
+        return Direction.INTERNAL, placer, [placer] if placer is not None else []
+
+    def _update_talk(self, conversation: _Conversation, at: float | None = None) -> None:
+        when = self._now if at is None else at
+        _, _, counterparts = self._shape(conversation)
+        reached = self._reachable_phones(counterparts)
+        connected = conversation.connected
+        for ext in [e for e in connected if e not in reached]:
+            start = connected.pop(ext)
+            conversation.legs.append(Leg(extension=ext, connected_at=start, disconnected_at=when))
+        for ext in reached:
+            if ext not in connected:
+                connected[ext] = when
+                conversation.answered.setdefault(ext, when)
+
+    def _reachable_phones(self, counterparts: list[_Channel]) -> set[str]:
+        """Employee phones sharing audio with any counterpart channel, right now."""
+        if not counterparts:
+            return set()
+        seen: set[str] = set()
+        stack = [c for c in counterparts if c.hungup_at is None]
+        start_ids = {c.uniqueid for c in stack}
+        phones: set[str] = set()
+        channels = self._channels
+        while stack:
+            channel = stack.pop()
+            if channel.uniqueid in seen:
+                continue
+            seen.add(channel.uniqueid)
+            if channel.kind is ChannelKind.PHONE and channel.uniqueid not in start_ids:
+                phones.add(channel.endpoint)
+            neighbours: Iterable[str] = ()
+            if channel.bridge is not None:
+                neighbours = self._bridges.get(channel.bridge, ())
+            for uniqueid in neighbours:
+                if uniqueid not in seen:
+                    other = channels.get(uniqueid)
+                    if other is not None and other.hungup_at is None:
+                        stack.append(other)
+            if channel.local_peer is not None and channel.local_peer not in seen:
+                peer = channels.get(channel.local_peer)
+                if peer is not None and peer.hungup_at is None:
+                    stack.append(peer)
+        return phones
+
+    # -- finishing ---------------------------------------------------------------------
+
+    def _finish(self, conversation: _Conversation, *, end: float | None = None) -> FinishedCall:
+        channels = list(conversation.channels.values())
+        hangups = [c.hungup_at for c in channels if c.hungup_at is not None]
+        ended_at = (
+            end if end is not None else (max(hangups) if hangups else conversation.last_event_at)
+        )
+        # Close the legs still open (an expired conversation).
+        for ext, start in conversation.connected.items():
+            conversation.legs.append(
+                Leg(extension=ext, connected_at=start, disconnected_at=ended_at)
+            )
+        conversation.connected = {}
+        direction, placer, counterparts = self._shape(conversation)
+        legs = sorted(conversation.legs, key=lambda leg: (leg.connected_at, leg.extension))
+        answered_order = sorted(conversation.answered.items(), key=lambda item: item[1])
+        answered_at = answered_order[0][1] if answered_order else None
+        talk_end = max((leg.disconnected_at for leg in legs), default=ended_at)
+        talk_seconds = max(0.0, talk_end - answered_at) if answered_at is not None else 0.0
+        if answered_at is not None:
+            ring_seconds = answered_at - conversation.started_at
+        else:
+            ring_ends = [
+                c.ring_ended_at if c.ring_ended_at is not None else ended_at
+                for c in channels
+                if c.rang_at is not None and c.kind is not ChannelKind.TECHNICAL
+            ]
+            ring_seconds = (max(ring_ends) if ring_ends else ended_at) - conversation.started_at
+        participants = self._participants(conversation, placer, answered_order, legs)
+        external = self._external_number(direction, counterparts)
+        did = None
+        if direction is Direction.INCOMING and counterparts:
+            did = counterparts[0].exten or None
+        finished = FinishedCall(
+            conversation_id=conversation.key,
+            linkedids=tuple(sorted(conversation.linkedids)),
+            started_at=conversation.started_at,
+            answered_at=answered_at,
+            ended_at=ended_at,
+            approximate_end=conversation.approximate_end,
+            direction=direction,
+            external_number=external,
+            did=did,
+            answered=answered_at is not None,
+            participants=participants,
+            legs=tuple(legs),
+            ring_seconds=round(max(0.0, ring_seconds), 3),
+            talk_seconds=round(talk_seconds, 3),
+            recordings=tuple(sorted(conversation.recordings.values(), key=lambda p: p.started_at)),
+            recording_hints=tuple(conversation.recording_hints),
+            queues=tuple(conversation.queues),
+            transfers=tuple(conversation.transfers),
+        )
+        self._forget(conversation)
+        self.stats.conversations_finished += 1
+        return finished
+
+    def _participants(
+        self,
+        conversation: _Conversation,
+        placer: _Channel | None,
+        answered_order: list[tuple[str, float]],
+        legs: list[Leg],
+    ) -> tuple[Participant, ...]:
+        talk: dict[str, float] = {}
+        for leg in legs:
+            talk[leg.extension] = talk.get(leg.extension, 0.0) + (
+                leg.disconnected_at - leg.connected_at
+            )
+        answered = dict(answered_order)
+        order: list[str] = []
+        if placer is not None and placer.kind is ChannelKind.PHONE:
+            order.append(placer.endpoint)
+        order.extend(ext for ext, _ in answered_order if ext not in order)
+        order.extend(ext for ext in conversation.rang if ext not in order)
+        placed_ext = (
+            placer.endpoint if placer is not None and placer.kind is ChannelKind.PHONE else None
+        )
+        result = []
+        for ext in order:
+            placed = ext == placed_ext
+            answered_at = answered.get(ext)
+            if placed:
+                role = Role.PLACED
+            elif answered_at is not None:
+                role = Role.ANSWERED
+            else:
+                role = Role.RANG
+            result.append(
+                Participant(
+                    extension=ext,
+                    role=role,
+                    placed=placed,
+                    rang=ext in conversation.rang,
+                    answered_at=answered_at,
+                    rang_at=conversation.rang.get(ext),
+                    talk_seconds=round(talk.get(ext, 0.0), 3),
+                )
+            )
+        return tuple(result)
+
+    @staticmethod
+    def _external_number(direction: Direction, counterparts: list[_Channel]) -> str | None:
+        if direction is Direction.INTERNAL or not counterparts:
+            return None
+        trunk = counterparts[0]
+        if direction is Direction.INCOMING:
+            return trunk.caller_num or None
+        number = _number_from_dial_string(trunk.dial_string)
+        return number or trunk.caller_num or trunk.exten or None
+
+    def _forget(self, conversation: _Conversation) -> None:
+        for uniqueid, channel in conversation.channels.items():
+            self._channels.pop(uniqueid, None)
+            if channel.bridge is not None:
+                self._leave_bridge(channel)
+            self._finished_ids[uniqueid] = None
+        while len(self._finished_ids) > _RECENTLY_FINISHED:
+            self._finished_ids.popitem(last=False)
+        for linkedid in conversation.linkedids:
+            if self._by_linkedid.get(linkedid) is conversation:
+                del self._by_linkedid[linkedid]
+        self._conversations.pop(conversation.key, None)
+        # Bridges emptied by this conversation and never destroyed must not pile up.
+        for bridge in [b for b, members in self._bridges.items() if not members]:
+            del self._bridges[bridge]
+            self._bridge_types.pop(bridge, None)
+
+
+def _extension(channel: _Channel | None) -> str | None:
+    if channel is None or channel.kind is not ChannelKind.PHONE:
+        return None
+    return channel.endpoint
+
+
+_DIGITS = re.compile(r"\+?\d[\d\-\s()]*")
+
+
+def _number_from_dial_string(dial_string: str) -> str:
+    """``provider/79031234567`` or ``79031234567@provider`` → ``79031234567``."""
+    if not dial_string:
+        return ""
+    text = dial_string.split(",", 1)[0]
+    if "@" in text:
+        text = text.split("@", 1)[0]
+        text = text.rsplit("/", 1)[-1]
+        text = text.removeprefix("sip:").removeprefix("tel:")
+    elif "/" in text:
+        text = text.rsplit("/", 1)[1]
+    match = _DIGITS.fullmatch(text.strip())
+    return match.group(0) if match else ""

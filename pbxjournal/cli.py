@@ -1,0 +1,122 @@
+"""The ``pbxjournal`` command line (DESIGN section 6).
+
+Each subcommand lives in its own module and is imported only when it runs, so that
+``pbxjournal --help`` stays fast and a tool does not pay for what it does not use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["build_parser", "main"]
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML settings file (default: built-in defaults + PBXJOURNAL_* environment)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pbxjournal",
+        description="Call journal for Asterisk: AMI in, one row per conversation out.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    replay = commands.add_parser(
+        "replay",
+        help="feed AMI captures through the pipeline offline",
+        description="Feed .ami captures through the assembler and the journal rules, as fast "
+        "as the CPU allows, with event times taken from the capture.",
+    )
+    replay.add_argument("captures", nargs="+", type=Path, metavar="CAPTURE.ami")
+    replay.add_argument(
+        "--json",
+        action="store_true",
+        help="print every call object as one JSON line each time it is written or changed",
+    )
+    replay.add_argument(
+        "--database", default=None, metavar="URL", help="journal database (not yet supported)"
+    )
+    replay.add_argument(
+        "--recordings",
+        action="append",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="recordings directory (repeatable; overrides recordings.directories)",
+    )
+    _add_config(replay)
+
+    capture = commands.add_parser(
+        "capture",
+        help="record a live AMI session verbatim",
+        description="Log in to the AMI of [ami] settings and write every byte received to "
+        "FILE, with FILE.recvlog recording the time and size of each TCP read.",
+    )
+    capture.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    capture.add_argument(
+        "--duration", type=float, default=None, metavar="SECONDS", help="stop after this long"
+    )
+    _add_config(capture)
+
+    fake = commands.add_parser(
+        "fake-pbx",
+        help="serve captures over a real AMI TCP session",
+        description="A TCP AMI server that replays captures to whoever logs in: banner, "
+        "Login, Ping, CoreShowChannels, Logoff, and the captured events at their recorded "
+        "pace (or faster).",
+    )
+    fake.add_argument("captures", nargs="+", type=Path, metavar="CAPTURE.ami")
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=5038)
+    fake.add_argument("--username", default=None, help="accepted login (default: any)")
+    fake.add_argument("--secret", default=None, help="accepted secret (default: any)")
+    fake.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="pace multiplier: 1 = recorded pace, 10 = ten times faster, 0 = as fast as possible",
+    )
+    fake.add_argument(
+        "--loop", action="store_true", help="start over when the captures are exhausted"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from config import ConfigError
+
+    try:
+        if args.command == "replay":
+            from pbxjournal.replay import run_replay
+
+            return run_replay(args)
+        if args.command == "capture":
+            from pbxjournal.tools import run_capture
+
+            return run_capture(args)
+        if args.command == "fake-pbx":
+            from pbxjournal.tools import run_fake_pbx
+
+            return run_fake_pbx(args)
+    except ConfigError as exc:
+        print(f"pbxjournal: configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    parser.error(f"unknown command {args.command!r}")
+    return 2  # pragma: no cover - parser.error exits
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
