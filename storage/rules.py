@@ -68,14 +68,12 @@ class AttentionWindow:
     timezone: ZoneInfo
 
     @classmethod
-    def parse(cls, value: str | float, timezone: ZoneInfo) -> AttentionWindow:
-        if isinstance(value, str) and value.strip() == "end_of_day":
-            return cls(seconds=None, end_of_day=True, timezone=timezone)
-        if isinstance(value, str):
-            from config import parse_duration
+    def fixed(cls, seconds: float, timezone: ZoneInfo) -> AttentionWindow:
+        return cls(seconds=seconds, end_of_day=False, timezone=timezone)
 
-            return cls(seconds=parse_duration(value), end_of_day=False, timezone=timezone)
-        return cls(seconds=float(value), end_of_day=False, timezone=timezone)
+    @classmethod
+    def until_end_of_day(cls, timezone: ZoneInfo) -> AttentionWindow:
+        return cls(seconds=None, end_of_day=True, timezone=timezone)
 
     def closes_at(self, missed_ended_at: float) -> float:
         """Epoch seconds at which the window of a call that ended then closes."""

@@ -1,0 +1,34 @@
+"""Phone numbers in one comparable form.
+
+A customer calls as ``89161234567``, is saved in 1C as ``+7 (916) 123-45-67`` and dialled back
+as ``79161234567``: the journal must see one number. :func:`normalize_number` parses with
+``phonenumbers`` in the PBX's default region and returns E.164 (``+79161234567``); what is not
+a possible phone number (short service numbers, garbage) keeps its digits so that it still
+compares equal to itself, and a number with no digits at all (``anonymous``) is None.
+"""
+
+from __future__ import annotations
+
+import phonenumbers
+
+__all__ = ["digits_of", "normalize_number"]
+
+
+def digits_of(text: str) -> str:
+    return "".join(ch for ch in text if ch.isdigit())
+
+
+def normalize_number(raw: str | None, region: str = "RU") -> str | None:
+    """E.164 for a possible phone number, its digits otherwise, None when it has none."""
+    if not raw:
+        return None
+    digits = digits_of(raw)
+    if not digits:
+        return None
+    try:
+        parsed = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException:
+        return digits
+    if not phonenumbers.is_possible_number(parsed):
+        return digits
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
