@@ -1,0 +1,41 @@
+"""pbxjournal settings: typed, frozen, validated; see `config.settings` for how they load."""
+
+from config.settings import (
+    DEFAULT_CONFIG_PATH,
+    ENV_PREFIX,
+    AmiSettings,
+    AttentionWindow,
+    ConfigError,
+    Employee,
+    HttpClient,
+    HttpSettings,
+    LogSettings,
+    PbxSettings,
+    RecordingsSettings,
+    RulesSettings,
+    Settings,
+    StorageSettings,
+    load_settings,
+    parse_duration,
+    settings_reference,
+)
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "ENV_PREFIX",
+    "AmiSettings",
+    "AttentionWindow",
+    "ConfigError",
+    "Employee",
+    "HttpClient",
+    "HttpSettings",
+    "LogSettings",
+    "PbxSettings",
+    "RecordingsSettings",
+    "RulesSettings",
+    "Settings",
+    "StorageSettings",
+    "load_settings",
+    "parse_duration",
+    "settings_reference",
+]
