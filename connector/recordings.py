@@ -100,6 +100,7 @@ class RecordingFinder:
     ) -> None:
         self._directories = [Path(d) for d in directories]
         self._formats = [f.lstrip(".") for f in formats]
+        self._format_set = {f.lower() for f in self._formats}
 
     def locate(self, pbx_path: str) -> Path | None:
         """The file for a path as the PBX named it, or None."""
@@ -130,7 +131,8 @@ class RecordingFinder:
         if not entries:
             # No MixMonitorStart announced a file: try FreePBX's name hints with each format.
             for hint in call.recording_hints:
-                if PurePosixPath(hint).suffix:
+                # Uniqueids put dots in names: only a configured format is an extension.
+                if PurePosixPath(hint).suffix.lstrip(".").lower() in self._format_set:
                     entries.append((hint, call.started_at))
                 else:
                     entries.extend((f"{hint}.{fmt}", call.started_at) for fmt in self._formats)

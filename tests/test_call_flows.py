@@ -130,7 +130,7 @@ def test_missed_call_then_call_back_are_two_rows() -> None:
     want = expected(slug)["calls"]
     assert len(replay.calls) == 2
     for item in want:
-        call = [c for c in replay.calls if c.direction.value == item["direction"]][0]
+        call = next(c for c in replay.calls if c.direction.value == item["direction"])
         check_call(call, item)
 
 
