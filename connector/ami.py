@@ -324,14 +324,14 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
         if raw.startswith(b"Response:"):
             stats.skipped += 1  # the answer to an action that timed out
             return
-        if self._sink is None or not is_journal_message(raw):
-            stats.skipped += 1
-            return
         name = _event_name(raw) if is_event else ""
         if name == "FullyBooted" and not self._announced:
             self.announce(_uptime(raw))
-        stats.journal_messages += 1
-        self._sink((now, raw))
+        if self._sink is not None and is_journal_message(raw):
+            stats.journal_messages += 1
+            self._sink((now, raw))
+        else:
+            stats.skipped += 1
         if name == "Shutdown":
             self.abort("Asterisk is shutting down (Shutdown event)")
 
