@@ -1,0 +1,538 @@
+"""A fake Asterisk: a real AMI TCP server that replays captures, for demos and tests.
+
+Theory of operation
+-------------------
+:class:`FakePbx` loads captures into one stream of messages, dropping what belonged to the
+capturing session rather than to the PBX: the banner, the responses (the captured login
+answer) and ``FullyBooted`` (which Asterisk sends to each session on login; the fake sends
+its own). Each message keeps a pace time, from the recvlog (the read that completed it) or
+else from its ``Timestamp`` header.
+
+A client gets the banner and may ``Login`` (checked against ``username``/``secret`` when
+given; a mismatch is answered ``Authentication failed`` and the connection closed), then
+receives ``FullyBooted`` with an ``Uptime`` and, from then on, the stream. It may ``Ping``,
+``CoreShowChannels`` (the channels alive at the current point of the stream, tracked from
+the events already streamed) and ``Logoff``; anything else is an unknown command.
+
+One streamer task walks the stream for the whole server, so its position never goes back.
+It starts at the first login. Between two messages it waits their recorded gap divided by
+``speed``; with ``speed=0`` there is no clock and it writes as fast as the socket drains.
+
+Disconnects behave like a real PBX: nothing is ever re-sent. What was written to a
+connection that :meth:`FakePbx.drop` aborted is lost with it. While nobody is logged in, the
+stream keeps its clock at ``speed > 0`` and the messages that fall due are lost (counted in
+``events_lost``); at ``speed=0`` there is no clock to keep, so the stream waits for the next
+login. A captured ``Shutdown`` is sent, every connection closed, and the PBX "restarts": its
+channels are forgotten, its uptime starts again from 0, and the stream waits for the next
+login to continue after the Shutdown (capture 00 then plays as two sessions).
+
+For tests: :attr:`FakePbx.ignore_actions` names actions that get no answer (a stalled PBX),
+:meth:`FakePbx.hold_when` pauses the stream after a given message, :meth:`FakePbx.inject`
+writes arbitrary bytes (malformed messages) to the clients, and ``chunker`` splits
+each message written into pieces (to cut multi-byte characters between TCP reads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from connector.capture import iter_capture_messages
+from connector.events import AmiMessage, MalformedMessage, MessageFramer, parse_message
+
+__all__ = ["BANNER", "FakePbx"]
+
+BANNER = b"Asterisk Call Manager/11.0.0\r\n"
+
+#: Channel snapshot headers, in the order Asterisk writes them.
+_SNAPSHOT_KEYS = (
+    "Channel",
+    "ChannelState",
+    "ChannelStateDesc",
+    "CallerIDNum",
+    "CallerIDName",
+    "ConnectedLineNum",
+    "ConnectedLineName",
+    "Language",
+    "AccountCode",
+    "Context",
+    "Exten",
+    "Priority",
+    "Uniqueid",
+    "Linkedid",
+)
+
+Chunker = Callable[[bytes], Iterable[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class _StreamItem:
+    """One message of the stream: pace time, bytes (without the blank line), parsed form."""
+
+    at: float | None
+    capture: int
+    raw: bytes
+    message: AmiMessage | None
+
+    @property
+    def event(self) -> str:
+        return self.message.event if self.message is not None else ""
+
+
+@dataclass(slots=True)
+class _Channel:
+    fields: dict[str, str]
+    created: float | None
+    application: str = ""
+    application_data: str = ""
+    bridge_id: str = ""
+
+
+def _load_stream(captures: Sequence[Path]) -> list[_StreamItem]:
+    items: list[_StreamItem] = []
+    for index, path in enumerate(captures):
+        previous_at: float | None = None
+        for captured in iter_capture_messages(Path(path)):
+            raw = captured.raw
+            if raw.startswith(b"Response:"):
+                continue  # the capturing session's login answer
+            try:
+                message: AmiMessage | None = parse_message(raw)
+            except MalformedMessage:
+                message = None
+            if message is not None and message.event == "FullyBooted":
+                continue  # sent by the fake itself after each login
+            at = captured.receive_time
+            if at is None and message is not None:
+                at = _float_or_none(message.first("Timestamp"))
+            if at is None:
+                at = previous_at
+            previous_at = at
+            items.append(_StreamItem(at, index, raw, message))
+    return items
+
+
+def _gap(previous: _StreamItem | None, item: _StreamItem) -> float:
+    """Recorded seconds between two messages of one capture; 0 across captures."""
+    if previous is None or previous.capture != item.capture:
+        return 0.0
+    if previous.at is None or item.at is None:
+        return 0.0
+    return max(0.0, item.at - previous.at)
+
+
+def _float_or_none(text: str) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
+def _header(message: AmiMessage, key: str) -> str:
+    """A header of an incoming action; Asterisk compares header names case-insensitively."""
+    wanted = key.lower()
+    for name, value in message.headers:
+        if name.lower() == wanted:
+            return value
+    return ""
+
+
+def _format(headers: Iterable[tuple[str, str]]) -> bytes:
+    return "".join(f"{key}: {value}\r\n" for key, value in headers).encode() + b"\r\n"
+
+
+class _Client:
+    """One TCP connection to the fake; writes are serialised so pieces never interleave."""
+
+    def __init__(self, writer: asyncio.StreamWriter, chunker: Chunker | None) -> None:
+        self.writer = writer
+        self.chunker = chunker
+        self.logged_in = False
+        self.lock = asyncio.Lock()
+
+    @property
+    def gone(self) -> bool:
+        return self.writer.is_closing()
+
+    async def send(self, data: bytes) -> bool:
+        """Write one message; False when the connection is gone."""
+        async with self.lock:
+            if self.gone:
+                return False
+            try:
+                if self.chunker is None:
+                    self.writer.write(data)
+                    await self.writer.drain()
+                else:
+                    for piece in self.chunker(data):
+                        self.writer.write(piece)
+                        await self.writer.drain()
+                        await asyncio.sleep(0)  # let the reader see this piece alone
+            except ConnectionError:
+                return False
+            return not self.gone
+
+    def abort(self) -> None:
+        self.writer.transport.abort()
+
+
+class FakePbx:
+    """An AMI server replaying captures; see the module docstring."""
+
+    def __init__(
+        self,
+        captures: Sequence[Path],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        username: str | None = None,
+        secret: str | None = None,
+        speed: float = 1.0,
+        loop: bool = False,
+        boot_uptime: float = 3600.0,
+        chunker: Chunker | None = None,
+    ) -> None:
+        if speed < 0:
+            raise ValueError(f"speed must be >= 0, got {speed}")
+        self.host = host
+        self.port = port
+        self.username = username
+        self.secret = secret
+        self.speed = speed
+        self.loop = loop
+        self.chunker = chunker
+        #: Lower-case action names the fake reads and never answers.
+        self.ignore_actions: set[str] = set()
+        #: Every action received, in order, across connections.
+        self.actions_received: list[AmiMessage] = []
+        self.connections = 0
+        self.logins = 0
+        self.events_sent = 0
+        self.events_lost = 0
+        self._items = _load_stream(captures)
+        self._position = 0
+        self._channels: dict[str, _Channel] = {}
+        self._stream_time: float | None = None
+        # The fake claims to have booted ``boot_uptime`` seconds before it started.
+        self._boot_time = time.monotonic() - boot_uptime
+        self._clients: set[_Client] = set()
+        self._client_tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self._streamer: asyncio.Task[None] | None = None
+        self._logged_in = asyncio.Event()
+        self._restarting = False
+        self._started_stream = False
+        self._released = asyncio.Event()
+        self._released.set()
+        self._held = asyncio.Event()
+        self._hold_predicate: Callable[[AmiMessage], bool] | None = None
+        self._done = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Listen; return the bound port."""
+        self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._streamer = asyncio.create_task(self._run_stream(), name="fakepbx-stream")
+        return self.port
+
+    async def wait_done(self) -> None:
+        """Wait until every capture has been streamed once."""
+        await self._done.wait()
+
+    async def close(self, *, grace: float = 1.0) -> None:
+        """Stop streaming and close every connection, letting written data reach the
+        clients for up to ``grace`` seconds before aborting."""
+        if self._server is not None:
+            self._server.close()
+        if self._streamer is not None:
+            self._streamer.cancel()
+            await asyncio.gather(self._streamer, return_exceptions=True)
+        for client in list(self._clients):
+            client.writer.close()  # flushes what is buffered, then closes
+        clients = list(self._client_tasks)
+        if clients:
+            await asyncio.wait(clients, timeout=grace)
+        for client in list(self._clients):
+            client.abort()
+        for task in clients:
+            task.cancel()
+        await asyncio.gather(*clients, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    def drop(self) -> None:
+        """Abort every client connection, as a network failure would."""
+        for client in list(self._clients):
+            client.logged_in = False
+            client.abort()
+        self._logged_in.clear()
+
+    # -- test controls ---------------------------------------------------------------
+
+    @property
+    def position(self) -> int:
+        """Index of the next stream message."""
+        return self._position
+
+    @property
+    def stream_length(self) -> int:
+        return len(self._items)
+
+    def hold_when(self, predicate: Callable[[AmiMessage], bool]) -> None:
+        """Pause the stream right after the next message matching ``predicate`` is sent."""
+        self._hold_predicate = predicate
+
+    def hold(self) -> None:
+        """Pause the stream before its next message."""
+        self._released.clear()
+        self._held.set()
+
+    def release(self) -> None:
+        self._held.clear()
+        self._released.set()
+
+    async def wait_held(self) -> None:
+        await self._held.wait()
+
+    async def inject(self, data: bytes) -> int:
+        """Write ``data`` verbatim to every logged-in client; return how many took it."""
+        delivered = 0
+        for client in self._listeners():
+            delivered += await client.send(data)
+        return delivered
+
+    # -- the stream ------------------------------------------------------------------
+
+    async def _run_stream(self) -> None:
+        previous: _StreamItem | None = None
+        while True:
+            if self._position >= len(self._items):
+                self._done.set()
+                if not self.loop or not self._items:
+                    return
+                self._position = 0
+                self._channels.clear()
+                previous = None
+            await self._released.wait()
+            if self.speed == 0 or self._restarting or not self._started_stream:
+                while not self._listeners():
+                    self._logged_in.clear()
+                    await self._logged_in.wait()
+                self._started_stream = True
+            item = self._items[self._position]
+            gap = _gap(previous, item)
+            if self.speed > 0 and gap > 0:
+                await asyncio.sleep(gap / self.speed)
+            previous = item
+            self._position += 1
+            await self._broadcast(item)
+            self._track(item)
+            if item.event == "Shutdown":
+                await self._restart()
+            elif (
+                self._hold_predicate is not None
+                and item.message is not None
+                and self._hold_predicate(item.message)
+            ):
+                self._hold_predicate = None
+                self.hold()
+
+    def _listeners(self) -> list[_Client]:
+        return [c for c in self._clients if c.logged_in and not c.gone]
+
+    async def _broadcast(self, item: _StreamItem) -> None:
+        data = item.raw + b"\r\n\r\n"
+        delivered = False
+        for client in self._listeners():
+            delivered = await client.send(data) or delivered
+        if delivered:
+            self.events_sent += 1
+        else:
+            self.events_lost += 1
+
+    async def _restart(self) -> None:
+        """After a Shutdown: close every connection gracefully, forget the channels."""
+        for client in list(self._clients):
+            client.logged_in = False
+            async with client.lock:
+                client.writer.close()
+        self._logged_in.clear()
+        self._channels.clear()
+        self._restarting = True
+        self._boot_time = time.monotonic()
+
+    def _track(self, item: _StreamItem) -> None:
+        """Follow channels through the stream, for CoreShowChannels."""
+        message = item.message
+        if message is None:
+            return
+        stamp = _float_or_none(message.first("Timestamp"))
+        now = stamp if stamp is not None else item.at
+        if now is not None:
+            self._stream_time = now
+        name = message.event
+        uniqueid = message.first("Uniqueid")
+        if not uniqueid:
+            return
+        if name == "Newchannel":
+            fields = {key: message.first(key) for key in _SNAPSHOT_KEYS}
+            self._channels[uniqueid] = _Channel(fields, now)
+            return
+        channel = self._channels.get(uniqueid)
+        if channel is None:
+            return
+        if name == "Hangup":
+            del self._channels[uniqueid]
+            return
+        # Every channel event carries the channel's current snapshot (Newstate,
+        # NewCallerid, NewConnectedLine, Newexten...); prefixed snapshots are other channels.
+        for key, value in message.headers:
+            if key in channel.fields:
+                channel.fields[key] = value
+        if name == "Rename":
+            channel.fields["Channel"] = message.first("Newname", channel.fields["Channel"])
+        elif name == "Newexten":
+            channel.application = message.first("Application")
+            channel.application_data = message.first("AppData")
+        elif name == "BridgeEnter":
+            channel.bridge_id = message.first("BridgeUniqueid")
+        elif name == "BridgeLeave":
+            channel.bridge_id = ""
+
+    # -- connections -----------------------------------------------------------------
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.create_task(self._serve(reader, writer), name="fakepbx-client")
+        self._client_tasks.add(task)
+        task.add_done_callback(self._client_tasks.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        client = _Client(writer, self.chunker)
+        self._clients.add(client)
+        try:
+            if not await client.send(BANNER):
+                return
+            framer = MessageFramer(expect_banner=False)
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    return
+                for raw in framer.feed(data):
+                    try:
+                        message = parse_message(raw)
+                    except MalformedMessage:
+                        continue
+                    if not await self._answer(client, message):
+                        return
+        except ConnectionError:
+            pass
+        finally:
+            self._clients.discard(client)
+            if not self._listeners():
+                self._logged_in.clear()
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    async def _answer(self, client: _Client, message: AmiMessage) -> bool:
+        """Answer one action; False when the connection must close."""
+        self.actions_received.append(message)
+        action = _header(message, "Action").lower()
+        action_id = _header(message, "ActionID")
+        if action in self.ignore_actions:
+            return True
+
+        def response(status: str, *rest: tuple[str, str]) -> bytes:
+            head = [("Response", status)]
+            if action_id:
+                head.append(("ActionID", action_id))
+            return _format([*head, *rest])
+
+        if action == "login":
+            return await self._login(client, message, response)
+        if action == "logoff":
+            await client.send(response("Goodbye", ("Message", "Thanks for all the fish.")))
+            return False
+        if not client.logged_in:
+            await client.send(response("Error", ("Message", "Permission denied")))
+        elif action == "ping":
+            stamp = f"{time.time():.6f}"
+            await client.send(response("Success", ("Ping", "Pong"), ("Timestamp", stamp)))
+        elif action == "coreshowchannels":
+            await self._show_channels(client, action_id, response)
+        else:
+            await client.send(response("Error", ("Message", "Invalid/unknown command")))
+        return True
+
+    async def _login(
+        self, client: _Client, message: AmiMessage, response: Callable[..., bytes]
+    ) -> bool:
+        rejected = (
+            self.username is not None and _header(message, "Username") != self.username
+        ) or (self.secret is not None and _header(message, "Secret") != self.secret)
+        if rejected:
+            await client.send(response("Error", ("Message", "Authentication failed")))
+            return False
+        await client.send(response("Success", ("Message", "Authentication accepted")))
+        uptime = str(int(time.monotonic() - self._boot_time))
+        booted = _format(
+            [
+                ("Event", "FullyBooted"),
+                ("Privilege", "system,all"),
+                ("Uptime", uptime),
+                ("LastReload", uptime),
+                ("Status", "Fully Booted"),
+            ]
+        )
+        if not await client.send(booted):
+            return False
+        client.logged_in = True
+        self.logins += 1
+        self._restarting = False
+        self._logged_in.set()
+        return True
+
+    async def _show_channels(
+        self, client: _Client, action_id: str, response: Callable[..., bytes]
+    ) -> None:
+        await client.send(
+            response("Success", ("EventList", "start"), ("Message", "Channels will follow"))
+        )
+        id_header = [("ActionID", action_id)] if action_id else []
+        channels = list(self._channels.values())
+        for channel in channels:
+            headers = [("Event", "CoreShowChannel"), *id_header]
+            headers.extend((key, channel.fields.get(key, "")) for key in _SNAPSHOT_KEYS)
+            headers.extend(
+                [
+                    ("Application", channel.application),
+                    ("ApplicationData", channel.application_data),
+                    ("Duration", self._duration(channel)),
+                    ("BridgeId", channel.bridge_id),
+                ]
+            )
+            await client.send(_format(headers))
+        await client.send(
+            _format(
+                [
+                    ("Event", "CoreShowChannelsComplete"),
+                    *id_header,
+                    ("EventList", "Complete"),
+                    ("ListItems", str(len(channels))),
+                ]
+            )
+        )
+
+    def _duration(self, channel: _Channel) -> str:
+        seconds = 0
+        if channel.created is not None and self._stream_time is not None:
+            seconds = max(0, int(self._stream_time - channel.created))
+        return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
