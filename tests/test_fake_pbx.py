@@ -1,0 +1,296 @@
+"""The fake PBX seen from a bare socket: what it says, when, and what a disconnect costs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from connector.capture import iter_capture_messages
+from connector.events import parse_message
+from connector.fakepbx import BANNER, FakePbx
+from tests.ami_helpers import RawClient, serving, trace, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def stream_of(*captures: Path) -> list[bytes]:
+    """What the fake streams: every captured message but responses and FullyBooted."""
+    return [
+        m.raw
+        for path in captures
+        for m in iter_capture_messages(path)
+        if not m.raw.startswith((b"Response:", b"Event: FullyBooted\r\n"))
+    ]
+
+
+def pace_of(*captures: Path) -> float:
+    """Recorded seconds from the first to the last streamed message, summed over captures."""
+    total = 0.0
+    for path in captures:
+        times = [
+            m.receive_time
+            for m in iter_capture_messages(path)
+            if m.receive_time is not None and not m.raw.startswith(b"Response:")
+        ]
+        total += times[-1] - times[0]
+    return total
+
+
+async def read_stream(client: RawClient, count: int) -> list[bytes]:
+    messages: list[bytes] = []
+    while len(messages) < count:
+        raw = await client.read_raw()
+        assert raw is not None
+        messages.append(raw)
+    return messages
+
+
+async def test_login_is_answered_like_asterisk_and_followed_by_fully_booted() -> None:
+    async with serving(FakePbx([])) as fake:
+        reader, writer = await asyncio.open_connection("127.0.0.1", fake.port)
+        assert await reader.readline() == BANNER
+        client = RawClient(reader, writer)
+        client.framer.feed(BANNER)  # already read above
+        response = await client.login()
+        booted = await client.read()
+        await client.close()
+    assert response.headers == (
+        ("Response", "Success"),
+        ("ActionID", "l1"),
+        ("Message", "Authentication accepted"),
+    )
+    assert booted is not None
+    assert booted.headers == (
+        ("Event", "FullyBooted"),
+        ("Privilege", "system,all"),
+        ("Uptime", "3600"),
+        ("LastReload", "3600"),
+        ("Status", "Fully Booted"),
+    )
+
+
+async def test_a_wrong_secret_is_refused_and_the_connection_closed() -> None:
+    async with serving(FakePbx([], username="journal", secret="right")) as fake:
+        client = await RawClient.connect(fake.port)
+        response = await client.login(secret="wrong")
+        after = await client.read()
+        await client.close()
+    assert response.response == "Error"
+    assert response.first("Message") == "Authentication failed"
+    assert after is None
+    assert fake.logins == 0
+
+
+async def test_ping_unknown_actions_and_logoff() -> None:
+    async with serving(FakePbx([])) as fake:
+        client = await RawClient.connect(fake.port)
+        await client.send("Action: Ping\nActionID: p0\n")
+        denied = await client.read()
+        await client.login()
+        await client.read()  # FullyBooted
+        await client.send("action: ping\nactionid: p1\n")  # header names are case-blind
+        pong = await client.read()
+        await client.send("Action: Originate\nActionID: o1\nChannel: IAX2/101\n")
+        unknown = await client.read()
+        await client.send("Action: Logoff\nActionID: bye\n")
+        goodbye = await client.read()
+        after = await client.read()
+        await client.close()
+    assert denied is not None and denied.first("Message") == "Permission denied"
+    assert pong is not None
+    assert [k for k, _ in pong.headers] == ["Response", "ActionID", "Ping", "Timestamp"]
+    assert pong.first("ActionID") == "p1" and pong.first("Ping") == "Pong"
+    assert float(pong.first("Timestamp")) > 0
+    assert unknown is not None
+    assert unknown.response == "Error"
+    assert unknown.first("Message") == "Invalid/unknown command"
+    assert goodbye is not None and goodbye.response == "Goodbye"
+    assert after is None
+
+
+async def test_the_stream_is_the_capture_without_the_capturing_sessions_own_messages() -> None:
+    expected = stream_of(trace("01"), trace("09"))
+    async with serving(FakePbx([trace("01"), trace("09")], speed=0)) as fake:
+        client = await RawClient.connect(fake.port)
+        await client.login()
+        await client.read()  # FullyBooted
+        received = await read_stream(client, len(expected))
+        await fake.wait_done()
+        await client.close()
+    assert received == expected  # byte for byte, both captures, in order
+    assert fake.events_sent == len(expected) == fake.stream_length
+
+
+async def test_captures_play_one_after_another_at_the_recorded_pace_divided_by_speed() -> None:
+    captures = (trace("04"), trace("09"))
+    speed = 20.0
+    expected = stream_of(*captures)
+    async with serving(FakePbx(list(captures), speed=speed)) as fake:
+        client = await RawClient.connect(fake.port)
+        await client.login()
+        await client.read()  # FullyBooted
+        loop = asyncio.get_running_loop()
+        await read_stream(client, 1)
+        started = loop.time()
+        await read_stream(client, len(expected) - 1)
+        elapsed = loop.time() - started
+        await client.close()
+    recorded = pace_of(*captures) / speed  # about 0.2 s
+    assert recorded * 0.9 <= elapsed <= recorded * 1.5 + 0.1
+
+
+async def test_at_speed_zero_the_stream_waits_for_the_next_login_after_a_drop() -> None:
+    expected = stream_of(trace("01"))
+    async with serving(FakePbx([trace("01")], speed=0)) as fake:
+        fake.hold_when(lambda m: m.event == "DialBegin")
+        client = await RawClient.connect(fake.port)
+        await client.login()
+        await client.read()  # FullyBooted
+        await fake.wait_held()
+        position = fake.position
+        before = await read_stream(client, position)
+        fake.drop()
+        fake.release()
+        await asyncio.sleep(0.1)
+        assert fake.position == position  # nobody listens: nothing goes by
+
+        again = await RawClient.connect(fake.port)
+        await again.login()
+        await again.read()  # FullyBooted
+        after = await read_stream(again, len(expected) - position)
+        await fake.wait_done()
+        await client.close()
+        await again.close()
+    assert before + after == expected
+    assert fake.events_lost == 0
+
+
+async def test_at_recorded_pace_what_falls_due_while_nobody_listens_is_lost() -> None:
+    expected = stream_of(trace("09"))
+    async with serving(FakePbx([trace("09")], speed=1.0)) as fake:
+        fake.hold_when(lambda m: m.event == "Newchannel")
+        client = await RawClient.connect(fake.port)
+        await client.login()
+        await client.read()  # FullyBooted
+        await fake.wait_held()
+        before = await read_stream(client, fake.position)
+        fake.drop()
+        await client.close()
+        fake.release()
+        await wait_until(lambda: fake.events_lost > 0)
+
+        again = await RawClient.connect(fake.port)
+        await again.login()
+        await again.read()  # FullyBooted
+        await fake.wait_done()
+        after: list[bytes] = []
+        while len(before) + fake.events_lost + len(after) < len(expected):
+            raw = await again.read_raw()
+            assert raw is not None
+            after.append(raw)
+        await again.close()
+    # Nothing is re-sent and nothing comes out of order: the position only moves forward.
+    assert after == expected[len(expected) - len(after) :]
+    assert before == expected[: len(before)]
+    assert fake.events_sent + fake.events_lost == len(expected)
+
+
+async def test_with_loop_the_captures_start_over() -> None:
+    expected = stream_of(trace("09"))
+    async with serving(FakePbx([trace("09")], speed=0, loop=True)) as fake:
+        client = await RawClient.connect(fake.port)
+        await client.login()
+        await client.read()  # FullyBooted
+        received = await read_stream(client, len(expected) + 5)
+        await fake.wait_done()
+        await client.close()
+    assert received == expected + expected[:5]
+
+
+async def test_core_show_channels_lists_what_is_alive_and_answers_with_the_action_id() -> None:
+    async with serving(FakePbx([trace("10")], speed=0)) as fake:
+        fake.hold_when(lambda m: m.event == "DialBegin")
+        client = await RawClient.connect(fake.port)
+        await client.login()
+        await client.read()  # FullyBooted
+        await fake.wait_held()
+        await read_stream(client, fake.position)
+        await client.send("Action: CoreShowChannels\nActionID: c1\n")
+        answer = [parse_message(raw) for raw in await read_stream(client, 4)]
+        await client.close()
+    response, caller, callee, complete = answer
+    assert response.headers == (
+        ("Response", "Success"),
+        ("ActionID", "c1"),
+        ("EventList", "start"),
+        ("Message", "Channels will follow"),
+    )
+    assert [caller.event, callee.event] == ["CoreShowChannel", "CoreShowChannel"]
+    assert caller.first("Channel").startswith("IAX2/101-")
+    assert caller.first("CallerIDName") == "Ivanova Anna"
+    assert caller.first("Application") == "Dial"
+    assert callee.first("Channel").startswith("IAX2/102-")
+    assert callee.first("Linkedid") == caller.first("Uniqueid")
+    assert [k for k, _ in caller.headers][-4:] == [
+        "Application",
+        "ApplicationData",
+        "Duration",
+        "BridgeId",
+    ]
+    assert complete.headers == (
+        ("Event", "CoreShowChannelsComplete"),
+        ("ActionID", "c1"),
+        ("EventList", "Complete"),
+        ("ListItems", "2"),
+    )
+
+
+async def _start_cli(*args: str) -> tuple[asyncio.subprocess.Process, int]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PBXJOURNAL_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pbxjournal",
+        "fake-pbx",
+        *args,
+        "--port",
+        "0",
+        "--speed",
+        "0",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    async with asyncio.timeout(10):
+        line = (await process.stdout.readline()).decode()
+    assert line.startswith("fake-pbx listening on 127.0.0.1:"), line
+    return process, int(line.rsplit(":", 1)[1])
+
+
+async def test_the_fake_pbx_command_serves_until_the_captures_are_done() -> None:
+    expected = stream_of(trace("09"))
+    process, port = await _start_cli(str(trace("09")))
+    client = await RawClient.connect(port)
+    await client.login()
+    await client.read()  # FullyBooted
+    received = await read_stream(client, len(expected))
+    assert await client.read() is None  # then it closes the connection and exits
+    await client.close()
+    async with asyncio.timeout(10):
+        assert await process.wait() == 0
+    assert received == expected
+
+
+async def test_the_fake_pbx_command_with_loop_stops_cleanly_on_sigterm() -> None:
+    process, port = await _start_cli(str(trace("09")), "--loop")
+    client = await RawClient.connect(port)
+    await client.login()
+    await read_stream(client, 200)  # more than one pass
+    process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(10):
+        assert await process.wait() == 0
+    await client.close()
