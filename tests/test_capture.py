@@ -125,7 +125,8 @@ def test_a_recvlog_that_does_not_describe_the_file_is_rejected_naming_the_line(
     path = tmp_path / "bad.ami"
     path.write_bytes(trace("00").read_bytes())
     recvlog_path(path).write_text(recvlog)
-    with pytest.raises(ValueError, match="^" + re.escape(f"{recvlog_path(path)}:{line}: ")) as caught:
+    where = re.escape(f"{recvlog_path(path)}:{line}: ")
+    with pytest.raises(ValueError, match=f"^{where}") as caught:
         read_capture_chunks(path)
     assert complaint in str(caught.value)
 
