@@ -278,6 +278,7 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True  # panoramisk's flag
+        self.stats.connected = False
         if self._close_reason is not None:
             reason = self._close_reason
         elif exc is not None:
@@ -483,6 +484,7 @@ class AmiSession:
             raise AmiLoginError(
                 f"AMI login rejected for user '{settings.username}' at {self.peer}: {reason}"
             ) from None
+        self.protocol.stats.connected = not self.protocol.is_closed
 
     async def logoff(self) -> None:
         """Say goodbye and wait for the PBX to close the connection (bounded)."""
@@ -723,7 +725,6 @@ class AmiConnector:
         """Watch one logged-in session until it is gone."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        self.stats.connected = True
         if self._logins:
             self.stats.reconnects += 1
         self._logins += 1

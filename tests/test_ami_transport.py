@@ -113,7 +113,7 @@ async def test_a_handler_exception_is_logged_and_counted_and_the_next_events_sti
                 await wait_until(lambda: recorder.names().count("Hangup") == 2)
                 stats = connector.stats
                 assert stats.handler_errors == 1
-                assert stats.connected
+                await wait_until(lambda: connector.stats.connected)
         assert fake.connections == 1
     assert stats.reconnects == 0
     failures = [entry for entry in logs if entry["event"] == "AMI event handler failed"]
