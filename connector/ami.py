@@ -244,10 +244,7 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
         #: The Uptime of the FullyBooted after login (None: unknown), once announced.
         self.booted: asyncio.Future[float | None] = loop.create_future()
 
-    # -- asyncio.Protocol ------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)  # panoramisk's bookkeeping (transport, version...)
+    # -- asyncio.Protocol (connection_made is panoramisk's: it keeps the transport) ----
 
     def data_received(self, data: bytes) -> None:
         now = time.time()
@@ -310,7 +307,7 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
         is_event = raw.startswith(b"Event:")
         if is_event:
             stats.last_event_time = now
-        action_id = _action_id(raw)
+        action_id = _action_id(raw) if self._pending else None
         if action_id is not None:
             action = self._pending.get(action_id)
             if action is not None:
