@@ -30,6 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    run = commands.add_parser(
+        "run",
+        help="the daemon: AMI in, journal out",
+        description="Connect to the AMI of [ami] settings, assemble every conversation into "
+        "one journal row and log one line per call.",
+    )
+    _add_config(run)
+
     replay = commands.add_parser(
         "replay",
         help="feed AMI captures through the pipeline offline",
@@ -97,6 +105,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from config import ConfigError
 
     try:
+        if args.command == "run":
+            from config import load_settings
+            from pbxjournal.daemon import run_daemon
+            from pbxjournal.logs import configure_logging
+
+            settings = load_settings(args.config)
+            configure_logging(settings.log.level, settings.log.format)
+            return run_daemon(settings)
         if args.command == "replay":
             from pbxjournal.replay import run_replay
 

@@ -1,0 +1,139 @@
+"""``pbxjournal run``: the AMI connector feeding the journal pipeline, live.
+
+One asyncio loop; every task is owned by a ``TaskGroup`` and awaited. The connector's single
+consumer calls :meth:`Daemon.handle` for each event in order; a timer closes conversations
+whose grace period ran out, because the last ``Hangup`` is not followed by any event that
+would do it. Nothing blocks the loop for long: the only file-system work, finding a finished
+call's recordings, is a few ``stat`` calls.
+
+Time is the PBX's: each timestamped event sets the offset between the PBX clock and the loop's
+monotonic clock, and the timer runs on ``loop.time() + offset``. A daemon on a host whose clock
+is off, or a fake PBX replaying last month's captures, closes calls exactly as the PBX timed
+them.
+
+This first version keeps the journal in memory and writes one structured log line per call;
+the database and the HTTP API plug in here (storage and HTTP issues).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import Any
+
+import structlog
+
+from config import Settings
+from connector.ami import AmiConnector
+from connector.events import AmiEvent
+from pbxjournal.logs import mask_number
+from pbxjournal.pipeline import JournalPipeline, build_pipeline, employee_directory
+from storage.journal import JournalEntry, to_call_object
+
+__all__ = ["Daemon", "PbxClock", "run_daemon"]
+
+log = structlog.get_logger("pbxjournal")
+
+#: How often the grace-period timer looks at the assembler when nothing else happens.
+TICK_SECONDS = 0.25
+
+
+class PbxClock:
+    """The PBX's clock, read between events: monotonic time plus the last known offset."""
+
+    def __init__(self, loop_time: Any) -> None:
+        self._loop_time = loop_time
+        self._offset: float | None = None
+
+    def observe(self, event: AmiEvent) -> None:
+        if event.timestamped:
+            self._offset = event.time - self._loop_time()
+
+    def now(self) -> float | None:
+        return None if self._offset is None else self._loop_time() + self._offset
+
+
+class Daemon:
+    def __init__(self, settings: Settings, pipeline: JournalPipeline | None = None) -> None:
+        self.settings = settings
+        self.pipeline = pipeline or build_pipeline(settings)
+        self._employees = employee_directory(settings)
+        self._clock = PbxClock(asyncio.get_running_loop().time)
+        self.connector = AmiConnector(settings.ami, self.handle)
+        self._stop = asyncio.Event()
+        self.written: list[JournalEntry] = []
+
+    def handle(self, event: AmiEvent) -> None:
+        self._clock.observe(event)
+        now = self._clock.now()
+        self._publish(
+            self.pipeline.feed(event, event.time if now is None else max(now, event.time))
+        )
+
+    async def run(self) -> None:
+        settings = self.settings
+        log.info(
+            "starting",
+            ami=f"{settings.ami.host}:{settings.ami.port}",
+            ami_user=settings.ami.username,
+            pbx=settings.pbx.name,
+            timezone=settings.pbx.timezone,
+            employees=len(settings.employees),
+            recordings=list(settings.recordings.directories),
+        )
+        async with asyncio.TaskGroup() as tasks:
+            connector = tasks.create_task(self.connector.run(), name="ami-connector")
+            tasks.create_task(self._tick(), name="grace-timer")
+            await self._stop.wait()
+            await self.connector.close()
+            await connector
+        log.info(
+            "stopped",
+            calls=self.pipeline.stats.calls_finished,
+            open_conversations=self.pipeline.assembler.open_conversations,
+        )
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _tick(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), TICK_SECONDS)
+            now = self._clock.now()
+            if now is not None:
+                self._publish(self.pipeline.expire(now))
+
+    def _publish(self, entries: list[JournalEntry]) -> None:
+        numbers = self.settings.log.numbers
+        for entry in entries:
+            self.written.append(entry)
+            call = to_call_object(entry, self.settings.pbx.tz, self._employees)
+            log.info(
+                "call",
+                linkedid=call["linkedid"],
+                version=call["version"],
+                started_at=call["started_at"],
+                direction=call["direction"],
+                status=call["status"],
+                number=mask_number(call["number"], numbers),
+                employees=[f"{e['extension']}:{e['role']}" for e in call["employees"]],
+                ring_seconds=call["ring_seconds"],
+                talk_seconds=call["talk_seconds"],
+                recordings=len(call["recordings"]),
+                attention=call["attention"],
+                first_contact=call["first_contact"],
+            )
+
+
+def run_daemon(settings: Settings) -> int:
+    async def main() -> int:
+        daemon = Daemon(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, daemon.stop)
+        await daemon.run()
+        return 0
+
+    return asyncio.run(main())
