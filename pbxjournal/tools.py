@@ -32,16 +32,27 @@ def run_fake_pbx(args: argparse.Namespace) -> int:
 async def _serve_fake_pbx(args: argparse.Namespace) -> int:
     from connector.fakepbx import FakePbx
 
-    fake = FakePbx(
-        [Path(p) for p in args.captures],
-        host=args.host,
-        port=args.port,
-        username=args.username,
-        secret=args.secret,
-        speed=args.speed,
-        loop=args.loop,
-    )
-    port = await fake.start()
+    try:
+        fake = FakePbx(
+            [Path(p) for p in args.captures],
+            host=args.host,
+            port=args.port,
+            username=args.username,
+            secret=args.secret,
+            speed=args.speed,
+            loop=args.loop,
+        )
+    except (OSError, ValueError) as exc:  # a missing capture, a bad recvlog, a bad speed
+        print(f"pbxjournal fake-pbx: {exc}", file=sys.stderr)
+        return 2
+    try:
+        port = await fake.start()
+    except OSError as exc:
+        print(
+            f"pbxjournal fake-pbx: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
+        )
+        await fake.close()
+        return 1
     print(f"fake-pbx listening on {args.host}:{port}", flush=True)
     try:
         await _until_signal(None if args.loop else fake.wait_done)
