@@ -559,7 +559,10 @@ class AmiSettings:
     )
     connect_timeout: float = field(
         default=10.0,
-        metadata=_meta("Give up a TCP connect plus login that takes longer.", _TIMEOUT),
+        metadata=_meta(
+            "Give up a TCP connect (up to the banner) that takes longer; Login is an action.",
+            _TIMEOUT,
+        ),
     )
     action_timeout: float = field(
         default=10.0,

@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument(
         "--loop", action="store_true", help="start over when the captures are exhausted"
     )
+    fake.add_argument(
+        "--stay",
+        action="store_true",
+        help="keep serving (idle, answering Ping) after the captures are exhausted",
+    )
     return parser
 
 

@@ -55,7 +55,8 @@ async def _serve_fake_pbx(args: argparse.Namespace) -> int:
         return 1
     print(f"fake-pbx listening on {args.host}:{port}", flush=True)
     try:
-        await _until_signal(None if args.loop else fake.wait_done)
+        # --stay: like a real PBX after its calls, stay up (answering Ping) until a signal.
+        await _until_signal(None if args.loop or args.stay else fake.wait_done)
     finally:
         await fake.close()
     return 0
