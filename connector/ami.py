@@ -192,13 +192,17 @@ class AmiStats:
 class _PendingAction:
     """An action waiting for its response, and for list actions its events."""
 
-    __slots__ = ("future", "is_list", "messages", "name")
+    __slots__ = ("future", "in_stream", "is_list", "messages", "name")
 
-    def __init__(self, name: str, future: asyncio.Future[list[AmiMessage]]) -> None:
+    def __init__(
+        self, name: str, future: asyncio.Future[list[AmiMessage]], *, in_stream: bool = False
+    ) -> None:
         self.name = name
         self.future = future
         self.messages: list[AmiMessage] = []
         self.is_list = False
+        #: Also hand the answer's events to the consumer, in order with the live events.
+        self.in_stream = in_stream
 
     def add(self, message: AmiMessage) -> bool:
         """Take one message for this action; True when the answer is complete."""
@@ -318,6 +322,11 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
                     return
                 if action.add(message):
                     del self._pending[action_id]
+                if action.in_stream and is_event and self._sink is not None:
+                    # A snapshot (CoreShowChannels, Status) is only meaningful at its place
+                    # in the stream: after the live events received before it.
+                    stats.journal_messages += 1
+                    self._sink((now, raw))
                 return
         if raw.startswith(b"Response:"):
             stats.skipped += 1  # the answer to an action that timed out
@@ -345,12 +354,16 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
 
     # -- actions ---------------------------------------------------------------------
 
-    def start_action(self, action_id: str, name: str, data: bytes) -> _PendingAction:
+    def start_action(
+        self, action_id: str, name: str, data: bytes, *, in_stream: bool = False
+    ) -> _PendingAction:
         if self._closing or self.transport is None or self.transport.is_closing():
             raise AmiDisconnected(f"not connected to the AMI at {self.peer}")
         if action_id in self._pending:
             raise ValueError(f"an action with ActionID {action_id!r} is already pending")
-        action = _PendingAction(name, asyncio.get_running_loop().create_future())
+        action = _PendingAction(
+            name, asyncio.get_running_loop().create_future(), in_stream=in_stream
+        )
         self._pending[action_id] = action
         self.transport.write(data)
         return action
@@ -436,8 +449,13 @@ class AmiSession:
         fields: ActionFields,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - per action, applied inside
+        in_stream: bool = False,
     ) -> list[AmiMessage]:
         """Send an action and return its response, followed by its events for a list action.
+
+        With ``in_stream`` the answer's events also reach the event handler, at the place in
+        the stream where they arrived (resynchronisation applies a ``CoreShowChannels``
+        snapshot there, after the live events that preceded it).
 
         Raises :class:`AmiActionTimeout` after ``timeout`` (default ``action_timeout``),
         :class:`AmiDisconnected` if the connection goes first, :class:`AmiActionError` for
@@ -447,7 +465,7 @@ class AmiSession:
         action_id = given if isinstance(given, str) else f"pbxjournal-{next(self._action_ids)}"
         name, data = _encode_action(action_id, fields)
         limit = self.settings.action_timeout if timeout is None else timeout
-        action = self.protocol.start_action(action_id, name, data)
+        action = self.protocol.start_action(action_id, name, data, in_stream=in_stream)
         try:
             async with asyncio.timeout(limit):
                 messages = await action.future
@@ -627,6 +645,7 @@ class AmiConnector:
         fields: ActionFields,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - per action, applied inside
+        in_stream: bool = False,
     ) -> list[AmiMessage]:
         """Send an action on the current session (see :meth:`AmiSession.send_action`)."""
         session = self._session
@@ -634,7 +653,7 @@ class AmiConnector:
             raise AmiDisconnected(
                 f"not connected to the AMI at {self.settings.host}:{self.settings.port}"
             )
-        return await session.send_action(fields, timeout=timeout)
+        return await session.send_action(fields, timeout=timeout, in_stream=in_stream)
 
     async def close(self) -> None:
         """Stop reconnecting, drop the connection and wait until ``run()`` has returned."""

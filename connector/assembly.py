@@ -252,6 +252,8 @@ class _Channel:
     bridge: str | None = None
     local_peer: str | None = None
     hungup_at: float | None = None
+    #: The hangup was not seen: the channel vanished during an outage (resync).
+    hangup_approximate: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -414,6 +416,98 @@ class CallAssembler:
             out.append(self._finish(conversation))
         return out
 
+    def resync(
+        self,
+        snapshots: Iterable[AmiEvent],
+        now: float,
+        *,
+        lost_since: float | None = None,
+    ) -> list[FinishedCall]:
+        """Align with the PBX's own list of live channels after a (re)login.
+
+        ``snapshots`` are the ``CoreShowChannel`` events, applied at their place in the
+        stream (after the live events received before them). A channel we hold that the PBX
+        no longer has hung up while nobody listened: it is closed at ``lost_since`` (the
+        disconnect), marked approximate. A channel we never saw (a call in progress when the
+        daemon started, or one born during the outage) is adopted with its bridge, so that
+        who talks with whom is known from now on.
+        """
+        self._now = max(self._now, now)
+        alive: dict[str, AmiEvent] = {}
+        for snapshot in snapshots:
+            uniqueid = snapshot.get("Uniqueid")
+            if uniqueid and snapshot.get("Channel"):
+                alive[uniqueid] = snapshot
+        closed_at = now if lost_since is None else min(lost_since, now)
+        for gone in list(self._channels.values()):
+            if gone.hungup_at is None and gone.uniqueid not in alive:
+                gone.hangup_approximate = True
+                self._hang_up(gone, closed_at)
+        touched: dict[str, _Conversation] = {}
+        for uniqueid, snapshot in alive.items():
+            known = self._channels.get(uniqueid)
+            if known is None and uniqueid in self._finished_ids:
+                continue
+            live = known if known is not None else self._adopt_snapshot(snapshot, now)
+            self._apply_snapshot(live, snapshot, now)
+            touched[live.conversation.key] = live.conversation
+        for conversation in touched.values():
+            if conversation.key in self._conversations:
+                self._update_talk(conversation, now)
+        return self.expire(now)
+
+    def adopt_recordings(self, variables: Mapping[str, Mapping[str, str]], now: float) -> None:
+        """Recording files named by ``Status`` variables (``MIXMONITOR_FILENAME``) per uniqueid:
+        parts started while nobody listened, dated when we learn of them (their true start
+        lies somewhere in the outage)."""
+        for uniqueid, names in variables.items():
+            channel = self._channels.get(uniqueid)
+            path = names.get("MIXMONITOR_FILENAME", "")
+            if channel is not None and path and path not in channel.conversation.recordings:
+                channel.conversation.recordings[path] = RecordingPart(
+                    path=path, started_at=now, channel=channel.name
+                )
+
+    def _adopt_snapshot(self, snapshot: AmiEvent, now: float) -> _Channel:
+        started = now - _duration_seconds(snapshot.get("Duration"))
+        stamped = AmiEvent(
+            name=snapshot.name, time=started, headers=snapshot.headers, timestamped=False
+        )
+        channel = self._adopt(
+            snapshot.get("Uniqueid"),
+            snapshot.get("Channel"),
+            snapshot.get("Linkedid") or snapshot.get("Uniqueid"),
+            stamped,
+        )
+        application = snapshot.get("Application").lower()
+        # Asterisk names a dialled channel's application AppDial (AppDial2/AppDialX for
+        # originated legs) or AppQueue: it did not place the call.
+        if application.startswith(("appdial", "appqueue")):
+            channel.dialled = True
+            if channel.kind is ChannelKind.PHONE:
+                self._mark_rang(channel, started)
+        return channel
+
+    def _apply_snapshot(self, channel: _Channel, snapshot: AmiEvent, now: float) -> None:
+        linkedid = snapshot.get("Linkedid")
+        if linkedid and linkedid != channel.linkedid:
+            channel.linkedid = linkedid
+            self._join_linkedid(channel.conversation, linkedid)
+        channel.state = snapshot.get("ChannelStateDesc") or channel.state
+        bridge = snapshot.get("BridgeId")
+        if bridge != (channel.bridge or ""):
+            self._leave_bridge(channel)
+            if bridge:
+                members = self._bridges.setdefault(bridge, set())
+                self._bridge_types.setdefault(bridge, "basic")
+                for uniqueid in list(members):
+                    other = self._channels.get(uniqueid)
+                    if other is not None:
+                        self._merge(channel.conversation, other.conversation)
+                members.add(channel.uniqueid)
+                channel.bridge = bridge
+        channel.conversation.last_event_at = max(channel.conversation.last_event_at, now)
+
     # -- conversation bookkeeping -------------------------------------------------------
 
     def _channel_for(
@@ -431,6 +525,11 @@ class CallAssembler:
             if not name:
                 return None
             channel = self._adopt(uniqueid, name, linkedid or uniqueid, event)
+        elif event.name == "Newchannel" and event.time < channel.created_at:
+            # Adopted from a snapshot, then its Newchannel came in the replayed buffer.
+            channel.created_at = event.time
+            conversation = channel.conversation
+            conversation.started_at = min(conversation.started_at, event.time)
         elif linkedid and linkedid != channel.linkedid:
             # Inside a basic bridge every member silently takes the oldest linkedid.
             channel.linkedid = linkedid
@@ -906,7 +1005,7 @@ class CallAssembler:
             started_at=conversation.started_at,
             answered_at=answered_at,
             ended_at=ended_at,
-            approximate_end=conversation.approximate_end,
+            approximate_end=conversation.approximate_end or _ended_unseen(channels),
             direction=direction,
             external_number=external,
             did=did,
@@ -994,6 +1093,27 @@ class CallAssembler:
         for bridge in [b for b, members in self._bridges.items() if not members]:
             del self._bridges[bridge]
             self._bridge_types.pop(bridge, None)
+
+
+def _ended_unseen(channels: list[_Channel]) -> bool:
+    """Whether the last channel to end vanished rather than hung up before our eyes."""
+    ended = [c for c in channels if c.hungup_at is not None]
+    if not ended:
+        return False
+    last = max(ended, key=lambda c: (c.hungup_at or 0.0, c.hangup_approximate))
+    return last.hangup_approximate
+
+
+def _duration_seconds(text: str) -> float:
+    """``HH:MM:SS`` (CoreShowChannel's Duration) → seconds; 0 when unreadable."""
+    try:
+        parts = [int(p) for p in text.split(":")]
+    except ValueError:
+        return 0.0
+    seconds = 0
+    for part in parts:
+        seconds = seconds * 60 + part
+    return float(max(0, seconds))
 
 
 def _extension(channel: _Channel | None) -> str | None:

@@ -12,7 +12,9 @@ A client gets the banner and may ``Login`` (checked against ``username``/``secre
 given; a mismatch is answered ``Authentication failed`` and the connection closed), then
 receives ``FullyBooted`` with an ``Uptime`` and, from then on, the stream. It may ``Ping``,
 ``CoreShowChannels`` (the channels alive at the current point of the stream, tracked from
-the events already streamed) and ``Logoff``; anything else is an unknown command.
+the events already streamed; a dialled channel shows ``AppDial`` as Asterisk does), ``Status``
+with ``Variables`` (the last value of each variable set on each channel) and ``Logoff``;
+anything else is an unknown command.
 
 One streamer task walks the stream for the whole server, so its position never goes back.
 It starts at the first login. Between two messages it waits their recorded gap divided by
@@ -27,7 +29,9 @@ channels are forgotten, its uptime starts again from 0, and the stream waits for
 login to continue after the Shutdown (capture 00 then plays as two sessions).
 
 For tests: :attr:`FakePbx.ignore_actions` names actions that get no answer (a stalled PBX),
-:meth:`FakePbx.hold_when` pauses the stream after a given message, :meth:`FakePbx.inject`
+:meth:`FakePbx.hold_when` pauses the stream after a given message,
+:meth:`FakePbx.discard_until` loses messages as an outage would, :meth:`FakePbx.crash` kills
+the PBX without a ``Shutdown``, :meth:`FakePbx.inject`
 writes arbitrary bytes (malformed messages) to the clients, and ``chunker`` splits
 each message written into pieces (to cut multi-byte characters between TCP reads).
 """
@@ -38,7 +42,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from connector.capture import iter_capture_messages
@@ -90,6 +94,7 @@ class _Channel:
     application: str = ""
     application_data: str = ""
     bridge_id: str = ""
+    variables: dict[str, str] = field(default_factory=dict)
 
 
 def _load_stream(captures: Sequence[Path]) -> list[_StreamItem]:
@@ -230,6 +235,8 @@ class FakePbx:
         self._released.set()
         self._held = asyncio.Event()
         self._hold_predicate: Callable[[AmiMessage], bool] | None = None
+        self._discard_predicate: Callable[[AmiMessage], bool] | None = None
+        self._hold_after_discard = False
         self._done = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -289,6 +296,25 @@ class FakePbx:
         """Pause the stream right after the next message matching ``predicate`` is sent."""
         self._hold_predicate = predicate
 
+    def discard_until(
+        self, predicate: Callable[[AmiMessage], bool], *, then_hold: bool = False
+    ) -> None:
+        """Lose the stream's messages up to and including the next one matching ``predicate``.
+
+        The PBX lives on (its channels change as the messages say) but nobody hears it, as
+        during a network outage; the messages are counted in ``events_lost``. With
+        ``then_hold`` the stream pauses afterwards (until :meth:`release`), so that a test can
+        look at the PBX as the outage left it.
+        """
+        self._discard_predicate = predicate
+        self._hold_after_discard = then_hold
+
+    def crash(self) -> None:
+        """Asterisk dies without a word: connections drop, channels vanish, uptime restarts."""
+        self.drop()
+        self._channels.clear()
+        self._boot_time = time.monotonic()
+
     def hold(self) -> None:
         """Pause the stream before its next message."""
         self._released.clear()
@@ -321,6 +347,17 @@ class FakePbx:
                 self._channels.clear()
                 previous = None
             await self._released.wait()
+            if self._discard_predicate is not None:
+                item = self._items[self._position]
+                self._position += 1
+                previous = item
+                self.events_lost += 1
+                self._track(item)
+                if item.message is not None and self._discard_predicate(item.message):
+                    self._discard_predicate = None
+                    if self._hold_after_discard:
+                        self.hold()
+                continue
             if self.speed == 0 or self._restarting or not self._started_stream:
                 while not self._listeners():
                     self._logged_in.clear()
@@ -385,9 +422,17 @@ class FakePbx:
             fields = {key: message.first(key) for key in _SNAPSHOT_KEYS}
             self._channels[uniqueid] = _Channel(fields, now)
             return
+        if name in ("DialBegin", "AgentCalled"):
+            dest = self._channels.get(message.first("DestUniqueid"))
+            if dest is not None:
+                # What Asterisk shows for a dialled channel (app_dial / app_queue).
+                dest.application = "AppDial" if name == "DialBegin" else "AppQueue"
+                dest.application_data = "(Outgoing Line)"
         channel = self._channels.get(uniqueid)
         if channel is None:
             return
+        if name == "VarSet":
+            channel.variables[message.first("Variable").lstrip("_")] = message.first("Value")
         if name == "Hangup":
             del self._channels[uniqueid]
             return
@@ -398,7 +443,7 @@ class FakePbx:
                 channel.fields[key] = value
         if name == "Rename":
             channel.fields["Channel"] = message.first("Newname", channel.fields["Channel"])
-        elif name == "Newexten":
+        elif name == "Newexten" and not channel.application.startswith("App"):
             channel.application = message.first("Application")
             channel.application_data = message.first("AppData")
         elif name == "BridgeEnter":
@@ -464,10 +509,12 @@ class FakePbx:
         if not client.logged_in:
             await client.send(response("Error", ("Message", "Permission denied")))
         elif action == "ping":
-            stamp = f"{time.time():.6f}"
+            stamp = f"{self._pbx_time():.6f}"
             await client.send(response("Success", ("Ping", "Pong"), ("Timestamp", stamp)))
         elif action == "coreshowchannels":
             await self._show_channels(client, action_id, response)
+        elif action == "status":
+            await self._status(client, action_id, message, response)
         else:
             await client.send(response("Error", ("Message", "Invalid/unknown command")))
         return True
@@ -530,6 +577,50 @@ class FakePbx:
                 ]
             )
         )
+
+    async def _status(
+        self,
+        client: _Client,
+        action_id: str,
+        message: AmiMessage,
+        response: Callable[..., bytes],
+    ) -> None:
+        """``Status`` with ``Variables``: one ``Status`` event per channel, then the end."""
+        await client.send(
+            response("Success", ("EventList", "start"), ("Message", "Channel status will follow"))
+        )
+        wanted = [v.strip() for v in _header(message, "Variables").split(",") if v.strip()]
+        id_header = [("ActionID", action_id)] if action_id else []
+        channels = list(self._channels.values())
+        for channel in channels:
+            headers = [("Event", "Status"), *id_header]
+            headers.extend((key, channel.fields.get(key, "")) for key in _SNAPSHOT_KEYS)
+            headers.extend(
+                ("Variable", f"{name}={channel.variables.get(name, '')}") for name in wanted
+            )
+            headers.append(("BridgeID", channel.bridge_id))
+            await client.send(_format(headers))
+        await client.send(
+            _format(
+                [
+                    ("Event", "StatusComplete"),
+                    *id_header,
+                    ("EventList", "Complete"),
+                    ("ListItems", str(len(channels))),
+                    ("Items", str(len(channels))),
+                ]
+            )
+        )
+
+    def _pbx_time(self) -> float:
+        """The replayed PBX's clock: the stream's time (its first message before it starts)."""
+        if self._stream_time is not None:
+            return self._stream_time
+        for item in self._items:
+            stamp = _float_or_none(item.message.first("Timestamp")) if item.message else None
+            if stamp is not None:
+                return stamp
+        return time.time()
 
     def _duration(self, channel: _Channel) -> str:
         seconds = 0

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import signal
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from config import Settings
-from connector.ami import AmiConnector
+from connector.ami import AmiConnector, AmiError, SessionEvent
 from connector.events import AmiEvent
 from pbxjournal.logs import mask_number
 from pbxjournal.pipeline import JournalPipeline, build_pipeline, employee_directory
@@ -39,6 +42,24 @@ log = structlog.get_logger("pbxjournal")
 TICK_SECONDS = 0.25
 
 
+_action_ids = itertools.count(1)
+
+
+def _next_action_id(prefix: str) -> str:
+    return f"{prefix}-{next(_action_ids)}"
+
+
+@dataclass(slots=True)
+class _Resync:
+    """A resynchronisation under way: the snapshot collects as its events arrive."""
+
+    lost_since: float | None
+    uptime: float | None
+    action_ids: set[str] = field(default_factory=set)
+    channels: list[AmiEvent] = field(default_factory=list)
+    variables: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
 class PbxClock:
     """The PBX's clock, read between events: monotonic time plus the last known offset."""
 
@@ -50,6 +71,14 @@ class PbxClock:
         if event.timestamped:
             self._offset = event.time - self._loop_time()
 
+    def observe_pbx_time(self, stamp: str) -> None:
+        """The PBX's clock from a ``Ping`` answer's ``Timestamp``."""
+        try:
+            value = float(stamp)
+        except ValueError:
+            return
+        self._offset = value - self._loop_time()
+
     def now(self) -> float | None:
         return None if self._offset is None else self._loop_time() + self._offset
 
@@ -60,11 +89,18 @@ class Daemon:
         self.pipeline = pipeline or build_pipeline(settings)
         self._employees = employee_directory(settings)
         self._clock = PbxClock(asyncio.get_running_loop().time)
-        self.connector = AmiConnector(settings.ami, self.handle)
+        self.connector = AmiConnector(settings.ami, self.handle, on_session=self._on_session)
+        #: PBX time of the last disconnect, until the next resync has used it.
+        self._lost_since: float | None = None
+        self._resync: _Resync | None = None
         self._stop = asyncio.Event()
         self.written: list[JournalEntry] = []
 
     def handle(self, event: AmiEvent) -> None:
+        resync = self._resync
+        if resync is not None and event.get("ActionID") in resync.action_ids:
+            self._take_snapshot(resync, event)
+            return
         self._clock.observe(event)
         now = self._clock.now()
         self._publish(
@@ -104,6 +140,76 @@ class Daemon:
             now = self._clock.now()
             if now is not None:
                 self._publish(self.pipeline.expire(now))
+
+    def _pbx_now(self) -> float:
+        now = self._clock.now()
+        return time.time() if now is None else now
+
+    async def _on_session(self, event: SessionEvent) -> None:
+        """Runs in order with the events: the live ones wait in the queue meanwhile."""
+        if event.kind == "disconnected":
+            self._lost_since = self._pbx_now()
+            self._resync = None
+            return
+        await self._start_resync(event.uptime)
+
+    async def _start_resync(self, uptime: float | None) -> None:
+        """DESIGN 3.3: ask for the PBX's live channels; the answer is applied in stream order.
+
+        ``CoreShowChannels`` and ``Status`` travel with ``in_stream``: their events reach
+        :meth:`handle` after the live events received before them, so the snapshot is applied
+        exactly where it belongs, and what happened meanwhile is neither lost nor doubled.
+        """
+        try:
+            pong = await self.connector.send_action({"Action": "Ping"})
+            self._clock.observe_pbx_time(pong[0].first("Timestamp"))
+        except AmiError as exc:
+            log.warning("AMI resync failed", step="Ping", error=str(exc))
+            return
+        channels_id = _next_action_id("resync-channels")
+        status_id = _next_action_id("resync-status")
+        resync = _Resync(lost_since=self._lost_since, uptime=uptime)
+        resync.action_ids.update((channels_id, status_id))
+        self._resync = resync
+        try:
+            await self.connector.send_action(
+                {"Action": "CoreShowChannels", "ActionID": channels_id}, in_stream=True
+            )
+            await self.connector.send_action(
+                {"Action": "Status", "Variables": "MIXMONITOR_FILENAME", "ActionID": status_id},
+                in_stream=True,
+            )
+        except AmiError as exc:
+            # Whatever arrived is applied; a PBX refusing Status only costs recording names.
+            log.warning("AMI resync incomplete", error=str(exc))
+
+    def _take_snapshot(self, resync: _Resync, event: AmiEvent) -> None:
+        if event.name == "CoreShowChannel":
+            resync.channels.append(event)
+        elif event.name == "Status":
+            resync.variables[event.get("Uniqueid")] = event.variables()
+        elif event.name == "CoreShowChannelsComplete":
+            now = self._pbx_now()
+            lost_since = resync.lost_since
+            before = self.pipeline.assembler.open_channels
+            written = self.pipeline.resync(resync.channels, now, lost_since=lost_since)
+            outage = None if lost_since is None else max(0.0, now - lost_since)
+            log.info(
+                "AMI resync",
+                live_channels=len(resync.channels),
+                open_channels_before=before,
+                open_channels=self.pipeline.assembler.open_channels,
+                calls_closed=len({e.id for e in written}),
+                pbx_restarted=resync.uptime is not None
+                and outage is not None
+                and resync.uptime < outage,
+                outage_seconds=None if outage is None else round(outage, 3),
+            )
+            self._lost_since = None
+            self._publish(written)
+        elif event.name == "StatusComplete":
+            self.pipeline.assembler.adopt_recordings(resync.variables, self._pbx_now())
+            self._resync = None
 
     def _publish(self, entries: list[JournalEntry]) -> None:
         numbers = self.settings.log.numbers

@@ -7,7 +7,7 @@ events). It owns no task and reads no clock: the caller passes ``now``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from config import Settings
@@ -53,6 +53,15 @@ class JournalPipeline:
 
     def expire(self, now: float) -> list[JournalEntry]:
         return self._write(self.assembler.expire(now), now)
+
+    def resync(
+        self,
+        snapshots: Sequence[AmiEvent],
+        now: float,
+        *,
+        lost_since: float | None,
+    ) -> list[JournalEntry]:
+        return self._write(self.assembler.resync(snapshots, now, lost_since=lost_since), now)
 
     def drain(self, last_event_time: float) -> list[JournalEntry]:
         """End of a replay: let every grace period run out, as time would have."""
