@@ -1,0 +1,194 @@
+"""Merging a conversation's recording parts into one download (mp3 or wav).
+
+1C's player downloads "the recording" of a call as one file, while the PBX wrote one file per
+transfer leg or MixMonitor restart. :class:`MergedRecordings` concatenates the parts in order
+with pydub, using the ffmpeg binary shipped by ``imageio-ffmpeg`` (no system ffmpeg needed),
+and caches the result under a key made of the format and each part's path, size and
+modification time: a part that changes (a recording still being written when first asked
+for) makes a new key, so a stale merge is never served.
+
+Parts in PCM WAV (MixMonitor's ``wav``) are read by pydub directly; anything else (``WAV``
+GSM, ``gsm``, ``mp3``, ``ogg``) is first decoded to PCM by ffmpeg, so pydub never needs
+``ffprobe``. All of this is blocking and CPU-bound: the HTTP layer runs it in a worker
+thread, one merge per key at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import tempfile
+import threading
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import imageio_ffmpeg
+
+with warnings.catch_warnings():
+    # pydub looks for a system ffmpeg at import and warns; we hand it imageio-ffmpeg's.
+    warnings.simplefilter("ignore", RuntimeWarning)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from pydub import AudioSegment
+
+__all__ = [
+    "FORMATS",
+    "AudioError",
+    "MergedRecordings",
+    "decode_to_pcm",
+    "ffmpeg_path",
+    "merge_parts",
+]
+
+#: Download formats: (file suffix, content type).
+FORMATS: dict[str, tuple[str, str]] = {
+    "mp3": (".mp3", "audio/mpeg"),
+    "wav": (".wav", "audio/wav"),
+}
+
+_FFMPEG_TIMEOUT = 300.0
+
+
+class AudioError(RuntimeError):
+    """A part could not be decoded, or the merge could not be encoded."""
+
+
+def ffmpeg_path() -> str:
+    """The ffmpeg binary bundled with imageio-ffmpeg (or IMAGEIO_FFMPEG_EXE)."""
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+def decode_to_pcm(path: Path) -> AudioSegment:
+    """Any format ffmpeg reads → 16-bit PCM, without ffprobe."""
+    command = [
+        ffmpeg_path(),
+        "-v",
+        "error",
+        "-nostdin",
+        "-i",
+        str(path),
+        "-vn",
+        "-acodec",
+        "pcm_s16le",
+        "-f",
+        "wav",
+        "-",
+    ]
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=_FFMPEG_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise AudioError(f"cannot run ffmpeg on {path.name}: {exc}") from exc
+    if done.returncode != 0 or not done.stdout:
+        message = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise AudioError(f"ffmpeg cannot decode {path.name}: {message[-1] if message else '?'}")
+    return AudioSegment.from_wav(io.BytesIO(done.stdout))
+
+
+def _load(path: Path) -> AudioSegment:
+    if path.suffix == ".wav":
+        try:
+            return AudioSegment.from_wav(str(path))
+        except Exception:
+            pass  # not PCM (GSM or G.711 in WAV): ffmpeg decodes it below
+    return decode_to_pcm(path)
+
+
+def merge_parts(parts: Sequence[Path]) -> AudioSegment:
+    """The parts one after another, converted to the first part's rate and channels."""
+    if not parts:
+        raise AudioError("no recording part to merge")
+    segments = [_load(p) for p in parts]
+    first = segments[0]
+    merged = first
+    for segment in segments[1:]:
+        merged += segment.set_frame_rate(first.frame_rate).set_channels(first.channels)
+    return merged
+
+
+def _export(segment: AudioSegment, target: Path, fmt: str) -> None:
+    AudioSegment.converter = ffmpeg_path()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # pydub's "no ffprobe" (not needed)
+        if fmt == "mp3":
+            # Telephone audio, 8 kHz mono: 32 kbit/s keeps speech clear at a tenth of WAV.
+            segment.export(str(target), format="mp3", bitrate="32k")
+        else:
+            segment.export(str(target), format="wav")
+
+
+@dataclass(frozen=True, slots=True)
+class _PartStamp:
+    path: str
+    size: int
+    mtime_ns: int
+
+
+class MergedRecordings:
+    """A cache of merged conversation recordings in ``directory``.
+
+    ``max_bytes`` bounds the cache: after each new merge the least recently used files are
+    removed until it fits.
+    """
+
+    def __init__(self, directory: Path, *, max_bytes: int = 512 * 1024 * 1024) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def key(self, parts: Sequence[Path], fmt: str) -> str:
+        digest = hashlib.sha256(fmt.encode())
+        for part in parts:
+            stat = part.stat()
+            stamp = _PartStamp(str(part), stat.st_size, stat.st_mtime_ns)
+            digest.update(repr(stamp).encode())
+        return digest.hexdigest()[:32]
+
+    def get(self, parts: Sequence[Path], fmt: str) -> Path:
+        """The merged file for these parts in ``fmt``, built now if not cached."""
+        if fmt not in FORMATS:
+            raise AudioError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+        try:
+            key = self.key(parts, fmt)
+        except OSError as exc:
+            raise AudioError(f"a recording part cannot be read: {exc}") from exc
+        target = self.directory / f"{key}{FORMATS[fmt][0]}"
+        with self._lock_for(key):
+            if target.exists():
+                os.utime(target)  # LRU: a hit is a use
+                return target
+            self.directory.mkdir(parents=True, exist_ok=True)
+            merged = merge_parts(parts)
+            handle, temporary = tempfile.mkstemp(
+                dir=self.directory, prefix=".merge-", suffix=FORMATS[fmt][0]
+            )
+            os.close(handle)
+            try:
+                _export(merged, Path(temporary), fmt)
+                os.replace(temporary, target)
+            except Exception as exc:
+                Path(temporary).unlink(missing_ok=True)
+                if isinstance(exc, AudioError):
+                    raise
+                raise AudioError(f"cannot encode the merged recording as {fmt}: {exc}") from exc
+        self._evict(keep=target)
+        return target
+
+    def _lock_for(self, key: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def _evict(self, keep: Path) -> None:
+        files = [p for p in self.directory.iterdir() if p.is_file() and not p.name.startswith(".")]
+        total = sum(p.stat().st_size for p in files)
+        for path in sorted(files, key=lambda p: p.stat().st_atime):
+            if total <= self.max_bytes:
+                break
+            if path == keep:
+                continue
+            size = path.stat().st_size
+            path.unlink(missing_ok=True)
+            total -= size
