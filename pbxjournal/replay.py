@@ -3,7 +3,8 @@
 Event time comes from each event's ``Timestamp`` (the capture's recvlog time, or the last
 timestamp seen, for the few events without one), so the grace periods and attention windows
 run on the PBX's clock, not the wall clock. With ``--json`` every call object is printed as one
-JSON line each time it is written or changed; the last line per ``id`` wins.
+JSON line each time it is written or changed; the last line per ``id`` wins. With
+``--database URL`` the calls go into that journal database (migrated first) instead of memory.
 """
 
 from __future__ import annotations
@@ -17,22 +18,21 @@ from typing import TextIO
 
 from config import Settings, load_settings
 from connector.capture import iter_capture_messages
-from connector.events import MalformedMessage, is_journal_message, normalize, parse_message
+from connector.events import (
+    AmiEvent,
+    MalformedMessage,
+    is_journal_message,
+    normalize,
+    parse_message,
+)
 from pbxjournal.pipeline import JournalPipeline, build_pipeline, employee_directory
 from storage.journal import JournalEntry, to_call_object
 
-__all__ = ["replay_captures", "run_replay"]
+__all__ = ["capture_events", "replay_captures", "run_replay"]
 
 
-def replay_captures(
-    pipeline: JournalPipeline,
-    captures: Iterable[Path],
-) -> Iterator[list[JournalEntry]]:
-    """Feed every capture through ``pipeline``; yield the entries each step changed.
-
-    After the last capture, the remaining grace periods run out (as time would have let
-    them), so nothing is left open.
-    """
+def capture_events(captures: Iterable[Path]) -> Iterator[tuple[AmiEvent, float]]:
+    """Every journal event of the captures with the time to feed it at (the PBX's clock)."""
     last_time = 0.0
     for path in captures:
         for captured in iter_capture_messages(path):
@@ -51,9 +51,24 @@ def replay_captures(
             except MalformedMessage:
                 continue
             last_time = max(last_time, event.time)
-            changed = pipeline.feed(event, last_time)
-            if changed:
-                yield changed
+            yield event, last_time
+
+
+def replay_captures(
+    pipeline: JournalPipeline,
+    captures: Iterable[Path],
+) -> Iterator[list[JournalEntry]]:
+    """Feed every capture through ``pipeline``; yield the entries each step changed.
+
+    After the last capture, the remaining grace periods run out (as time would have let
+    them), so nothing is left open.
+    """
+    last_time = 0.0
+    for event, now in capture_events(captures):
+        last_time = now
+        changed = pipeline.feed(event, now)
+        if changed:
+            yield changed
     changed = pipeline.drain(last_time)
     if changed:
         yield changed
@@ -61,12 +76,6 @@ def replay_captures(
 
 def run_replay(args: argparse.Namespace, out: TextIO | None = None) -> int:
     stream = out if out is not None else sys.stdout
-    if args.database:
-        print(
-            "pbxjournal replay: --database is not available yet (the SQL journal is the "
-            "storage issue's work); replaying into memory instead",
-            file=sys.stderr,
-        )
     settings: Settings = load_settings(args.config)
     for path in args.captures:
         if not path.is_file():
@@ -74,6 +83,17 @@ def run_replay(args: argparse.Namespace, out: TextIO | None = None) -> int:
             return 2
     recordings = [str(p) for p in args.recordings] if args.recordings else None
     pipeline = build_pipeline(settings, recordings=recordings)
+    if args.database:
+        from pbxjournal.dbtools import replay_into_database
+
+        return replay_into_database(
+            pipeline,
+            settings,
+            args.database,
+            capture_events(args.captures),
+            as_json=args.json,
+            stream=stream,
+        )
     tz = settings.pbx.tz
     employees = employee_directory(settings)
     for changed in replay_captures(pipeline, args.captures):

@@ -1,0 +1,442 @@
+"""Customers, their contact persons and numbers, and employees: who a number and a phone are.
+
+Theory of operation
+-------------------
+1C owns the customer directory and pushes it (DESIGN section 5): one customer at a time, in
+bulk, or a single number bound to a customer or a contact person. Numbers are stored
+normalised (:func:`storage.numbers.normalize_number`, the PBX's default region), so
+``8 916 123-45-67`` bound in 1C is the ``79161234567`` the PBX presents.
+
+Binding is about what the journal *shows*: a call's ``customer`` and ``unregistered`` follow
+the number's current owner, so every bind, unbind, customer rename or delete refreshes the
+calls with the affected numbers (:func:`refresh_numbers`) and bumps the version of each row
+whose customer, contact or search text changed. The *status* does not follow: the rules use
+whether the number was registered when the call ended (``registered_at_end``), which a later
+binding does not rewrite.
+
+Employees are seeded from ``[employees]`` at start (only what the database lacks, so edits
+made over HTTP survive a restart) and edited over HTTP. A rename refreshes the search text of
+the employee's calls but bumps no version: 1C shows names from ``GET /employees``, and a
+rename would otherwise re-send every call the employee ever took.
+
+These functions run inside :meth:`storage.store.SqlJournal.transaction`, which serialises
+writers; they receive its ``bump`` to version the rows they change.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import load_only
+
+from storage.models import (
+    Call,
+    CallParticipant,
+    Contact,
+    Customer,
+    Employee,
+    EmployeeExtension,
+    PhoneNumber,
+)
+from storage.numbers import normalize_number
+from storage.search import search_text
+
+__all__ = [
+    "Bump",
+    "ContactRecord",
+    "CustomerRecord",
+    "DirectoryError",
+    "EmployeeRecord",
+    "NumberOwner",
+    "bind_number",
+    "call_search_text",
+    "delete_customer",
+    "list_employees",
+    "owner_of",
+    "refresh_numbers",
+    "seed_employees",
+    "unbind_number",
+    "upsert_customer",
+    "upsert_employee",
+]
+
+Bump = Callable[[Call], None]
+_T = TypeVar("_T")
+_CHUNK = 500  # ids per IN (...) list: far below SQLite's and asyncpg's parameter limits
+
+
+class DirectoryError(ValueError):
+    """A directory request that cannot be applied (unknown customer, bad number...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRecord:
+    id: str
+    name: str
+    numbers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRecord:
+    """A customer as 1C pushes it; its numbers and contacts replace the stored ones."""
+
+    id: str
+    name: str
+    numbers: tuple[str, ...] = ()
+    contacts: tuple[ContactRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EmployeeRecord:
+    id: str
+    name: str
+    extensions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NumberOwner:
+    number: str
+    customer_id: str
+    customer_name: str
+    contact_id: str | None = None
+    contact_name: str | None = None
+
+
+def _normalized(raw: str, region: str) -> str:
+    number = normalize_number(raw, region)
+    if number is None:
+        raise DirectoryError(f"not a phone number: {raw!r}")
+    return number
+
+
+def _chunks(items: Sequence[_T]) -> Iterable[list[_T]]:
+    for start in range(0, len(items), _CHUNK):
+        yield list(items[start : start + _CHUNK])
+
+
+async def owner_of(session: AsyncSession, number: str | None) -> NumberOwner | None:
+    """Who ``number`` (normalised) is bound to now, if anyone."""
+    if not number:
+        return None
+    query = (
+        sa.select(PhoneNumber.customer_id, Customer.name, PhoneNumber.contact_id, Contact.name)
+        .join(Customer, Customer.id == PhoneNumber.customer_id)
+        .outerjoin(Contact, Contact.id == PhoneNumber.contact_id)
+        .where(PhoneNumber.number == number)
+    )
+    found = (await session.execute(query)).first()
+    if found is None:
+        return None
+    return NumberOwner(number, found[0], found[1], found[2], found[3])
+
+
+async def _employee_names(session: AsyncSession, extensions: Iterable[str]) -> dict[str, str]:
+    wanted = sorted(set(extensions))
+    if not wanted:
+        return {}
+    rows = await session.execute(
+        sa.select(EmployeeExtension.extension, Employee.name)
+        .join(Employee, Employee.id == EmployeeExtension.employee_id)
+        .where(EmployeeExtension.extension.in_(wanted))
+    )
+    return {extension: name for extension, name in rows.tuples()}
+
+
+async def call_search_text(
+    session: AsyncSession,
+    row: Call,
+    extensions: Sequence[str],
+    names: Sequence[str | None],
+    region: str,
+) -> str:
+    employees = await _employee_names(session, extensions)
+    return search_text(
+        number=row.number,
+        number_raw=row.number_raw,
+        region=region,
+        names=[*names, *(employees.get(e) for e in extensions)],
+        extensions=extensions,
+    )
+
+
+async def _recompute(
+    session: AsyncSession, rows: Sequence[Call], region: str, *, bump: Bump | None
+) -> None:
+    """Bring customer, contact and search text of ``rows`` up to date with the directory."""
+    ids = [row.id for row in rows]
+    extensions: dict[int, list[str]] = defaultdict(list)
+    for chunk in _chunks(ids):
+        parts = await session.execute(
+            sa.select(CallParticipant.call_id, CallParticipant.extension)
+            .where(CallParticipant.call_id.in_(chunk))
+            .order_by(CallParticipant.call_id, CallParticipant.ordinal)
+        )
+        for call_id, extension in parts.tuples():
+            extensions[call_id].append(extension)
+    owners: dict[str | None, NumberOwner | None] = {}
+    for row in rows:
+        if row.number not in owners:
+            owners[row.number] = await owner_of(session, row.number)
+    employees = await _employee_names(session, (e for exts in extensions.values() for e in exts))
+    for row in rows:
+        owner = owners[row.number] if row.direction != "internal" else None
+        exts = extensions.get(row.id, [])
+        names = [owner.customer_name, owner.contact_name] if owner else []
+        text = search_text(
+            number=row.number,
+            number_raw=row.number_raw,
+            region=region,
+            names=[*names, *(employees.get(e) for e in exts)],
+            extensions=exts,
+        )
+        customer_id = owner.customer_id if owner else None
+        contact_id = owner.contact_id if owner else None
+        before = (row.customer_id, row.contact_id, row.search_text)
+        if before == (customer_id, contact_id, text):
+            continue
+        row.customer_id, row.contact_id, row.search_text = customer_id, contact_id, text
+        row.unregistered = row.direction != "internal" and owner is None
+        if bump is not None:
+            bump(row)
+    await session.flush()
+
+
+_REFRESH_COLUMNS = (
+    Call.id,
+    Call.number,
+    Call.number_raw,
+    Call.direction,
+    Call.customer_id,
+    Call.contact_id,
+    Call.unregistered,
+    Call.search_text,
+    Call.version,
+    Call.started_at,
+)
+
+
+async def refresh_numbers(
+    session: AsyncSession, numbers: Iterable[str], region: str, bump: Bump
+) -> None:
+    """Re-show the calls of ``numbers`` with their current owners; bump what changed."""
+    wanted = sorted(set(numbers))
+    rows: list[Call] = []
+    for chunk in _chunks(wanted):
+        query = sa.select(Call).where(Call.number.in_(chunk)).options(load_only(*_REFRESH_COLUMNS))
+        rows.extend((await session.scalars(query)).all())
+    rows.sort(key=lambda r: (r.started_at, r.id))
+    await _recompute(session, rows, region, bump=bump)
+
+
+async def _numbers_of(session: AsyncSession, condition: sa.ColumnElement[bool]) -> set[str]:
+    return set((await session.scalars(sa.select(PhoneNumber.number).where(condition))).all())
+
+
+async def upsert_customer(
+    session: AsyncSession, record: CustomerRecord, now: float, region: str, bump: Bump
+) -> None:
+    """Create or replace a customer with exactly the numbers and contacts of ``record``."""
+    wanted: dict[str, tuple[str, str | None]] = {}
+    for raw in record.numbers:
+        wanted[_normalized(raw, region)] = (raw, None)
+    for contact in record.contacts:
+        for raw in contact.numbers:
+            wanted[_normalized(raw, region)] = (raw, contact.id)
+    affected: set[str] = set()
+    customer = await session.get(Customer, record.id)
+    if customer is None:
+        session.add(Customer(id=record.id, name=record.name, updated_at=now))
+    elif customer.name != record.name:
+        customer.name, customer.updated_at = record.name, now
+        affected |= await _numbers_of(session, PhoneNumber.customer_id == record.id)
+    await session.flush()
+    keep = {contact.id for contact in record.contacts}
+    stale = await session.scalars(
+        sa.select(Contact).where(Contact.customer_id == record.id, Contact.id.not_in(keep))
+    )
+    for gone in stale.all():
+        affected |= await _drop_numbers(session, PhoneNumber.contact_id == gone.id)
+        await session.delete(gone)
+    for contact in record.contacts:
+        contact_row = await session.get(Contact, contact.id)
+        if contact_row is None:
+            session.add(Contact(id=contact.id, customer_id=record.id, name=contact.name))
+            continue
+        if contact_row.customer_id != record.id:
+            # 1C moved the person to another customer: their old bindings go with the move.
+            affected |= await _drop_numbers(session, PhoneNumber.contact_id == contact.id)
+            contact_row.customer_id = record.id
+        if contact_row.name != contact.name:
+            contact_row.name = contact.name
+            affected |= await _numbers_of(session, PhoneNumber.contact_id == contact.id)
+    await session.flush()
+    affected |= await _drop_numbers(
+        session, sa.and_(PhoneNumber.customer_id == record.id, PhoneNumber.number.not_in(wanted))
+    )
+    for number, (raw, contact_id) in wanted.items():
+        bound = await session.get(PhoneNumber, number)
+        if bound is None:
+            session.add(
+                PhoneNumber(number=number, raw=raw, customer_id=record.id, contact_id=contact_id)
+            )
+            affected.add(number)
+            continue
+        if (bound.customer_id, bound.contact_id) != (record.id, contact_id):
+            bound.customer_id, bound.contact_id = record.id, contact_id
+            affected.add(number)
+        bound.raw = raw
+    await session.flush()
+    await refresh_numbers(session, affected, region, bump)
+
+
+async def _drop_numbers(session: AsyncSession, condition: sa.ColumnElement[bool]) -> set[str]:
+    numbers = await _numbers_of(session, condition)
+    if numbers:
+        await session.execute(sa.delete(PhoneNumber).where(condition))
+    return numbers
+
+
+async def delete_customer(session: AsyncSession, customer_id: str, region: str, bump: Bump) -> bool:
+    """Remove a customer, its contacts and its bindings; False if it was not there."""
+    if await session.get(Customer, customer_id) is None:
+        return False
+    affected = await _drop_numbers(session, PhoneNumber.customer_id == customer_id)
+    # Unbind the calls first: the foreign keys would null them without a new version.
+    await refresh_numbers(session, affected, region, bump)
+    shown = await session.scalars(
+        sa.select(Call)
+        .where(Call.customer_id == customer_id)
+        .options(load_only(*_REFRESH_COLUMNS))
+        .order_by(Call.started_at, Call.id)
+    )
+    await _recompute(session, list(shown.all()), region, bump=bump)
+    await session.execute(sa.delete(Contact).where(Contact.customer_id == customer_id))
+    await session.execute(sa.delete(Customer).where(Customer.id == customer_id))
+    return True
+
+
+async def bind_number(
+    session: AsyncSession,
+    raw: str,
+    *,
+    customer_id: str,
+    contact_id: str | None,
+    region: str,
+    bump: Bump,
+) -> None:
+    number = _normalized(raw, region)
+    if await session.get(Customer, customer_id) is None:
+        raise DirectoryError(f"unknown customer {customer_id!r}")
+    if contact_id is not None:
+        contact = await session.get(Contact, contact_id)
+        if contact is None or contact.customer_id != customer_id:
+            raise DirectoryError(f"customer {customer_id!r} has no contact {contact_id!r}")
+    bound = await session.get(PhoneNumber, number)
+    if bound is None:
+        session.add(
+            PhoneNumber(number=number, raw=raw, customer_id=customer_id, contact_id=contact_id)
+        )
+    else:
+        bound.raw, bound.customer_id, bound.contact_id = raw, customer_id, contact_id
+    await session.flush()
+    await refresh_numbers(session, [number], region, bump)
+
+
+async def unbind_number(session: AsyncSession, raw: str, region: str, bump: Bump) -> bool:
+    number = _normalized(raw, region)
+    if not await _drop_numbers(session, PhoneNumber.number == number):
+        return False
+    await refresh_numbers(session, [number], region, bump)
+    return True
+
+
+async def _refresh_extensions(session: AsyncSession, extensions: set[str], region: str) -> None:
+    if not extensions:
+        return
+    ids = sorted(
+        set(
+            (
+                await session.scalars(
+                    sa.select(CallParticipant.call_id).where(
+                        CallParticipant.extension.in_(sorted(extensions))
+                    )
+                )
+            ).all()
+        )
+    )
+    for chunk in _chunks(ids):
+        query = sa.select(Call).where(Call.id.in_(chunk)).options(load_only(*_REFRESH_COLUMNS))
+        await _recompute(session, list((await session.scalars(query)).all()), region, bump=None)
+
+
+async def upsert_employee(session: AsyncSession, record: EmployeeRecord, region: str) -> None:
+    employee = await session.get(Employee, record.id)
+    renamed = employee is None or employee.name != record.name
+    if employee is None:
+        session.add(Employee(id=record.id, name=record.name))
+    else:
+        employee.name = record.name
+    await session.flush()
+    old = set(
+        (
+            await session.scalars(
+                sa.select(EmployeeExtension.extension).where(
+                    EmployeeExtension.employee_id == record.id
+                )
+            )
+        ).all()
+    )
+    new = set(record.extensions)
+    await session.execute(
+        sa.delete(EmployeeExtension).where(
+            EmployeeExtension.employee_id == record.id, EmployeeExtension.extension.not_in(new)
+        )
+    )
+    for extension in sorted(new - old):
+        owned = await session.get(EmployeeExtension, extension)
+        if owned is None:
+            session.add(EmployeeExtension(extension=extension, employee_id=record.id))
+        else:
+            owned.employee_id = record.id
+    await session.flush()
+    await _refresh_extensions(session, (old | new) if renamed else (old ^ new), region)
+
+
+async def seed_employees(
+    session: AsyncSession, records: Iterable[EmployeeRecord], region: str
+) -> int:
+    """Add what the database lacks; return how many employees or extensions were added."""
+    added: set[str] = set()
+    count = 0
+    for record in records:
+        if await session.get(Employee, record.id) is None:
+            session.add(Employee(id=record.id, name=record.name))
+            count += 1
+        await session.flush()
+        for extension in record.extensions:
+            if await session.get(EmployeeExtension, extension) is None:
+                session.add(EmployeeExtension(extension=extension, employee_id=record.id))
+                added.add(extension)
+        await session.flush()
+    # Calls taken before an extension was known are found by its new name from now on.
+    await _refresh_extensions(session, added, region)
+    return count + len(added)
+
+
+async def list_employees(session: AsyncSession) -> list[EmployeeRecord]:
+    rows = await session.execute(
+        sa.select(Employee.id, Employee.name, EmployeeExtension.extension)
+        .outerjoin(EmployeeExtension, EmployeeExtension.employee_id == Employee.id)
+        .order_by(Employee.id, EmployeeExtension.extension)
+    )
+    found: dict[str, tuple[str, list[str]]] = {}
+    for employee_id, name, extension in rows.tuples():
+        entry = found.setdefault(employee_id, (name, []))
+        if extension is not None:
+            entry[1].append(extension)
+    return [EmployeeRecord(i, name, tuple(exts)) for i, (name, exts) in found.items()]

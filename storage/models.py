@@ -1,0 +1,285 @@
+"""The journal's tables (SQLAlchemy 2 typed declarative), the same on SQLite and PostgreSQL.
+
+Theory of operation
+-------------------
+One ``calls`` row per conversation, unique on ``(pbx, conversation_id)``, holding everything
+the call object of DESIGN section 5 shows *and* the raw facts the rules read back
+(normalised number, whether it was registered when the call ended, when its attention window
+closes, whether it is settled). The parts of a call that come in lists (participants, legs,
+transfers, recording parts) have their own tables, written only by the journal writer.
+
+Times are epoch seconds in ``DOUBLE PRECISION``: the assembler and the rules speak epoch
+floats, both engines store them exactly, keyset cursors compare them exactly, and the PBX's
+time zone is applied only when a call object is rendered.
+
+``version`` comes from the single row of ``journal_state``; see :mod:`storage.store` for why a
+sequence is not enough. ``search_text`` is a lower-cased digest of everything search matches
+(names and every written form of the number); a trigram index over it (FTS5 on SQLite,
+``pg_trgm`` on PostgreSQL) is created by the migration, since neither fits the ORM's DDL.
+
+Every filter of DESIGN section 1 has a ``(<filter column>, started_at, id)`` index, so a page
+is an index range walked newest first. ORM classes never leave ``storage/``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "Base",
+    "Call",
+    "CallComment",
+    "CallLeg",
+    "CallParticipant",
+    "CallRecording",
+    "CallTransfer",
+    "Contact",
+    "Customer",
+    "Employee",
+    "EmployeeExtension",
+    "JournalState",
+    "OpenConversation",
+    "PhoneNumber",
+]
+
+#: Auto-incremented 64-bit ids; SQLite only auto-increments an ``INTEGER PRIMARY KEY``.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        float: sa.Double(),
+        str: sa.String(255),
+        int: sa.Integer(),
+        bool: sa.Boolean(),
+    }
+
+
+class JournalState(Base):
+    """The one row (id 1) holding the last version handed out, locked by every writer."""
+
+    __tablename__ = "journal_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    last_version: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class Customer(Base):
+    """A customer pushed by 1C (DESIGN 5, ``PUT /customers/{id}``)."""
+
+    __tablename__ = "customers"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(500))
+    updated_at: Mapped[float]
+
+
+class Contact(Base):
+    """A customer's contact person; ids are 1C's, unique across customers."""
+
+    __tablename__ = "contacts"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(
+        sa.String(64), sa.ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(sa.String(500))
+
+
+class PhoneNumber(Base):
+    """A normalised number bound to a customer, or to one of its contact persons."""
+
+    __tablename__ = "numbers"
+
+    number: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    #: As 1C wrote it, for the directory view.
+    raw: Mapped[str] = mapped_column(sa.String(64))
+    customer_id: Mapped[str] = mapped_column(
+        sa.String(64), sa.ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    contact_id: Mapped[str | None] = mapped_column(
+        sa.String(64), sa.ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+
+
+class Employee(Base):
+    """An employee: seeded from ``[employees]`` at start, editable over HTTP later."""
+
+    __tablename__ = "employees"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(500))
+
+
+class EmployeeExtension(Base):
+    """An extension (endpoint name) belongs to at most one employee."""
+
+    __tablename__ = "employee_extensions"
+
+    extension: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    employee_id: Mapped[str] = mapped_column(
+        sa.String(64), sa.ForeignKey("employees.id", ondelete="CASCADE"), index=True
+    )
+
+
+class Call(Base):
+    """One journal row: one conversation."""
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        sa.UniqueConstraint("pbx", "conversation_id"),
+        sa.Index("ix_calls_journal", "started_at", "id"),
+        sa.Index("ix_calls_direction", "direction", "started_at", "id"),
+        sa.Index("ix_calls_missed", "direction", "answered", "started_at", "id"),
+        sa.Index("ix_calls_status", "status", "started_at", "id"),
+        sa.Index("ix_calls_first_contact", "first_contact", "started_at", "id"),
+        sa.Index("ix_calls_unregistered", "unregistered", "started_at", "id"),
+        sa.Index("ix_calls_attention", "attention", "started_at", "id"),
+        sa.Index("ix_calls_number", "number", "started_at"),
+        sa.Index("ix_calls_window", "settled", "window_closes_at"),
+        sa.Index("ix_calls_customer", "customer_id"),
+        sa.Index("ix_calls_contact", "contact_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    pbx: Mapped[str] = mapped_column(sa.String(64))
+    #: The linkedid of the conversation's oldest channel: its identity on that PBX.
+    conversation_id: Mapped[str] = mapped_column(sa.String(64))
+    linkedids: Mapped[list[str]] = mapped_column(sa.JSON)
+    started_at: Mapped[float]
+    answered_at: Mapped[float | None]
+    ended_at: Mapped[float]
+    approximate_end: Mapped[bool]
+    direction: Mapped[str] = mapped_column(sa.String(16))
+    answered: Mapped[bool]
+    #: Normalised (E.164 or digits); None for internal calls and hidden numbers.
+    number: Mapped[str | None] = mapped_column(sa.String(32))
+    #: As the PBX presented it.
+    number_raw: Mapped[str | None] = mapped_column(sa.String(64))
+    did: Mapped[str | None] = mapped_column(sa.String(64))
+    ring_seconds: Mapped[float]
+    talk_seconds: Mapped[float]
+    queues: Mapped[list[str]] = mapped_column(sa.JSON)
+    #: ``[path, started_at, channel]`` of each MixMonitor file the PBX announced.
+    announced_recordings: Mapped[list[list[Any]]] = mapped_column(sa.JSON)
+    recording_hints: Mapped[list[str]] = mapped_column(sa.JSON)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    attention: Mapped[bool]
+    first_contact: Mapped[bool]
+    #: Bound to a customer when the call ended: drives the status, never changes after.
+    registered_at_end: Mapped[bool]
+    #: Not bound *now*: what the journal shows, follows binding and unbinding.
+    unregistered: Mapped[bool]
+    customer_id: Mapped[str | None] = mapped_column(
+        sa.String(64), sa.ForeignKey("customers.id", ondelete="SET NULL")
+    )
+    contact_id: Mapped[str | None] = mapped_column(
+        sa.String(64), sa.ForeignKey("contacts.id", ondelete="SET NULL")
+    )
+    window_closes_at: Mapped[float | None]
+    settled: Mapped[bool]
+    #: Hash of the finished call and its recordings: a rewrite of the same call bumps nothing.
+    fingerprint: Mapped[str] = mapped_column(sa.String(64))
+    search_text: Mapped[str] = mapped_column(sa.Text)
+    version: Mapped[int] = mapped_column(sa.BigInteger, unique=True)
+
+
+class CallParticipant(Base):
+    """An employee in a call, once, in the order of the call object."""
+
+    __tablename__ = "call_participants"
+    __table_args__ = (sa.Index("ix_call_participants_extension", "extension", "call_id"),)
+
+    call_id: Mapped[int] = mapped_column(
+        BigId, sa.ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True
+    )
+    ordinal: Mapped[int] = mapped_column(primary_key=True)
+    extension: Mapped[str] = mapped_column(sa.String(64))
+    role: Mapped[str] = mapped_column(sa.String(16))
+    placed: Mapped[bool]
+    rang: Mapped[bool]
+    answered_at: Mapped[float | None]
+    rang_at: Mapped[float | None]
+    talk_seconds: Mapped[float]
+
+
+class CallLeg(Base):
+    """A stretch of time one employee phone talked with the counterpart."""
+
+    __tablename__ = "call_legs"
+
+    call_id: Mapped[int] = mapped_column(
+        BigId, sa.ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True
+    )
+    ordinal: Mapped[int] = mapped_column(primary_key=True)
+    extension: Mapped[str] = mapped_column(sa.String(64))
+    connected_at: Mapped[float]
+    disconnected_at: Mapped[float]
+
+
+class CallTransfer(Base):
+    """A blind or attended transfer, or a pickup."""
+
+    __tablename__ = "call_transfers"
+
+    call_id: Mapped[int] = mapped_column(
+        BigId, sa.ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True
+    )
+    ordinal: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    at: Mapped[float]
+    by_extension: Mapped[str | None] = mapped_column(sa.String(64))
+    target_extension: Mapped[str | None] = mapped_column(sa.String(64))
+
+
+class CallRecording(Base):
+    """A recording part with audio; its id is the one of ``/api/v1/recordings/{id}``."""
+
+    __tablename__ = "call_recordings"
+    __table_args__ = (sa.UniqueConstraint("call_id", "pbx_path"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    call_id: Mapped[int] = mapped_column(BigId, sa.ForeignKey("calls.id", ondelete="CASCADE"))
+    part: Mapped[int]
+    #: The path the PBX announced: matches the part when the call is written again.
+    pbx_path: Mapped[str] = mapped_column(sa.String(1024))
+    #: Where this daemon found the file.
+    file_path: Mapped[str] = mapped_column(sa.String(1024))
+    started_at: Mapped[float]
+    offset_seconds: Mapped[float]
+    duration_seconds: Mapped[float | None]
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class CallComment(Base):
+    """An employee's comment on a call (the comment icon)."""
+
+    __tablename__ = "call_comments"
+
+    call_id: Mapped[int] = mapped_column(
+        BigId, sa.ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True
+    )
+    text: Mapped[str] = mapped_column(sa.Text)
+    updated_at: Mapped[float]
+
+
+class OpenConversation(Base):
+    """A conversation still in progress, persisted so the daemon survives its own restart."""
+
+    __tablename__ = "open_conversations"
+
+    key: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    updated_at: Mapped[float]

@@ -1,0 +1,498 @@
+"""Reading the journal: the filtered page, the change feed, and rows back into entries.
+
+Theory of operation
+-------------------
+A journal page (DESIGN section 1, ``GET /calls``) is newest first, ordered by
+``(started_at, id)`` descending, and paginated by *keyset*: the cursor is the last row's
+``(started_at, id)`` and the next page is ``(started_at, id) < cursor``. Unlike an offset, a
+keyset page neither repeats nor skips a row when calls are written meanwhile: new calls sort
+before the first page, and no row moves (``started_at`` never changes). The cursor is opaque
+to 1C (base64 of JSON) and carries the float exactly (``repr`` round-trips).
+
+Every filter maps to a column with a ``(column, started_at, id)`` index (see
+:mod:`storage.models`), so the planner walks one index range in order and stops after a page;
+``missed`` is "incoming and not answered", which needs no status list (``no_answer`` and
+``lost`` both are exactly that). Filters combine with AND; several kinds combine with OR.
+"My calls" is a semi-join on the participants' ``(call_id, extension)`` key. Search goes
+through the trigram index (:mod:`storage.search` explains the text): an FTS5 ``MATCH`` on
+SQLite, ``LIKE`` over a ``pg_trgm`` GIN index on PostgreSQL; the terms are bound parameters,
+with ``%``/``_`` escaped for LIKE and quotes doubled for FTS5. A term under three characters
+cannot use a trigram index: it falls back to a substring test on the rows walked in journal
+order, which is bounded by the page size, not by the table.
+
+The change feed is ``version > N`` ascending over the unique index on ``version``.
+
+Rows leave this module only as :class:`storage.journal.JournalEntry` (ORM objects never
+leave ``storage/``), rendered by :func:`storage.journal.to_call_object`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from connector.assembly import (
+    Direction,
+    FinishedCall,
+    Leg,
+    Participant,
+    RecordingPart,
+    Role,
+    TransferNote,
+)
+from connector.recordings import FoundRecording
+from storage.journal import (
+    CustomerRef,
+    EmployeeDirectory,
+    EmployeeInfo,
+    JournalEntry,
+    StoredRecording,
+)
+from storage.models import (
+    Call,
+    CallComment,
+    CallLeg,
+    CallParticipant,
+    CallRecording,
+    CallTransfer,
+    Contact,
+    Customer,
+    Employee,
+    EmployeeExtension,
+    JournalState,
+)
+from storage.rules import Status
+from storage.search import SearchQuery, parse_query
+
+__all__ = [
+    "KINDS",
+    "CursorError",
+    "InternalCalls",
+    "JournalFilter",
+    "JournalPage",
+    "changes",
+    "decode_cursor",
+    "encode_cursor",
+    "explain",
+    "journal_statement",
+    "list_calls",
+    "load_employee_directory",
+    "load_entries",
+    "load_recording",
+    "parse_time_bound",
+]
+
+KINDS = frozenset({"incoming", "outgoing", "missed", "lost"})
+
+
+class CursorError(ValueError):
+    """The cursor was not made by this journal."""
+
+
+class InternalCalls(enum.Enum):
+    HIDE = "hide"
+    SHOW = "show"
+    ONLY = "only"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalFilter:
+    """The ``GET /calls`` filters; None means "do not filter on this"."""
+
+    #: Epoch seconds: calls that started at or after.
+    started_from: float | None = None
+    #: Epoch seconds: calls that started before (exclusive).
+    started_until: float | None = None
+    #: Any of ``KINDS``; several are OR-ed.
+    kinds: frozenset[str] = field(default_factory=frozenset)
+    first_contact: bool | None = None
+    unregistered: bool | None = None
+    attention: bool | None = None
+    internal: InternalCalls = InternalCalls.HIDE
+    #: "My calls": an employee id, or an extension.
+    employee: str | None = None
+    #: Search string (names, extensions, numbers in any written form).
+    query: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JournalPage:
+    entries: list[JournalEntry]
+    next_cursor: str | None
+
+
+def encode_cursor(started_at: float, call_id: int) -> str:
+    raw = json.dumps([repr(started_at), call_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        started, call_id = json.loads(raw)
+        return float(started), int(call_id)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise CursorError("not a journal cursor") from exc
+
+
+def parse_time_bound(text: str, timezone: ZoneInfo, *, end: bool) -> float:
+    """``from``/``to`` of ``GET /calls``: an ISO date or datetime, local to the PBX unless it
+    carries an offset. A date as ``to`` includes that whole day."""
+    try:
+        if "T" not in text and " " not in text and len(text) <= 10:
+            day = date.fromisoformat(text)
+            if end:
+                day += timedelta(days=1)
+            return datetime.combine(day, time.min, tzinfo=timezone).timestamp()
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"not an ISO 8601 date or datetime: {text!r}") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone)
+    return moment.timestamp()
+
+
+def _like(term: str) -> str:
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _fts_phrase(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
+def _search_condition(dialect: str, search: SearchQuery) -> sa.ColumnElement[bool]:
+    terms = search.all_of or search.any_of
+    if dialect == "sqlite" and search.indexable:
+        joiner = " AND " if search.all_of else " OR "
+        expression = joiner.join(_fts_phrase(term) for term in terms)
+        matches: sa.Select[Any] = (
+            sa.select(sa.literal_column("rowid"))
+            .select_from(sa.table("calls_search"))
+            .where(sa.literal_column("calls_search").op("MATCH")(sa.bindparam("fts", expression)))
+        )
+        return Call.id.in_(matches.scalar_subquery())
+    likes = [Call.search_text.like(_like(term), escape="\\") for term in terms]
+    return sa.and_(*likes) if search.all_of else sa.or_(*likes)
+
+
+def _kind_condition(kind: str) -> sa.ColumnElement[bool]:
+    if kind == "incoming":
+        return Call.direction == Direction.INCOMING.value
+    if kind == "outgoing":
+        return Call.direction == Direction.OUTGOING.value
+    if kind == "missed":
+        return sa.and_(Call.direction == Direction.INCOMING.value, Call.answered == sa.false())
+    if kind == "lost":
+        return Call.status == Status.LOST.value
+    raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(sorted(KINDS))}")
+
+
+def _flag(column: InstrumentedAttribute[bool], wanted: bool) -> sa.ColumnElement[bool]:
+    return column == (sa.true() if wanted else sa.false())
+
+
+def journal_statement(
+    dialect: str,
+    where: JournalFilter,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    extensions: Sequence[str] = (),
+    region: str = "RU",
+) -> sa.Select[int, float]:
+    """The page query: ids and start times, newest first. ``extensions`` are the employee's
+    (resolved by :func:`list_calls`)."""
+    conditions: list[sa.ColumnElement[bool]] = []
+    if where.started_from is not None:
+        conditions.append(Call.started_at >= where.started_from)
+    if where.started_until is not None:
+        conditions.append(Call.started_at < where.started_until)
+    if where.kinds:
+        conditions.append(sa.or_(*(_kind_condition(kind) for kind in sorted(where.kinds))))
+    if where.internal is InternalCalls.ONLY:
+        conditions.append(Call.direction == Direction.INTERNAL.value)
+    elif where.internal is InternalCalls.HIDE and not where.kinds:
+        conditions.append(Call.direction != Direction.INTERNAL.value)
+    if where.first_contact is not None:
+        conditions.append(_flag(Call.first_contact, where.first_contact))
+    if where.unregistered is not None:
+        conditions.append(_flag(Call.unregistered, where.unregistered))
+    if where.attention is not None:
+        conditions.append(_flag(Call.attention, where.attention))
+    if where.employee is not None:
+        mine = sa.select(CallParticipant.call_id).where(
+            CallParticipant.call_id == Call.id,
+            CallParticipant.extension.in_(list(extensions) or [where.employee]),
+        )
+        conditions.append(mine.exists())
+    if where.query:
+        search = parse_query(where.query, region)
+        if not search.empty:
+            conditions.append(_search_condition(dialect, search))
+    if cursor is not None:
+        started, call_id = decode_cursor(cursor)
+        conditions.append(sa.tuple_(Call.started_at, Call.id) < sa.tuple_(started, call_id))
+    return (
+        sa.select(Call.id, Call.started_at)
+        .where(*conditions)
+        .order_by(Call.started_at.desc(), Call.id.desc())
+        .limit(limit)
+    )
+
+
+async def employee_extensions(session: AsyncSession, employee: str) -> list[str]:
+    """Extensions of an employee id; an unknown id is taken as an extension itself."""
+    found = await session.scalars(
+        sa.select(EmployeeExtension.extension).where(EmployeeExtension.employee_id == employee)
+    )
+    return sorted(found.all()) or [employee]
+
+
+async def list_calls(
+    session: AsyncSession,
+    where: JournalFilter,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    region: str = "RU",
+) -> JournalPage:
+    """One journal page and the cursor of the next (None on the last page)."""
+    dialect = (await session.connection()).dialect.name
+    extensions = await employee_extensions(session, where.employee) if where.employee else []
+    statement = journal_statement(
+        dialect, where, limit=limit + 1, cursor=cursor, extensions=extensions, region=region
+    )
+    rows = (await session.execute(statement)).tuples().all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    entries = await load_entries(session, [call_id for call_id, _ in rows])
+    next_cursor = encode_cursor(rows[-1][1], rows[-1][0]) if more and rows else None
+    return JournalPage(entries, next_cursor)
+
+
+async def changes(
+    session: AsyncSession, since: int, limit: int = 500
+) -> tuple[list[JournalEntry], int]:
+    """Calls whose version is above ``since``, ascending, and the version to poll from next.
+
+    The counter is read before the rows: every version up to it was committed by then, so
+    when the page is not full, nothing at or below the returned version can appear later.
+    """
+    counter = await session.scalar(sa.select(JournalState.last_version).where(JournalState.id == 1))
+    ids = (
+        await session.scalars(
+            sa.select(Call.id).where(Call.version > since).order_by(Call.version).limit(limit)
+        )
+    ).all()
+    entries = await load_entries(session, list(ids))
+    entries.sort(key=lambda e: e.version)
+    if len(entries) == limit:
+        return entries, entries[-1].version
+    last = max([since, int(counter or 0), *(e.version for e in entries)])
+    return entries, last
+
+
+async def load_employee_directory(session: AsyncSession) -> EmployeeDirectory:
+    rows = await session.execute(
+        sa.select(Employee.id, EmployeeExtension.extension, Employee.name).join(
+            EmployeeExtension, EmployeeExtension.employee_id == Employee.id
+        )
+    )
+    return EmployeeDirectory(EmployeeInfo(i, ext, name) for i, ext, name in rows.tuples())
+
+
+def _found(row: CallRecording) -> StoredRecording:
+    return StoredRecording(
+        id=row.id,
+        found=FoundRecording(
+            part=row.part,
+            pbx_path=row.pbx_path,
+            file=Path(row.file_path),
+            started_at=row.started_at,
+            offset_seconds=row.offset_seconds,
+            duration_seconds=row.duration_seconds,
+            size=row.size,
+        ),
+    )
+
+
+async def load_recording(
+    session: AsyncSession, recording_id: int
+) -> tuple[int, StoredRecording] | None:
+    row = await session.get(CallRecording, recording_id)
+    return None if row is None else (row.call_id, _found(row))
+
+
+async def load_entries(session: AsyncSession, ids: Sequence[int]) -> list[JournalEntry]:
+    """The entries of ``ids``, in that order (missing ids are left out)."""
+    if not ids:
+        return []
+    calls = {c.id: c for c in await session.scalars(sa.select(Call).where(Call.id.in_(ids)))}
+    participants: dict[int, list[CallParticipant]] = defaultdict(list)
+    for participant in await session.scalars(
+        sa.select(CallParticipant)
+        .where(CallParticipant.call_id.in_(ids))
+        .order_by(CallParticipant.ordinal)
+    ):
+        participants[participant.call_id].append(participant)
+    legs: dict[int, list[CallLeg]] = defaultdict(list)
+    for leg in await session.scalars(
+        sa.select(CallLeg).where(CallLeg.call_id.in_(ids)).order_by(CallLeg.ordinal)
+    ):
+        legs[leg.call_id].append(leg)
+    transfers: dict[int, list[CallTransfer]] = defaultdict(list)
+    for transfer in await session.scalars(
+        sa.select(CallTransfer).where(CallTransfer.call_id.in_(ids)).order_by(CallTransfer.ordinal)
+    ):
+        transfers[transfer.call_id].append(transfer)
+    recordings: dict[int, list[StoredRecording]] = defaultdict(list)
+    query = (
+        sa.select(CallRecording)
+        .where(CallRecording.call_id.in_(ids))
+        .order_by(CallRecording.part, CallRecording.id)
+    )
+    for recording in await session.scalars(query):
+        recordings[recording.call_id].append(_found(recording))
+    comments = {
+        c.call_id: c.text
+        for c in await session.scalars(sa.select(CallComment).where(CallComment.call_id.in_(ids)))
+    }
+    customer_ids = {c.customer_id for c in calls.values() if c.customer_id}
+    contact_ids = {c.contact_id for c in calls.values() if c.contact_id}
+    customers = (
+        dict(
+            (
+                await session.execute(
+                    sa.select(Customer.id, Customer.name).where(Customer.id.in_(customer_ids))
+                )
+            )
+            .tuples()
+            .all()
+        )
+        if customer_ids
+        else {}
+    )
+    contacts = (
+        dict(
+            (
+                await session.execute(
+                    sa.select(Contact.id, Contact.name).where(Contact.id.in_(contact_ids))
+                )
+            )
+            .tuples()
+            .all()
+        )
+        if contact_ids
+        else {}
+    )
+    entries = []
+    for call_id in ids:
+        row = calls.get(call_id)
+        if row is None:
+            continue
+        customer = None
+        if row.customer_id is not None:
+            customer = CustomerRef(
+                id=row.customer_id,
+                name=customers.get(row.customer_id, ""),
+                contact_id=row.contact_id,
+                contact_name=contacts.get(row.contact_id) if row.contact_id else None,
+            )
+        entries.append(
+            JournalEntry(
+                id=row.id,
+                version=row.version,
+                pbx=row.pbx,
+                call=_finished_call(
+                    row,
+                    participants.get(call_id, []),
+                    legs.get(call_id, []),
+                    transfers.get(call_id, []),
+                ),
+                number=row.number,
+                number_raw=row.number_raw,
+                status=Status(row.status),
+                attention=row.attention,
+                first_contact=row.first_contact,
+                registered_at_end=row.registered_at_end,
+                window_closes_at=row.window_closes_at,
+                settled=row.settled,
+                recordings=tuple(recordings.get(call_id, [])),
+                customer=customer,
+                comment=comments.get(call_id),
+            )
+        )
+    return entries
+
+
+def _finished_call(
+    row: Call,
+    participants: list[CallParticipant],
+    legs: list[CallLeg],
+    transfers: list[CallTransfer],
+) -> FinishedCall:
+    return FinishedCall(
+        conversation_id=row.conversation_id,
+        linkedids=tuple(row.linkedids),
+        started_at=row.started_at,
+        answered_at=row.answered_at,
+        ended_at=row.ended_at,
+        approximate_end=row.approximate_end,
+        direction=Direction(row.direction),
+        external_number=row.number_raw,
+        did=row.did,
+        answered=row.answered,
+        participants=tuple(
+            Participant(
+                extension=p.extension,
+                role=Role(p.role),
+                placed=p.placed,
+                rang=p.rang,
+                answered_at=p.answered_at,
+                rang_at=p.rang_at,
+                talk_seconds=p.talk_seconds,
+            )
+            for p in participants
+        ),
+        legs=tuple(Leg(g.extension, g.connected_at, g.disconnected_at) for g in legs),
+        ring_seconds=row.ring_seconds,
+        talk_seconds=row.talk_seconds,
+        recordings=tuple(
+            RecordingPart(path=str(path), started_at=float(at), channel=str(channel))
+            for path, at, channel in row.announced_recordings
+        ),
+        recording_hints=tuple(row.recording_hints),
+        queues=tuple(row.queues),
+        transfers=tuple(
+            TransferNote(t.kind, t.at, t.by_extension, t.target_extension) for t in transfers
+        ),
+    )
+
+
+async def explain(session: AsyncSession, statement: sa.Select[Any]) -> list[str]:
+    """The engine's plan for ``statement`` (``EXPLAIN QUERY PLAN`` / ``EXPLAIN``), with the
+    statement's own bound parameters: for tests and the benchmark, to show index use."""
+    connection = await session.connection()
+    dialect = connection.dialect
+    compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.construct_params()
+    positional = tuple(params[name] for name in compiled.positiontup or ())
+    prefix = "EXPLAIN QUERY PLAN " if dialect.name == "sqlite" else "EXPLAIN "
+    result = await connection.exec_driver_sql(prefix + compiled.string, positional)
+    if dialect.name == "sqlite":
+        return [str(row[-1]) for row in result]
+    return [str(row[0]) for row in result]

@@ -1,0 +1,494 @@
+"""The SQL journal: finished calls in, rows with the rules applied, one transaction each.
+
+Theory of operation
+-------------------
+:class:`SqlJournal` keeps :class:`storage.memory.MemoryJournal`'s semantics, in a database:
+
+1. a call is stored once per ``(pbx, conversation_id)``; writing it again updates the row;
+2. every call with the same normalised number is re-evaluated by :func:`storage.rules.evaluate`
+   with facts read from the database (registered when it ended? an earlier call? the first
+   later answered contact?), because the new call may hand a ``lost`` call its later contact
+   or take ``first_contact`` away from a later one;
+3. a row gets a new ``version`` when it is new, when the call itself changed (its fingerprint:
+   participants, recordings found, times...) or when the verdict changed — never otherwise,
+   so writing the same capture twice changes nothing.
+
+Versions. 1C polls "versions after N" and must never miss a change, so a version may become
+visible only after every smaller one has. A PostgreSQL sequence does not give that: two
+transactions draw 7 and 8, the one holding 8 commits first, a reader sees 8, then polls from
+8 and never sees 7. Here every write transaction starts by locking the single
+``journal_state`` row (``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite the writer's
+``BEGIN IMMEDIATE`` holds the database lock), takes versions from ``last_version`` and stores
+the new value before committing. Writers are therefore serialised, and PostgreSQL makes a
+transaction visible before it releases its locks, so versions become visible strictly in
+order. The same lock makes the rules race-free when several daemons (one per PBX) share a
+database: two calls of one number cannot both believe they are the first. Writes are a few
+milliseconds at the rate calls end, so serialising them costs nothing that matters.
+
+The attention window needs no poll: :meth:`SqlJournal.next_window_close` is the earliest open
+window (an index lookup) for the daemon to arm a timer on, and :meth:`SqlJournal.settle` marks
+the rows whose window has closed. Nothing visible changes then, so no version is bumped.
+
+Customers, numbers and employees are :mod:`storage.directory`'s, offered here as methods that
+run in the same kind of transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import load_only
+
+from connector.assembly import Direction, FinishedCall
+from connector.recordings import FoundRecording
+from storage import directory
+from storage.directory import ContactRecord, CustomerRecord, EmployeeRecord, NumberOwner
+from storage.engine import Database
+from storage.journal import JournalEntry, StoredRecording
+from storage.models import (
+    Call,
+    CallComment,
+    CallLeg,
+    CallParticipant,
+    CallRecording,
+    CallTransfer,
+    JournalState,
+    OpenConversation,
+)
+from storage.numbers import normalize_number
+from storage.queries import load_entries, load_recording
+from storage.rules import AttentionWindow, NumberFacts, evaluate
+
+__all__ = [
+    "Change",
+    "ContactRecord",
+    "CustomerRecord",
+    "EmployeeRecord",
+    "NumberOwner",
+    "SqlJournal",
+    "UnknownCall",
+    "WriteTransaction",
+]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Change:
+    """A row that is new or changed, with the version it now carries."""
+
+    version: int
+    id: int
+
+
+class UnknownCall(LookupError):
+    """No call has this id."""
+
+
+@dataclass(slots=True)
+class WriteTransaction:
+    """A write in progress: its session and the versions it hands out."""
+
+    session: AsyncSession
+    last_version: int
+    changes: list[Change] = field(default_factory=list)
+
+    def bump(self, call: Call) -> None:
+        """Give ``call`` the next version and record the change."""
+        self.last_version += 1
+        call.version = self.last_version
+        self.changes.append(Change(self.last_version, call.id))
+
+
+def fingerprint(call: FinishedCall, recordings: Sequence[FoundRecording]) -> str:
+    """Identity of what a row shows of the call itself (frozen dataclasses repr exactly)."""
+    return hashlib.sha256(repr((call, tuple(recordings))).encode()).hexdigest()
+
+
+_RULE_COLUMNS = (
+    Call.id,
+    Call.number,
+    Call.started_at,
+    Call.ended_at,
+    Call.direction,
+    Call.answered,
+    Call.registered_at_end,
+    Call.status,
+    Call.attention,
+    Call.first_contact,
+    Call.window_closes_at,
+    Call.settled,
+    Call.version,
+)
+
+
+class SqlJournal:
+    """The journal in a database, with the rules of DESIGN section 1."""
+
+    def __init__(
+        self, database: Database, *, pbx: str, window: AttentionWindow, region: str = "RU"
+    ) -> None:
+        self.database = database
+        self.pbx = pbx
+        self.window = window
+        self.region = region
+        # One writer per process; across processes the journal_state lock serialises.
+        self._write_lock = asyncio.Lock()
+
+    # -- transactions -------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[WriteTransaction]:
+        """A write transaction holding the version lock; commits on success."""
+        async with (
+            self._write_lock,
+            self.database.write_sessions() as session,
+            session.begin(),
+        ):
+            state = await session.scalar(
+                sa.select(JournalState).where(JournalState.id == 1).with_for_update()
+            )
+            if state is None:
+                raise RuntimeError("journal_state is missing: run `pbxjournal migrate`")
+            tx = WriteTransaction(session, state.last_version)
+            yield tx
+            if tx.last_version != state.last_version:
+                state.last_version = tx.last_version
+
+    async def last_version(self) -> int:
+        async with self.database.sessions() as session:
+            value = await session.scalar(
+                sa.select(JournalState.last_version).where(JournalState.id == 1)
+            )
+            return int(value or 0)
+
+    # -- calls ----------------------------------------------------------------------------
+
+    async def write(
+        self, call: FinishedCall, recordings: Sequence[FoundRecording], now: float
+    ) -> list[Change]:
+        """Store a finished call; return every row that is new or changed, by version."""
+        async with self.transaction() as tx:
+            await self._write(tx, call, recordings, now)
+            return sorted(tx.changes)
+
+    async def _write(
+        self,
+        tx: WriteTransaction,
+        call: FinishedCall,
+        recordings: Sequence[FoundRecording],
+        now: float,
+    ) -> None:
+        session = tx.session
+        number = None
+        if call.direction is not Direction.INTERNAL:
+            number = normalize_number(call.external_number, self.region)
+        owner = await directory.owner_of(session, number)
+        digest = fingerprint(call, recordings)
+        identity = (Call.pbx == self.pbx, Call.conversation_id == call.conversation_id)
+        row = await session.scalar(sa.select(Call).where(*identity))
+        customer_id = owner.customer_id if owner else None
+        contact_id = owner.contact_id if owner else None
+        parts_changed = row is None or row.fingerprint != digest
+        if row is None:
+            # Version -1 is provisional: _reevaluate gives the new row its real one below.
+            row = Call(pbx=self.pbx, conversation_id=call.conversation_id, version=-1)
+            row.status, row.attention, row.first_contact, row.settled = "lost", False, False, False
+            changed = True
+        else:
+            changed = (
+                parts_changed
+                or row.number != number
+                or (row.customer_id, row.contact_id) != (customer_id, contact_id)
+            )
+            if parts_changed:
+                await self._delete_parts(session, row.id)
+        if changed:
+            _fill_call(row, call, number)
+            row.fingerprint = digest
+            row.registered_at_end = owner is not None
+            row.customer_id, row.contact_id = customer_id, contact_id
+            row.unregistered = call.direction is not Direction.INTERNAL and owner is None
+            names = [owner.customer_name, owner.contact_name] if owner else []
+            row.search_text = await directory.call_search_text(
+                session, row, [p.extension for p in call.participants], names, self.region
+            )
+            session.add(row)
+            await session.flush()
+        if parts_changed:
+            await self._add_parts(session, row.id, call, recordings)
+        await self._reevaluate(tx, number, row, now, force=changed)
+
+    async def _reevaluate(
+        self, tx: WriteTransaction, number: str | None, current: Call, now: float, *, force: bool
+    ) -> None:
+        session = tx.session
+        if number is None:
+            related = [current]
+        else:
+            query = sa.select(Call).where(Call.number == number).options(load_only(*_RULE_COLUMNS))
+            related = list((await session.scalars(query)).all())
+            if current not in related:
+                related.append(current)
+        related.sort(key=lambda c: (c.started_at, c.id))
+        for index, entry in enumerate(related):
+            later = [
+                other.started_at
+                for other in related
+                if other is not entry and other.answered and other.started_at >= entry.ended_at
+            ]
+            facts = NumberFacts(
+                registered=entry.registered_at_end,
+                # Sorted by (started_at, id): everything before this one is earlier.
+                earlier_calls=index > 0,
+                later_contact_at=min(later) if later else None,
+            )
+            verdict = evaluate(
+                direction=Direction(entry.direction),
+                answered=entry.answered,
+                ended_at=entry.ended_at,
+                has_number=entry.number is not None,
+                facts=facts,
+                window=self.window,
+                now=now,
+            )
+            before = (entry.status, entry.attention, entry.first_contact, entry.window_closes_at)
+            after = (
+                verdict.status.value,
+                verdict.attention,
+                verdict.first_contact,
+                verdict.window_closes_at,
+            )
+            entry.settled = verdict.settled
+            if before != after or (force and entry is current):
+                entry.status, entry.attention, entry.first_contact, entry.window_closes_at = after
+                tx.bump(entry)
+        await session.flush()
+
+    async def _delete_parts(self, session: AsyncSession, call_id: int) -> None:
+        for model in (CallParticipant, CallLeg, CallTransfer):
+            await session.execute(sa.delete(model).where(model.call_id == call_id))
+
+    async def _add_parts(
+        self,
+        session: AsyncSession,
+        call_id: int,
+        call: FinishedCall,
+        recordings: Sequence[FoundRecording],
+    ) -> None:
+        for ordinal, p in enumerate(call.participants):
+            session.add(
+                CallParticipant(
+                    call_id=call_id,
+                    ordinal=ordinal,
+                    extension=p.extension,
+                    role=p.role.value,
+                    placed=p.placed,
+                    rang=p.rang,
+                    answered_at=p.answered_at,
+                    rang_at=p.rang_at,
+                    talk_seconds=p.talk_seconds,
+                )
+            )
+        for ordinal, leg in enumerate(call.legs):
+            session.add(
+                CallLeg(
+                    call_id=call_id,
+                    ordinal=ordinal,
+                    extension=leg.extension,
+                    connected_at=leg.connected_at,
+                    disconnected_at=leg.disconnected_at,
+                )
+            )
+        for ordinal, note in enumerate(call.transfers):
+            session.add(
+                CallTransfer(
+                    call_id=call_id,
+                    ordinal=ordinal,
+                    kind=note.kind,
+                    at=note.at,
+                    by_extension=note.by,
+                    target_extension=note.target,
+                )
+            )
+        await self._store_recordings(session, call_id, recordings)
+
+    async def _store_recordings(
+        self, session: AsyncSession, call_id: int, recordings: Sequence[FoundRecording]
+    ) -> None:
+        """Keep the id of a part the PBX announced again (1C may hold its URL)."""
+        known = {
+            r.pbx_path: r
+            for r in await session.scalars(
+                sa.select(CallRecording).where(CallRecording.call_id == call_id)
+            )
+        }
+        for found in recordings:
+            stored = known.pop(found.pbx_path, None) or CallRecording(
+                call_id=call_id, pbx_path=found.pbx_path
+            )
+            stored.part = found.part
+            stored.file_path = str(found.file)
+            stored.started_at = found.started_at
+            stored.offset_seconds = found.offset_seconds
+            stored.duration_seconds = found.duration_seconds
+            stored.size = found.size
+            session.add(stored)
+        for gone in known.values():
+            await session.delete(gone)
+        await session.flush()
+
+    # -- the attention window -------------------------------------------------------------
+
+    async def next_window_close(self) -> float | None:
+        """When the earliest open attention window closes (for the daemon's timer)."""
+        async with self.database.sessions() as session:
+            value = await session.scalar(
+                sa.select(sa.func.min(Call.window_closes_at)).where(
+                    Call.settled == sa.false(), Call.window_closes_at.is_not(None)
+                )
+            )
+            return None if value is None else float(value)
+
+    async def settle(self, now: float) -> int:
+        """Mark the rows whose window closed by ``now`` as settled; return how many."""
+        async with self.transaction() as tx:
+            result = await tx.session.execute(
+                sa.update(Call)
+                .where(Call.settled == sa.false(), Call.window_closes_at <= now)
+                .values(settled=True)
+                .execution_options(synchronize_session=False)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    # -- comments -------------------------------------------------------------------------
+
+    async def set_comment(self, call_id: int, text: str | None, now: float) -> Change:
+        """Set (or, with empty text, remove) a call's comment; the row gets a new version."""
+        async with self.transaction() as tx:
+            row = await tx.session.get(Call, call_id)
+            if row is None:
+                raise UnknownCall(call_id)
+            comment = await tx.session.get(CallComment, call_id)
+            if text and text.strip():
+                if comment is None:
+                    comment = CallComment(call_id=call_id)
+                comment.text = text
+                comment.updated_at = now
+                tx.session.add(comment)
+            elif comment is not None:
+                await tx.session.delete(comment)
+            tx.bump(row)
+            return tx.changes[-1]
+
+    # -- reading back ---------------------------------------------------------------------
+
+    async def get(self, call_id: int) -> JournalEntry | None:
+        async with self.database.sessions() as session:
+            found = await load_entries(session, [call_id])
+            return found[0] if found else None
+
+    async def entries(self, ids: Iterable[int]) -> list[JournalEntry]:
+        async with self.database.sessions() as session:
+            return await load_entries(session, list(ids))
+
+    async def recording(self, recording_id: int) -> tuple[int, StoredRecording] | None:
+        """(call id, part) of a recording id, for ``GET /recordings/{id}``."""
+        async with self.database.sessions() as session:
+            return await load_recording(session, recording_id)
+
+    # -- open conversations ---------------------------------------------------------------
+
+    async def save_open(self, key: str, state: dict[str, Any], now: float) -> None:
+        async with self.transaction() as tx:
+            await tx.session.merge(OpenConversation(key=key, state=state, updated_at=now))
+
+    async def drop_open(self, key: str) -> None:
+        async with self.transaction() as tx:
+            await tx.session.execute(sa.delete(OpenConversation).where(OpenConversation.key == key))
+
+    async def load_open(self) -> dict[str, dict[str, Any]]:
+        async with self.database.sessions() as session:
+            rows = await session.scalars(sa.select(OpenConversation))
+            return {row.key: row.state for row in rows}
+
+    # -- customers, numbers, employees (storage.directory) -----------------------------
+
+    async def upsert_customer(self, customer: CustomerRecord, now: float) -> list[Change]:
+        async with self.transaction() as tx:
+            await directory.upsert_customer(tx.session, customer, now, self.region, tx.bump)
+            return sorted(tx.changes)
+
+    async def import_customers(
+        self, customers: Iterable[CustomerRecord], now: float
+    ) -> list[Change]:
+        """Bulk upsert in one transaction; importing the same list again changes nothing."""
+        async with self.transaction() as tx:
+            for customer in customers:
+                await directory.upsert_customer(tx.session, customer, now, self.region, tx.bump)
+            return sorted(tx.changes)
+
+    async def delete_customer(self, customer_id: str) -> list[Change]:
+        async with self.transaction() as tx:
+            await directory.delete_customer(tx.session, customer_id, self.region, tx.bump)
+            return sorted(tx.changes)
+
+    async def bind_number(
+        self, number: str, customer_id: str, contact_id: str | None = None
+    ) -> list[Change]:
+        async with self.transaction() as tx:
+            await directory.bind_number(
+                tx.session,
+                number,
+                customer_id=customer_id,
+                contact_id=contact_id,
+                region=self.region,
+                bump=tx.bump,
+            )
+            return sorted(tx.changes)
+
+    async def unbind_number(self, number: str) -> list[Change]:
+        async with self.transaction() as tx:
+            await directory.unbind_number(tx.session, number, self.region, tx.bump)
+            return sorted(tx.changes)
+
+    async def lookup_number(self, number: str) -> NumberOwner | None:
+        async with self.database.sessions() as session:
+            return await directory.owner_of(session, normalize_number(number, self.region))
+
+    async def upsert_employee(self, employee: EmployeeRecord) -> None:
+        """Name and extensions of one employee; calls' search text follows, versions do not."""
+        async with self.transaction() as tx:
+            await directory.upsert_employee(tx.session, employee, self.region)
+
+    async def seed_employees(self, employees: Iterable[EmployeeRecord]) -> int:
+        """Add configured employees and extensions the database does not know yet."""
+        async with self.transaction() as tx:
+            return await directory.seed_employees(tx.session, employees, self.region)
+
+    async def employees(self) -> list[EmployeeRecord]:
+        async with self.database.sessions() as session:
+            return await directory.list_employees(session)
+
+
+def _fill_call(row: Call, call: FinishedCall, number: str | None) -> None:
+    row.linkedids = list(call.linkedids)
+    row.started_at = call.started_at
+    row.answered_at = call.answered_at
+    row.ended_at = call.ended_at
+    row.approximate_end = call.approximate_end
+    row.direction = call.direction.value
+    row.answered = call.answered
+    row.number = number
+    row.number_raw = call.external_number
+    row.did = call.did
+    row.ring_seconds = call.ring_seconds
+    row.talk_seconds = call.talk_seconds
+    row.queues = list(call.queues)
+    row.announced_recordings = [[r.path, r.started_at, r.channel] for r in call.recordings]
+    row.recording_hints = list(call.recording_hints)
