@@ -144,7 +144,7 @@ async def _employee_names(session: AsyncSession, extensions: Iterable[str]) -> d
         .join(Employee, Employee.id == EmployeeExtension.employee_id)
         .where(EmployeeExtension.extension.in_(wanted))
     )
-    return {extension: name for extension, name in rows.tuples()}
+    return {extension: name for extension, name in rows}
 
 
 async def call_search_text(
@@ -176,7 +176,7 @@ async def _recompute(
             .where(CallParticipant.call_id.in_(chunk))
             .order_by(CallParticipant.call_id, CallParticipant.ordinal)
         )
-        for call_id, extension in parts.tuples():
+        for call_id, extension in parts:
             extensions[call_id].append(extension)
     owners: dict[str | None, NumberOwner | None] = {}
     for row in rows:
@@ -435,7 +435,7 @@ async def list_employees(session: AsyncSession) -> list[EmployeeRecord]:
         .order_by(Employee.id, EmployeeExtension.extension)
     )
     found: dict[str, tuple[str, list[str]]] = {}
-    for employee_id, name, extension in rows.tuples():
+    for employee_id, name, extension in rows:
         entry = found.setdefault(employee_id, (name, []))
         if extension is not None:
             entry[1].append(extension)

@@ -276,7 +276,7 @@ async def list_calls(
     statement = journal_statement(
         dialect, where, limit=limit + 1, cursor=cursor, extensions=extensions, region=region
     )
-    rows = (await session.execute(statement)).tuples().all()
+    rows = (await session.execute(statement)).all()
     more = len(rows) > limit
     rows = rows[:limit]
     entries = await load_entries(session, [call_id for call_id, _ in rows])
@@ -312,7 +312,7 @@ async def load_employee_directory(session: AsyncSession) -> EmployeeDirectory:
             EmployeeExtension, EmployeeExtension.employee_id == Employee.id
         )
     )
-    return EmployeeDirectory(EmployeeInfo(i, ext, name) for i, ext, name in rows.tuples())
+    return EmployeeDirectory(EmployeeInfo(i, ext, name) for i, ext, name in rows)
 
 
 def _found(row: CallRecording) -> StoredRecording:
@@ -373,32 +373,14 @@ async def load_entries(session: AsyncSession, ids: Sequence[int]) -> list[Journa
     }
     customer_ids = {c.customer_id for c in calls.values() if c.customer_id}
     contact_ids = {c.contact_id for c in calls.values() if c.contact_id}
-    customers = (
-        dict(
-            (
-                await session.execute(
-                    sa.select(Customer.id, Customer.name).where(Customer.id.in_(customer_ids))
-                )
-            )
-            .tuples()
-            .all()
-        )
-        if customer_ids
-        else {}
-    )
-    contacts = (
-        dict(
-            (
-                await session.execute(
-                    sa.select(Contact.id, Contact.name).where(Contact.id.in_(contact_ids))
-                )
-            )
-            .tuples()
-            .all()
-        )
-        if contact_ids
-        else {}
-    )
+    customers: dict[str, str] = {}
+    if customer_ids:
+        names = sa.select(Customer.id, Customer.name).where(Customer.id.in_(customer_ids))
+        customers = {key: name for key, name in await session.execute(names)}
+    contacts: dict[str, str] = {}
+    if contact_ids:
+        people = sa.select(Contact.id, Contact.name).where(Contact.id.in_(contact_ids))
+        contacts = {key: name for key, name in await session.execute(people)}
     entries = []
     for call_id in ids:
         row = calls.get(call_id)

@@ -388,6 +388,16 @@ class SqlJournal:
 
     # -- reading back ---------------------------------------------------------------------
 
+    async def id_of(self, conversation_id: str) -> int | None:
+        """The row id of this PBX's conversation, if it was written."""
+        async with self.database.sessions() as session:
+            found = await session.scalar(
+                sa.select(Call.id).where(
+                    Call.pbx == self.pbx, Call.conversation_id == conversation_id
+                )
+            )
+            return None if found is None else int(found)
+
     async def get(self, call_id: int) -> JournalEntry | None:
         async with self.database.sessions() as session:
             found = await load_entries(session, [call_id])

@@ -5,7 +5,7 @@ Without that variable the PostgreSQL cases skip, saying why, except under ``CI=t
 missing PostgreSQL fails the run: CI must test both engines. Each PostgreSQL test starts from
 an empty ``public`` schema, so tests do not see each other's rows.
 
-Test modules import the fixtures they use by name (``from tests.db import journal``).
+tests/conftest.py offers the fixtures to every test module.
 """
 
 from __future__ import annotations
