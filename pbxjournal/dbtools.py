@@ -12,11 +12,12 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TextIO
 
 from config import Settings, load_settings
+from connector.assembly import FinishedCall
 from connector.events import AmiEvent
 from pbxjournal.pipeline import JournalPipeline
 from storage.journal import to_call_object
@@ -27,6 +28,7 @@ __all__ = [
     "attention_window",
     "employee_records",
     "open_journal",
+    "replay_events",
     "replay_into_database",
     "run_calls",
     "run_migrate",
@@ -34,7 +36,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # keeps SQLAlchemy out of `pbxjournal --help`
     from storage.directory import EmployeeRecord
-    from storage.store import SqlJournal
+    from storage.store import Change, SqlJournal
 
 
 def attention_window(settings: Settings) -> AttentionWindow:
@@ -108,6 +110,38 @@ def run_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+async def replay_events(
+    pipeline: JournalPipeline,
+    journal: SqlJournal,
+    events: Iterable[tuple[AmiEvent, float]],
+    on_changes: Callable[[list[Change]], Awaitable[None]] | None = None,
+) -> list[int]:
+    """Feed events through the pipeline's assembler into ``journal``; return the ids written.
+
+    The end of the events lets every grace period run out and settles the windows closed by
+    then, as time would have.
+    """
+    written: dict[int, None] = {}
+    last = 0.0
+
+    async def write(calls: Iterable[FinishedCall], now: float) -> None:
+        for call in calls:
+            # Recordings are found with a few stat() calls: off the event loop all the same.
+            found = await asyncio.to_thread(pipeline.finder.find, call)
+            changes = await journal.write(call, found, now)
+            written.update((change.id, None) for change in changes)
+            if on_changes is not None and changes:
+                await on_changes(changes)
+
+    for event, now in events:
+        last = now
+        await write(pipeline.assembler.feed(event, now), now)
+    end = last + pipeline.grace + 1e-6
+    await write(pipeline.assembler.expire(end), end)
+    await journal.settle(end)
+    return list(written)
+
+
 def replay_into_database(
     pipeline: JournalPipeline,
     settings: Settings,
@@ -121,23 +155,13 @@ def replay_into_database(
 
     async def replay() -> None:
         async with open_journal(settings, url) as journal:
-            written: dict[int, None] = {}
-            last = 0.0
 
-            async def write(calls: Iterable[Any], now: float) -> None:
-                for call in calls:
-                    found = await asyncio.to_thread(pipeline.finder.find, call)
-                    changes = await journal.write(call, found, now)
-                    written.update((change.id, None) for change in changes)
-                    if as_json and changes:
-                        await _print_json(journal, [c.id for c in changes], settings, stream)
+            async def print_changes(changes: list[Change]) -> None:
+                await _print_json(journal, [c.id for c in changes], settings, stream)
 
-            for event, now in events:
-                last = now
-                await write(pipeline.assembler.feed(event, now), now)
-            end = last + pipeline.grace + 1e-6
-            await write(pipeline.assembler.expire(end), end)
-            await journal.settle(end)
+            written = await replay_events(
+                pipeline, journal, events, print_changes if as_json else None
+            )
             if not as_json:
                 entries = await journal.entries(written)
                 entries.sort(key=lambda e: (e.call.started_at, e.id), reverse=True)

@@ -4,15 +4,17 @@ window's settlement, rewrites, and versions under concurrent writers. Both engin
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from connector.assembly import Direction
 from connector.recordings import FoundRecording
 from storage.directory import ContactRecord, CustomerRecord, DirectoryError, EmployeeRecord
 from storage.engine import Database, open_database
-from storage.journal import EmployeeDirectory, to_call_object
+from storage.journal import EmployeeDirectory, JournalEntry, to_call_object
 from storage.queries import JournalFilter, changes, list_calls
 from storage.store import Change, SqlJournal, UnknownCall
 from tests.calls import at, make_call
@@ -253,6 +255,39 @@ async def test_concurrent_writers_hand_out_gap_free_versions_in_commit_order(
     assert sorted(c.version for c in written) == list(range(1, writers * per_writer + 1))
     # The writers really overlapped: versions alternate between them.
     order = [writer_of[c.id] for c in sorted(written)]
-    assert sum(a != b for a, b in zip(order, order[1:], strict=False)) > writers
+    assert sum(a != b for a, b in itertools.pairwise(order)) > writers
     # Every version a writer handed out was seen by the poller: none was skipped.
     assert {c.id: c.version for c in written} == seen
+
+
+async def test_pages_neither_repeat_nor_skip_while_calls_arrive(journal: SqlJournal) -> None:
+    base = at("11-27 09:00")
+    for k in range(30):
+        call = make_call(IN, f"+7916000{k:04d}", base + 60 * k, answered=True)
+        await journal.write(call, [], call.ended_at)
+    async with journal.database.sessions() as session:
+        before = [e.id for e in (await list_calls(session, JournalFilter(), limit=500)).entries]
+    seen: list[int] = []
+    cursor = None
+    for arrival in itertools.count():
+        async with journal.database.sessions() as session:
+            page = await list_calls(session, JournalFilter(), limit=7, cursor=cursor)
+        seen.extend(e.id for e in page.entries)
+        # Between pages, a new call arrives (before the first page) and so does one that
+        # started long ago but ended only now (it lands among the pages not yet read).
+        newer = make_call(IN, f"+7926{arrival:07d}", base + 7200 + arrival, answered=True)
+        late = make_call(IN, f"+7903{arrival:07d}", base + 60 * arrival + 30, answered=True)
+        for call in (newer, late):
+            await journal.write(call, [], call.ended_at + 3600)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert len(seen) == len(set(seen)), "a row came twice"
+    assert [i for i in seen if i in set(before)] == before, "a row was skipped"
+    async with journal.database.sessions() as session:
+        started = {e.id: e.call.started_at for e in await list_calls_all(session)}
+    assert [started[i] for i in seen] == sorted((started[i] for i in seen), reverse=True)
+
+
+async def list_calls_all(session: AsyncSession) -> list[JournalEntry]:
+    return (await list_calls(session, JournalFilter(), limit=500)).entries
