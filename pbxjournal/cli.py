@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print every call object as one JSON line each time it is written or changed",
     )
     replay.add_argument(
-        "--database", default=None, metavar="URL", help="journal database (not yet supported)"
+        "--database", default=None, metavar="URL", help="write into this journal database"
     )
     replay.add_argument(
         "--recordings",
@@ -101,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep serving (idle, answering Ping) after the captures are exhausted",
     )
+    from pbxjournal.dbtools import add_calls_arguments
+
+    migrate = commands.add_parser("migrate", help="apply the journal database's migrations")
+    migrate.add_argument("--database", default=None, metavar="URL", help="default: storage.url")
+    _add_config(migrate)
+    calls = commands.add_parser("calls", help="print the journal, filtered as GET /calls")
+    add_calls_arguments(calls)
+    _add_config(calls)
     return parser
 
 
@@ -122,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pbxjournal.replay import run_replay
 
             return run_replay(args)
+        if args.command in ("migrate", "calls"):
+            from pbxjournal.dbtools import run_calls, run_migrate
+
+            return run_migrate(args) if args.command == "migrate" else run_calls(args)
         if args.command == "capture":
             from pbxjournal.tools import run_capture
 
