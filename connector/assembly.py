@@ -297,7 +297,8 @@ class CallAssembler:
         grace: float = 3.0,
         max_call_duration: float = 12 * 3600.0,
     ) -> None:
-        self._classifier = classifier or ChannelClassifier()
+        #: Swapped on reload (SIGHUP); channels already known keep their kind.
+        self.classifier = classifier or ChannelClassifier()
         self._grace = grace
         self._max_duration = max_call_duration
         self._channels: dict[str, _Channel] = {}
@@ -547,7 +548,7 @@ class CallAssembler:
             self._by_linkedid[linkedid] = conversation
             conversation.linkedids.add(linkedid)
             self.stats.conversations_opened += 1
-        kind, endpoint = self._classifier.classify(name)
+        kind, endpoint = self.classifier.classify(name)
         channel = _Channel(
             uniqueid=uniqueid,
             name=name,

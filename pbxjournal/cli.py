@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             settings = load_settings(args.config)
             configure_logging(settings.log.level, settings.log.format)
-            return run_daemon(settings)
+            return run_daemon(settings, args.config)
         if args.command == "replay":
             from pbxjournal.replay import run_replay
 

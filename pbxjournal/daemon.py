@@ -22,16 +22,19 @@ import contextlib
 import itertools
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import structlog
 
-from config import Settings
+from config import ConfigError, Settings, load_settings
 from connector.ami import AmiConnector, AmiError, SessionEvent
+from connector.assembly import ChannelClassifier
 from connector.events import AmiEvent
-from pbxjournal.logs import mask_number
+from pbxjournal.logs import configure_logging, mask_number
 from pbxjournal.pipeline import JournalPipeline, build_pipeline, employee_directory
+from pbxjournal.sdnotify import Notifier
 from storage.journal import JournalEntry, to_call_object
 
 __all__ = ["Daemon", "PbxClock", "run_daemon"]
@@ -84,9 +87,18 @@ class PbxClock:
 
 
 class Daemon:
-    def __init__(self, settings: Settings, pipeline: JournalPipeline | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: JournalPipeline | None = None,
+        *,
+        notifier: Notifier | None = None,
+        config_path: Path | None = None,
+    ) -> None:
         self.settings = settings
         self.pipeline = pipeline or build_pipeline(settings)
+        self.notifier = notifier or Notifier()
+        self.config_path = config_path
         self._employees = employee_directory(settings)
         self._clock = PbxClock(asyncio.get_running_loop().time)
         self.connector = AmiConnector(settings.ami, self.handle, on_session=self._on_session)
@@ -121,7 +133,13 @@ class Daemon:
         async with asyncio.TaskGroup() as tasks:
             connector = tasks.create_task(self.connector.run(), name="ami-connector")
             tasks.create_task(self._tick(), name="grace-timer")
+            watchdog = tasks.create_task(self.notifier.run_watchdog(), name="watchdog")
+            self.notifier.notify(
+                ready=1, status=f"journal of {settings.pbx.name}; AMI {settings.ami.host}"
+            )
             await self._stop.wait()
+            self.notifier.notify(stopping=1, status="stopping")
+            watchdog.cancel()
             await self.connector.close()
             await connector
         log.info(
@@ -129,6 +147,29 @@ class Daemon:
             calls=self.pipeline.stats.calls_finished,
             open_conversations=self.pipeline.assembler.open_conversations,
         )
+        self.notifier.close()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the employee directory and the log level; the AMI session stays."""
+        if self.config_path is None:
+            log.info("reload ignored: no configuration file")
+            return
+        self.notifier.notify(reloading=1)
+        try:
+            fresh = load_settings(self.config_path)
+        except ConfigError as exc:
+            log.error("reload failed, keeping the running configuration", errors=exc.problems)
+        else:
+            self.settings = replace(self.settings, employees=fresh.employees, log=fresh.log)
+            self._employees = employee_directory(self.settings)
+            self.pipeline.assembler.classifier = ChannelClassifier(
+                self.settings.pbx.extension_pattern,
+                trunks=self.settings.pbx.trunks,
+                extensions=[e.extension for e in fresh.employees],
+            )
+            configure_logging(fresh.log.level, fresh.log.format)
+            log.info("reloaded", employees=len(fresh.employees), log_level=fresh.log.level)
+        self.notifier.notify(ready=1)
 
     def stop(self) -> None:
         self._stop.set()
@@ -233,12 +274,13 @@ class Daemon:
             )
 
 
-def run_daemon(settings: Settings) -> int:
+def run_daemon(settings: Settings, config_path: Path | None = None) -> int:
     async def main() -> int:
-        daemon = Daemon(settings)
+        daemon = Daemon(settings, config_path=config_path)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, daemon.stop)
+        loop.add_signal_handler(signal.SIGHUP, daemon.reload)
         await daemon.run()
         return 0
 

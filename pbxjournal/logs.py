@@ -50,5 +50,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
         logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=True,
+        # Not cached: a SIGHUP that changes the level must reach loggers already in use
+        # (and tests can still capture logs after a reconfiguration).
+        cache_logger_on_first_use=False,
     )
