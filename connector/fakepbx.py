@@ -18,7 +18,8 @@ anything else is an unknown command.
 
 One streamer task walks the stream for the whole server, so its position never goes back.
 It starts at the first login. Between two messages it waits their recorded gap divided by
-``speed``; with ``speed=0`` there is no clock and it writes as fast as the socket drains.
+``speed``; with ``speed=0`` there is no clock and it writes as fast as the socket drains —
+one write per message, or with ``batch_bytes`` in pieces of that size (for benchmarks).
 
 Disconnects behave like a real PBX: nothing is ever re-sent. What was written to a
 connection that :meth:`FakePbx.drop` aborted is lost with it. While nobody is logged in, the
@@ -200,9 +201,12 @@ class FakePbx:
         loop: bool = False,
         boot_uptime: float = 3600.0,
         chunker: Chunker | None = None,
+        batch_bytes: int = 0,
     ) -> None:
         if speed < 0:
             raise ValueError(f"speed must be >= 0, got {speed}")
+        if batch_bytes < 0:
+            raise ValueError(f"batch_bytes must be >= 0, got {batch_bytes}")
         self.host = host
         self.port = port
         self.username = username
@@ -210,6 +214,12 @@ class FakePbx:
         self.speed = speed
         self.loop = loop
         self.chunker = chunker
+        #: At ``speed=0`` without a chunker: write the stream in pieces of about this many
+        #: bytes rather than one write per message (0: per message). A benchmark needs it:
+        #: one system call per message caps this fake far below what a real Asterisk sends.
+        self.batch_bytes = batch_bytes
+        self._batch: list[bytes] = []
+        self._batch_size = 0
         #: Lower-case action names the fake reads and never answers.
         self.ignore_actions: set[str] = set()
         #: Every action received, in order, across connections.
@@ -340,12 +350,15 @@ class FakePbx:
         previous: _StreamItem | None = None
         while True:
             if self._position >= len(self._items):
+                await self._flush()
                 self._done.set()
                 if not self.loop or not self._items:
                     return
                 self._position = 0
                 self._channels.clear()
                 previous = None
+            if not self._released.is_set():
+                await self._flush()
             await self._released.wait()
             if self._discard_predicate is not None:
                 item = self._items[self._position]
@@ -359,6 +372,8 @@ class FakePbx:
                         self.hold()
                 continue
             if self.speed == 0 or self._restarting or not self._started_stream:
+                if not self._listeners():
+                    await self._flush()
                 while not self._listeners():
                     self._logged_in.clear()
                     await self._logged_in.wait()
@@ -372,6 +387,7 @@ class FakePbx:
             await self._broadcast(item)
             self._track(item)
             if item.event == "Shutdown":
+                await self._flush()
                 await self._restart()
             elif (
                 self._hold_predicate is not None
@@ -386,13 +402,34 @@ class FakePbx:
 
     async def _broadcast(self, item: _StreamItem) -> None:
         data = item.raw + b"\r\n\r\n"
+        if self.batch_bytes and self.speed == 0 and self.chunker is None:
+            # Held back until the batch is full or the streamer is about to wait: every
+            # place where other tasks could run is preceded by a flush, so they never see
+            # the stream and the PBX's state disagree.
+            self._batch.append(data)
+            self._batch_size += len(data)
+            if self._batch_size >= self.batch_bytes:
+                await self._flush()
+            return
+        await self._send_stream(data, 1)
+
+    async def _flush(self) -> None:
+        if not self._batch:
+            return
+        data = b"".join(self._batch)
+        count = len(self._batch)
+        self._batch = []
+        self._batch_size = 0
+        await self._send_stream(data, count)
+
+    async def _send_stream(self, data: bytes, count: int) -> None:
         delivered = False
         for client in self._listeners():
             delivered = await client.send(data) or delivered
         if delivered:
-            self.events_sent += 1
+            self.events_sent += count
         else:
-            self.events_lost += 1
+            self.events_lost += count
 
     async def _restart(self) -> None:
         """After a Shutdown: close every connection gracefully, forget the channels."""

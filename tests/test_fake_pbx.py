@@ -210,6 +210,30 @@ async def test_with_loop_the_captures_start_over() -> None:
     assert received == expected + expected[:5]
 
 
+async def test_batched_writes_stream_the_same_messages_and_still_hold_where_asked() -> None:
+    expected = stream_of(trace("01"), trace("10"))
+    async with serving(FakePbx([trace("01"), trace("10")], speed=0, batch_bytes=64 * 1024)) as fake:
+        fake.hold_when(lambda m: m.event == "DialBegin")
+        client = await RawClient.connect(fake.port)
+        await client.login()
+        await client.read()  # FullyBooted
+        await fake.wait_held()
+        position = fake.position
+        before = await read_stream(client, position)
+        try:
+            extra = await client.read_raw(within=0.2)
+        except TimeoutError:
+            extra = None
+        fake.release()
+        after = await read_stream(client, len(expected) - position)
+        await fake.wait_done()
+        await client.close()
+    assert parse_message(before[-1]).event == "DialBegin"
+    assert extra is None  # held right after the message, though the batch was not full
+    assert before + after == expected
+    assert (fake.events_sent, fake.events_lost) == (len(expected), 0)
+
+
 async def test_core_show_channels_lists_what_is_alive_and_answers_with_the_action_id() -> None:
     async with serving(FakePbx([trace("10")], speed=0)) as fake:
         fake.hold_when(lambda m: m.event == "DialBegin")
