@@ -126,7 +126,14 @@ def open_database(url: str, *, echo: bool = False) -> Database:
     elif backend == "postgresql":
         if parsed.get_driver_name() != "asyncpg":
             raise DatabaseError("PostgreSQL needs the async driver: postgresql+asyncpg://...")
-        engine = create_async_engine(parsed, echo=echo, pool_pre_ping=True)
+        # Custom plans: a journal page's best plan depends on the values (how common a search
+        # term or a flag is); a generic plan of a prepared statement guesses, and guesses badly.
+        engine = create_async_engine(
+            parsed,
+            echo=echo,
+            pool_pre_ping=True,
+            connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}},
+        )
         writer = engine
     else:
         raise DatabaseError(f"unsupported database {backend!r}: use SQLite or PostgreSQL")

@@ -96,6 +96,9 @@ __all__ = [
 ]
 
 KINDS = frozenset({"incoming", "outgoing", "missed", "lost"})
+#: From this many FTS5 matches on, a SQLite search page walks the journal index instead of
+#: sorting every match: a page is then found within a few thousand rows walked.
+FREQUENT_MATCHES = 3000
 
 
 class CursorError(ValueError):
@@ -174,17 +177,36 @@ def _fts_phrase(term: str) -> str:
     return '"' + term.replace('"', '""') + '"'
 
 
-def _search_condition(dialect: str, search: SearchQuery) -> sa.ColumnElement[bool]:
+def _fts_matches(search: SearchQuery) -> sa.Select[Any]:
+    joiner = " AND " if search.all_of else " OR "
+    expression = joiner.join(_fts_phrase(term) for term in search.all_of or search.any_of)
+    return (
+        sa.select(sa.literal_column("rowid"))
+        .select_from(sa.table("calls_search"))
+        .where(sa.literal_column("calls_search").op("MATCH")(sa.bindparam("fts", expression)))
+    )
+
+
+async def fts_matches(session: AsyncSession, search: SearchQuery) -> list[int] | None:
+    """The rows an FTS5 search matches, or None when there are too many to sort them all
+    (``FREQUENT_MATCHES``): then a page is found faster by walking the journal."""
+    found = await session.scalars(_fts_matches(search).limit(FREQUENT_MATCHES))
+    ids = [int(i) for i in found]
+    return ids if len(ids) < FREQUENT_MATCHES else None
+
+
+def _search_condition(
+    dialect: str, search: SearchQuery, matches: Sequence[int] | None, *, frequent: bool
+) -> sa.ColumnElement[bool]:
     terms = search.all_of or search.any_of
-    if dialect == "sqlite" and search.indexable:
-        joiner = " AND " if search.all_of else " OR "
-        expression = joiner.join(_fts_phrase(term) for term in terms)
-        matches: sa.Select[Any] = (
-            sa.select(sa.literal_column("rowid"))
-            .select_from(sa.table("calls_search"))
-            .where(sa.literal_column("calls_search").op("MATCH")(sa.bindparam("fts", expression)))
-        )
-        return Call.id.in_(matches.scalar_subquery())
+    if dialect == "sqlite" and search.indexable and matches is not None:
+        return Call.id.in_(matches)
+    if dialect == "sqlite" and search.indexable and not frequent:
+        return Call.id.in_(_fts_matches(search).scalar_subquery())
+    # PostgreSQL: pg_trgm serves LIKE itself, and its planner weighs a bitmap of the trigram
+    # index against walking the journal. SQLite, for a term that matches thousands of rows:
+    # walking the journal index and testing each row finds a page within a few thousand
+    # rows, where evaluating and sorting every match would not.
     likes = [Call.search_text.like(_like(term), escape="\\") for term in terms]
     return sa.and_(*likes) if search.all_of else sa.or_(*likes)
 
@@ -213,9 +235,14 @@ def journal_statement(
     cursor: str | None = None,
     extensions: Sequence[str] = (),
     region: str = "RU",
+    search_matches: Sequence[int] | None = None,
+    frequent_search: bool = False,
 ) -> sa.Select[int, float]:
-    """The page query: ids and start times, newest first. ``extensions`` are the employee's
-    (resolved by :func:`list_calls`)."""
+    """The page query: ids and start times, newest first.
+
+    :func:`list_calls` finds out the rest: ``extensions`` are the employee's; on SQLite,
+    ``search_matches`` the rows the FTS5 index matched, or ``frequent_search`` when they were
+    too many to list. With neither, the FTS5 query is a subquery (as ``explain`` shows it)."""
     conditions: list[sa.ColumnElement[bool]] = []
     if where.started_from is not None:
         conditions.append(Call.started_at >= where.started_from)
@@ -242,7 +269,9 @@ def journal_statement(
     if where.query:
         search = parse_query(where.query, region)
         if not search.empty:
-            conditions.append(_search_condition(dialect, search))
+            conditions.append(
+                _search_condition(dialect, search, search_matches, frequent=frequent_search)
+            )
     if cursor is not None:
         started, call_id = decode_cursor(cursor)
         conditions.append(sa.tuple_(Call.started_at, Call.id) < sa.tuple_(started, call_id))
@@ -273,8 +302,22 @@ async def list_calls(
     """One journal page and the cursor of the next (None on the last page)."""
     dialect = (await session.connection()).dialect.name
     extensions = await employee_extensions(session, where.employee) if where.employee else []
+    matches: list[int] | None = None
+    frequent = False
+    if where.query and dialect == "sqlite":
+        search = parse_query(where.query, region)
+        if search.indexable:
+            matches = await fts_matches(session, search)
+            frequent = matches is None
     statement = journal_statement(
-        dialect, where, limit=limit + 1, cursor=cursor, extensions=extensions, region=region
+        dialect,
+        where,
+        limit=limit + 1,
+        cursor=cursor,
+        extensions=extensions,
+        region=region,
+        search_matches=matches,
+        frequent_search=frequent,
     )
     rows = (await session.execute(statement)).all()
     more = len(rows) > limit

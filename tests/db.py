@@ -2,7 +2,9 @@
 ``PBXJOURNAL_TEST_PG_URL`` (``scripts/test-postgres`` starts one and prints the URL).
 
 Without that variable the PostgreSQL cases skip, saying why, except under ``CI=true``, where a
-missing PostgreSQL fails the run: CI must test both engines. Each PostgreSQL test starts from
+missing PostgreSQL fails the run: CI must test both engines. A test run creates a database of
+its own next to the one in the URL (the role may create databases) and drops it at exit, so
+two runs on one machine do not wipe each other's tables; each PostgreSQL test then starts from
 an empty ``public`` schema, so tests do not see each other's rows.
 
 tests/conftest.py offers the fixtures to every test module.
@@ -10,9 +12,13 @@ tests/conftest.py offers the fixtures to every test module.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import os
+import secrets
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -31,29 +37,62 @@ MOSCOW = ZoneInfo("Europe/Moscow")
 ENGINES = ["sqlite", "postgresql"]
 
 
-def postgres_url() -> str:
-    """The test PostgreSQL URL, or skip (fail under CI) when there is none."""
-    url = os.environ.get(PG_ENV)
-    if url:
-        return url
-    message = f"PostgreSQL tests need {PG_ENV} (run: export {PG_ENV}=$(scripts/test-postgres))"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but no PostgreSQL: {message}")
-    pytest.skip(message)
+_run_databases: dict[str, str] = {}
 
 
-async def reset_postgres(url: str) -> None:
-    """Drop everything in the test database: a fresh ``public`` schema."""
+async def _admin(url: str) -> Any:
     import asyncpg
 
     parsed = make_url(url)
-    connection = await asyncpg.connect(
+    return await asyncpg.connect(
         user=parsed.username,
         password=parsed.password,
         host=parsed.host,
         port=parsed.port,
         database=parsed.database,
     )
+
+
+async def postgres_url() -> str:
+    """This run's PostgreSQL URL, or skip (fail under CI) when there is none."""
+    base = os.environ.get(PG_ENV)
+    if not base:
+        message = f"PostgreSQL tests need {PG_ENV} (run: export {PG_ENV}=$(scripts/test-postgres))"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but no PostgreSQL: {message}")
+        pytest.skip(message)
+    if base not in _run_databases:
+        name = f"{make_url(base).database}_run_{os.getpid()}_{secrets.token_hex(3)}"
+        connection = await _admin(base)
+        try:
+            collate, ctype = await connection.fetchrow(
+                "SELECT datcollate, datctype FROM pg_database WHERE datname = current_database()"
+            )
+            await connection.execute(
+                f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' "
+                f"LC_COLLATE '{collate}' LC_CTYPE '{ctype}'"
+            )
+        finally:
+            await connection.close()
+        _run_databases[base] = make_url(base).set(database=name).render_as_string(False)
+        atexit.register(_drop_database, base, name)
+    return _run_databases[base]
+
+
+def _drop_database(base: str, name: str) -> None:
+    async def drop() -> None:
+        connection = await _admin(base)
+        try:
+            await connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await connection.close()
+
+    asyncio.run(drop())
+
+
+async def reset_postgres(url: str) -> None:
+    """Drop everything in the test database: a fresh ``public`` schema."""
+    connection = await _admin(url)
     try:
         await connection.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public")
     finally:
@@ -63,7 +102,7 @@ async def reset_postgres(url: str) -> None:
 async def fresh_url(engine: str, tmp_path: Path) -> str:
     if engine == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'journal.sqlite3'}"
-    url = postgres_url()
+    url = await postgres_url()
     await reset_postgres(url)
     return url
 

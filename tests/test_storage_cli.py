@@ -32,7 +32,7 @@ def replay(config: Path, *extra: str) -> dict[int, dict[str, Any]]:
 
 async def test_captures_in_sqlite_and_postgresql_give_the_memory_journal(tmp_path: Path) -> None:
     config = write_config(tmp_path)
-    pg = postgres_url()
+    pg = await postgres_url()
     await reset_postgres(pg)
     memory = replay(config)
     sqlite = replay(config, "--database", f"sqlite+aiosqlite:///{tmp_path / 'j.sqlite3'}")
