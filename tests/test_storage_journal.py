@@ -192,6 +192,15 @@ async def test_writing_the_same_call_again_changes_nothing_but_a_found_recording
     assert entry is not None and entry.recordings[0].id == recording_id
 
 
+async def test_optimize_refreshes_statistics_without_changing_anything(
+    journal: SqlJournal,
+) -> None:
+    call_id = await write(journal, IN, "79161234567", "11-27 10:00")
+    before = await journal.get(call_id)
+    await journal.optimize()
+    assert await journal.get(call_id) == before
+
+
 async def test_open_conversation_state_survives_in_the_database(journal: SqlJournal) -> None:
     await journal.save_open("main/1795836191.3", {"channels": ["PJSIP/101-1"]}, now=1.0)
     await journal.save_open("main/1795836191.3", {"channels": ["PJSIP/101-2"]}, now=2.0)
