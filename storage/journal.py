@@ -25,6 +25,7 @@ __all__ = [
     "JournalEntry",
     "StoredRecording",
     "format_time",
+    "to_call_detail",
     "to_call_object",
 ]
 
@@ -149,3 +150,47 @@ def to_call_object(
         ],
         "version": entry.version,
     }
+
+
+def to_call_detail(
+    entry: JournalEntry, timezone: ZoneInfo, employees: EmployeeDirectory
+) -> dict[str, Any]:
+    """``GET /calls/{id}``: the call object plus its timeline — when each employee was rung,
+    answered and for how long they talked, each stretch of talk (legs), the transfers and
+    pickups, and when each recording part started."""
+    call = entry.call
+    detail = to_call_object(entry, timezone, employees)
+    detail["timeline"] = {
+        "participants": [
+            {
+                "extension": p.extension,
+                "role": p.role.value,
+                "rang_at": format_time(p.rang_at, timezone),
+                "answered_at": format_time(p.answered_at, timezone),
+                "talk_seconds": round(p.talk_seconds, 1),
+            }
+            for p in call.participants
+        ],
+        "legs": [
+            {
+                "extension": leg.extension,
+                "connected_at": format_time(leg.connected_at, timezone),
+                "disconnected_at": format_time(leg.disconnected_at, timezone),
+            }
+            for leg in call.legs
+        ],
+        "transfers": [
+            {
+                "kind": note.kind,
+                "at": format_time(note.at, timezone),
+                "by": note.by,
+                "target": note.target,
+            }
+            for note in call.transfers
+        ],
+        "recordings": [
+            {"id": stored.id, "started_at": format_time(stored.found.started_at, timezone)}
+            for stored in entry.recordings
+        ],
+    }
+    return detail

@@ -14,11 +14,12 @@ from connector.assembly import Direction
 from connector.recordings import FoundRecording
 from storage.directory import ContactRecord, CustomerRecord, DirectoryError, EmployeeRecord
 from storage.engine import Database, open_database
-from storage.journal import EmployeeDirectory, JournalEntry, to_call_object
-from storage.queries import JournalFilter, changes, list_calls
+from storage.journal import EmployeeDirectory, JournalEntry, to_call_detail, to_call_object
+from storage.queries import JournalFilter, changes, list_calls, load_employee_directory
 from storage.store import Change, SqlJournal, UnknownCall
 from tests.calls import at, make_call
 from tests.db import MOSCOW, make_journal
+from tests.scenarios import assemble_capture
 
 IN, OUT = Direction.INCOMING, Direction.OUTGOING
 ROMASHKA = CustomerRecord(
@@ -300,3 +301,20 @@ async def test_pages_neither_repeat_nor_skip_while_calls_arrive(journal: SqlJour
 
 async def list_calls_all(session: AsyncSession) -> list[JournalEntry]:
     return (await list_calls(session, JournalFilter(), limit=500)).entries
+
+
+async def test_call_detail_has_the_timeline_of_a_blind_transfer(journal: SqlJournal) -> None:
+    (call,) = assemble_capture("11-incoming-blind-transfer").calls
+    await journal.write(call, [], call.ended_at)
+    call_id = await journal.id_of(call.conversation_id)
+    assert call_id is not None
+    entry = await journal.get(call_id)
+    assert entry is not None and entry.call == call
+    async with journal.database.sessions() as session:
+        employees = await load_employee_directory(session)
+    detail = to_call_detail(entry, MOSCOW, employees)
+    timeline = detail["timeline"]
+    assert [p["extension"] for p in timeline["participants"]] == ["101", "103"]
+    assert [leg["extension"] for leg in timeline["legs"]] == ["101", "103"]
+    assert [t["kind"] for t in timeline["transfers"]] == ["blind"]
+    assert detail["employees"][1]["name"] == "Sidorova Maria"
