@@ -6,7 +6,7 @@ from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from storage.engine import Database
@@ -46,6 +46,12 @@ async def test_upgrade_from_empty_to_head_and_back_to_empty(empty_database: Data
     assert await current_revision(empty_database) == head_revision()
     if empty_database.is_sqlite:
         assert "calls_search" in tables  # the FTS5 index
+    else:
+        async with empty_database.engine.connect() as connection:
+            statistics = await connection.scalar(
+                text("SELECT count(*) FROM pg_statistic_ext WHERE stxname = 'st_calls_flags'")
+            )
+        assert statistics == 1
     await downgrade(empty_database)
     assert await table_names(empty_database) == {"alembic_version"}
     assert await current_revision(empty_database) is None
