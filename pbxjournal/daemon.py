@@ -11,8 +11,11 @@ monotonic clock, and the timer runs on ``loop.time() + offset``. A daemon on a h
 is off, or a fake PBX replaying last month's captures, closes calls exactly as the PBX timed
 them.
 
-This first version keeps the journal in memory and writes one structured log line per call;
-the database and the HTTP API plug in here (storage and HTTP issues).
+Finished calls go to the :class:`~pbxjournal.writer.JournalWriter` (a bounded queue and one
+writer task, so the AMI consumer never waits for the database), which stores them in the SQL
+journal (migrated and seeded at start) and reports what changed: the daemon logs one line per
+call and tells its listeners (the HTTP layer's long-polls).
+
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import contextlib
 import itertools
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,12 +34,15 @@ import structlog
 
 from config import ConfigError, Settings, load_settings
 from connector.ami import AmiConnector, AmiError, SessionEvent
-from connector.assembly import ChannelClassifier
+from connector.assembly import ChannelClassifier, FinishedCall
 from connector.events import AmiEvent
+from pbxjournal.dbtools import open_journal
 from pbxjournal.logs import configure_logging, mask_number
-from pbxjournal.pipeline import JournalPipeline, build_pipeline, employee_directory
+from pbxjournal.pipeline import build_assembler, build_finder, employee_directory
 from pbxjournal.sdnotify import Notifier
+from pbxjournal.writer import JournalWriter
 from storage.journal import JournalEntry, to_call_object
+from storage.store import Change, SqlJournal
 
 __all__ = ["Daemon", "PbxClock", "run_daemon"]
 
@@ -86,27 +93,33 @@ class PbxClock:
         return None if self._offset is None else self._loop_time() + self._offset
 
 
+Listener = Callable[[list[JournalEntry]], Awaitable[None] | None]
+
+
 class Daemon:
     def __init__(
         self,
         settings: Settings,
-        pipeline: JournalPipeline | None = None,
         *,
         notifier: Notifier | None = None,
         config_path: Path | None = None,
     ) -> None:
         self.settings = settings
-        self.pipeline = pipeline or build_pipeline(settings)
+        self.assembler = build_assembler(settings)
+        self.finder = build_finder(settings)
         self.notifier = notifier or Notifier()
         self.config_path = config_path
         self._employees = employee_directory(settings)
         self._clock = PbxClock(asyncio.get_running_loop().time)
         self.connector = AmiConnector(settings.ami, self.handle, on_session=self._on_session)
+        self.journal: SqlJournal | None = None
+        self.writer: JournalWriter | None = None
+        #: Called with the entries of every committed batch (HTTP long-polls, tests).
+        self.listeners: list[Listener] = []
+        self._stop = asyncio.Event()
         #: PBX time of the last disconnect, until the next resync has used it.
         self._lost_since: float | None = None
         self._resync: _Resync | None = None
-        self._stop = asyncio.Event()
-        self.written: list[JournalEntry] = []
 
     def handle(self, event: AmiEvent) -> None:
         resync = self._resync
@@ -115,8 +128,8 @@ class Daemon:
             return
         self._clock.observe(event)
         now = self._clock.now()
-        self._publish(
-            self.pipeline.feed(event, event.time if now is None else max(now, event.time))
+        self._submit(
+            self.assembler.feed(event, event.time if now is None else max(now, event.time))
         )
 
     async def run(self) -> None:
@@ -127,25 +140,36 @@ class Daemon:
             ami_user=settings.ami.username,
             pbx=settings.pbx.name,
             timezone=settings.pbx.timezone,
+            database=settings.storage.redacted_url,
             employees=len(settings.employees),
             recordings=list(settings.recordings.directories),
         )
-        async with asyncio.TaskGroup() as tasks:
-            connector = tasks.create_task(self.connector.run(), name="ami-connector")
-            tasks.create_task(self._tick(), name="grace-timer")
-            watchdog = tasks.create_task(self.notifier.run_watchdog(), name="watchdog")
-            self.notifier.notify(
-                ready=1, status=f"journal of {settings.pbx.name}; AMI {settings.ami.host}"
-            )
-            await self._stop.wait()
-            self.notifier.notify(stopping=1, status="stopping")
-            watchdog.cancel()
-            await self.connector.close()
-            await connector
+        async with open_journal(settings) as journal:
+            self.journal = journal
+            writer = JournalWriter(journal, self.finder, self._pbx_now, on_written=self._on_written)
+            self.writer = writer
+            async with asyncio.TaskGroup() as tasks:
+                writing = tasks.create_task(writer.run(), name="journal-writer")
+                connector = tasks.create_task(self.connector.run(), name="ami-connector")
+                tasks.create_task(self._tick(), name="grace-timer")
+                watchdog = tasks.create_task(self.notifier.run_watchdog(), name="watchdog")
+                self.notifier.notify(
+                    ready=1, status=f"journal of {settings.pbx.name}; AMI {settings.ami.host}"
+                )
+                await self._stop.wait()
+                self.notifier.notify(stopping=1, status="stopping")
+                watchdog.cancel()
+                await self.connector.close()
+                await connector
+                # Conversations only waiting out their grace period are finished now rather
+                # than lost; the writer then drains its queue.
+                self._submit(self.assembler.expire(self._pbx_now() + settings.pbx.hangup_grace))
+                await writer.close()
+                await writing
         log.info(
             "stopped",
-            calls=self.pipeline.stats.calls_finished,
-            open_conversations=self.pipeline.assembler.open_conversations,
+            calls=writer.stats.calls_written,
+            open_conversations=self.assembler.open_conversations,
         )
         self.notifier.close()
 
@@ -162,7 +186,7 @@ class Daemon:
         else:
             self.settings = replace(self.settings, employees=fresh.employees, log=fresh.log)
             self._employees = employee_directory(self.settings)
-            self.pipeline.assembler.classifier = ChannelClassifier(
+            self.assembler.classifier = ChannelClassifier(
                 self.settings.pbx.extension_pattern,
                 trunks=self.settings.pbx.trunks,
                 extensions=[e.extension for e in fresh.employees],
@@ -180,7 +204,11 @@ class Daemon:
                 await asyncio.wait_for(self._stop.wait(), TICK_SECONDS)
             now = self._clock.now()
             if now is not None:
-                self._publish(self.pipeline.expire(now))
+                self._submit(self.assembler.expire(now))
+
+    def _submit(self, calls: list[FinishedCall]) -> None:
+        if calls and self.writer is not None:
+            self.writer.submit(calls)
 
     def _pbx_now(self) -> float:
         now = self._clock.now()
@@ -232,30 +260,33 @@ class Daemon:
         elif event.name == "CoreShowChannelsComplete":
             now = self._pbx_now()
             lost_since = resync.lost_since
-            before = self.pipeline.assembler.open_channels
-            written = self.pipeline.resync(resync.channels, now, lost_since=lost_since)
+            before = self.assembler.open_channels
+            closed = self.assembler.resync(resync.channels, now, lost_since=lost_since)
             outage = None if lost_since is None else max(0.0, now - lost_since)
             log.info(
                 "AMI resync",
                 live_channels=len(resync.channels),
                 open_channels_before=before,
-                open_channels=self.pipeline.assembler.open_channels,
-                calls_closed=len({e.id for e in written}),
+                open_channels=self.assembler.open_channels,
+                calls_closed=len(closed),
                 pbx_restarted=resync.uptime is not None
                 and outage is not None
                 and resync.uptime < outage,
                 outage_seconds=None if outage is None else round(outage, 3),
             )
             self._lost_since = None
-            self._publish(written)
+            self._submit(closed)
         elif event.name == "StatusComplete":
-            self.pipeline.assembler.adopt_recordings(resync.variables, self._pbx_now())
+            self.assembler.adopt_recordings(resync.variables, self._pbx_now())
             self._resync = None
 
-    def _publish(self, entries: list[JournalEntry]) -> None:
+    async def _on_written(self, changes: list[Change]) -> None:
+        """After each committed batch: one log line per call, then the listeners."""
+        if self.journal is None:
+            return
+        entries = await self.journal.entries([c.id for c in changes])
         numbers = self.settings.log.numbers
         for entry in entries:
-            self.written.append(entry)
             call = to_call_object(entry, self.settings.pbx.tz, self._employees)
             log.info(
                 "call",
@@ -271,7 +302,15 @@ class Daemon:
                 recordings=len(call["recordings"]),
                 attention=call["attention"],
                 first_contact=call["first_contact"],
+                approximate_end=call["approximate_end"],
             )
+        for listener in list(self.listeners):
+            try:
+                result = listener(entries)
+                if isinstance(result, Awaitable):
+                    await result
+            except Exception:
+                log.exception("journal listener failed")
 
 
 def run_daemon(settings: Settings, config_path: Path | None = None) -> int:

@@ -18,7 +18,15 @@ from storage.journal import EmployeeDirectory, EmployeeInfo, JournalEntry
 from storage.memory import MemoryJournal
 from storage.rules import AttentionWindow
 
-__all__ = ["JournalPipeline", "PipelineStats", "build_pipeline", "employee_directory"]
+__all__ = [
+    "JournalPipeline",
+    "PipelineStats",
+    "build_assembler",
+    "build_classifier",
+    "build_finder",
+    "build_pipeline",
+    "employee_directory",
+]
 
 
 @dataclass(slots=True)
@@ -76,22 +84,36 @@ class JournalPipeline:
         return changed
 
 
+def build_classifier(settings: Settings) -> ChannelClassifier:
+    return ChannelClassifier(
+        settings.pbx.extension_pattern,
+        trunks=settings.pbx.trunks,
+        extensions=[e.extension for e in settings.employees],
+    )
+
+
+def build_assembler(settings: Settings) -> CallAssembler:
+    pbx = settings.pbx
+    return CallAssembler(
+        build_classifier(settings),
+        grace=pbx.hangup_grace,
+        max_call_duration=pbx.max_call_duration,
+    )
+
+
+def build_finder(settings: Settings, recordings: Iterable[str] | None = None) -> RecordingFinder:
+    directories = (
+        list(recordings) if recordings is not None else list(settings.recordings.directories)
+    )
+    return RecordingFinder(directories, settings.recordings.formats)
+
+
 def build_pipeline(
     settings: Settings, *, recordings: Iterable[str] | None = None
 ) -> JournalPipeline:
     pbx = settings.pbx
-    classifier = ChannelClassifier(
-        pbx.extension_pattern,
-        trunks=pbx.trunks,
-        extensions=[e.extension for e in settings.employees],
-    )
-    assembler = CallAssembler(
-        classifier, grace=pbx.hangup_grace, max_call_duration=pbx.max_call_duration
-    )
-    directories = (
-        list(recordings) if recordings is not None else list(settings.recordings.directories)
-    )
-    finder = RecordingFinder(directories, settings.recordings.formats)
+    assembler = build_assembler(settings)
+    finder = build_finder(settings, recordings)
     configured = settings.rules.attention_window
     window = (
         AttentionWindow.until_end_of_day(pbx.tz)

@@ -177,6 +177,20 @@ class SqlJournal:
             await self._write(tx, call, recordings, now)
             return sorted(tx.changes)
 
+    async def write_many(
+        self, items: Sequence[tuple[FinishedCall, Sequence[FoundRecording]]], now: float
+    ) -> list[Change]:
+        """Store several finished calls in one transaction (the daemon's batches): one commit,
+        one fsync, and 1C sees them all at once. A row changed twice in the batch is reported
+        once, with its last version."""
+        async with self.transaction() as tx:
+            for call, recordings in items:
+                await self._write(tx, call, recordings, now)
+            latest: dict[int, Change] = {}
+            for change in tx.changes:
+                latest[change.id] = change
+            return sorted(latest.values())
+
     async def _write(
         self,
         tx: WriteTransaction,

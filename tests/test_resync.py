@@ -8,31 +8,17 @@ would.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from structlog.testing import capture_logs
 
-from config import load_settings
 from connector.events import AmiMessage
 from connector.fakepbx import FakePbx
 from pbxjournal.daemon import Daemon
-from tests.scenarios import EMPLOYEES, RECORDINGS, capture
-
-
-def settings_for(port: int, slug: str) -> Any:
-    return load_settings(
-        None,
-        environ={
-            "PBXJOURNAL_AMI__PORT": str(port),
-            "PBXJOURNAL_AMI__RECONNECT_MIN": "0.05",
-            "PBXJOURNAL_AMI__RECONNECT_MAX": "0.2",
-            "PBXJOURNAL_RECORDINGS__DIRECTORIES": json.dumps([str(RECORDINGS / slug)]),
-            "PBXJOURNAL_EMPLOYEES": json.dumps(EMPLOYEES),
-            "PBXJOURNAL_LOG__NUMBERS": "full",
-        },
-    )
+from tests.daemon_support import Committed, daemon_settings
+from tests.scenarios import capture
 
 
 def bridge_enter(channel_prefix: str, nth: int = 1) -> Callable[[AmiMessage], bool]:
@@ -63,22 +49,17 @@ async def wait_for_log(logs: list[dict[str, Any]], event: str, count: int) -> No
     raise AssertionError(f"fewer than {count} {event!r} log lines")
 
 
-async def run_until_written(daemon: Daemon, count: int, seconds: float = 15.0) -> None:
-    for _ in range(int(seconds / 0.05)):
-        if daemon.pipeline.stats.calls_finished >= count:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"only {daemon.pipeline.stats.calls_finished} calls written")
-
-
-async def test_transfer_during_an_outage_is_recovered_from_the_pbx_channel_list() -> None:
+async def test_transfer_during_an_outage_is_recovered_from_the_pbx_channel_list(
+    tmp_path: Path,
+) -> None:
     slug = "11-incoming-blind-transfer"
     pbx = FakePbx([capture(slug)], speed=0)
     # Stop right after 101 answered, as the network fails.
     pbx.hold_when(bridge_enter("IAX2/provider"))
     port = await pbx.start()
     with capture_logs() as logs:
-        daemon = Daemon(settings_for(port, slug))
+        daemon = Daemon(daemon_settings(port, tmp_path / "journal.sqlite3", [slug]))
+        committed = Committed(daemon)
         runner = asyncio.create_task(daemon.run())
         try:
             await asyncio.wait_for(pbx.wait_held(), 10)
@@ -90,13 +71,13 @@ async def test_transfer_during_an_outage_is_recovered_from_the_pbx_channel_list(
             # The daemon logs in again and looks while 103 talks with the customer.
             await wait_for_log(logs, "AMI resync", 2)
             pbx.release()
-            await run_until_written(daemon, 1)
+            await committed.wait_for(1)
         finally:
             daemon.stop()
             await asyncio.wait_for(runner, 10)
             await pbx.close()
     assert pbx.events_lost > 0
-    (entry,) = {e.id: e for e in daemon.written}.values()
+    (entry,) = committed.entries
     call = entry.call
     assert call.employees_answered == ("101", "103")
     assert call.answered and not call.approximate_end  # the end itself was seen
@@ -111,13 +92,16 @@ async def test_transfer_during_an_outage_is_recovered_from_the_pbx_channel_list(
     assert resyncs[-1]["pbx_restarted"] is False
 
 
-async def test_pbx_crash_mid_call_closes_the_call_at_the_disconnect_marked_approximate() -> None:
+async def test_pbx_crash_mid_call_closes_the_call_at_the_disconnect_marked_approximate(
+    tmp_path: Path,
+) -> None:
     slug = "01-incoming-answered-direct"
     pbx = FakePbx([capture(slug)], speed=0)
     pbx.hold_when(bridge_enter("IAX2/provider"))
     port = await pbx.start()
     with capture_logs() as logs:
-        daemon = Daemon(settings_for(port, slug))
+        daemon = Daemon(daemon_settings(port, tmp_path / "journal.sqlite3", [slug]))
+        committed = Committed(daemon)
         runner = asyncio.create_task(daemon.run())
         try:
             await asyncio.wait_for(pbx.wait_held(), 10)
@@ -126,39 +110,40 @@ async def test_pbx_crash_mid_call_closes_the_call_at_the_disconnect_marked_appro
             # The restarted PBX knows nothing of the call: none of its hangups is ever sent.
             pbx.discard_until(phone_101_hangs_up)
             pbx.release()
-            await run_until_written(daemon, 1)
+            await committed.wait_for(1)
         finally:
             daemon.stop()
             await asyncio.wait_for(runner, 10)
             await pbx.close()
-    (entry,) = daemon.written
+    (entry,) = committed.entries
     call = entry.call
     assert call.approximate_end
     assert call.employees_answered == ("101",)
-    assert daemon.pipeline.assembler.open_conversations == 0
+    assert daemon.assembler.open_conversations == 0
     resync = [line for line in logs if line["event"] == "AMI resync"][-1]
     assert resync["pbx_restarted"] is True
     assert resync["live_channels"] == 0
 
 
-async def test_call_in_progress_when_the_daemon_starts_is_adopted() -> None:
+async def test_call_in_progress_when_the_daemon_starts_is_adopted(tmp_path: Path) -> None:
     slug = "01-incoming-answered-direct"
     pbx = FakePbx([capture(slug)], speed=0)
     # Before anyone logs in, the call is already ringing and answered.
     pbx.discard_until(bridge_enter("IAX2/provider"), then_hold=True)
     port = await pbx.start()
     with capture_logs() as logs:
-        daemon = Daemon(settings_for(port, slug))
+        daemon = Daemon(daemon_settings(port, tmp_path / "journal.sqlite3", [slug]))
+        committed = Committed(daemon)
         runner = asyncio.create_task(daemon.run())
         try:
             await wait_for_log(logs, "AMI resync", 1)
             pbx.release()
-            await run_until_written(daemon, 1)
+            await committed.wait_for(1)
         finally:
             daemon.stop()
             await asyncio.wait_for(runner, 10)
             await pbx.close()
-    (entry,) = daemon.written
+    (entry,) = committed.entries
     call = entry.call
     assert call.direction.value == "incoming"
     assert call.external_number == "79161234567"

@@ -18,10 +18,10 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from config import load_settings
 from connector.fakepbx import FakePbx
 from pbxjournal.daemon import Daemon
 from pbxjournal.sdnotify import Notifier, watchdog_interval
+from tests.daemon_support import daemon_settings
 from tests.scenarios import EMPLOYEES, capture
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,7 +89,7 @@ async def test_daemon_says_ready_feeds_the_watchdog_and_says_stopping(
 ) -> None:
     pbx = FakePbx([capture("01-incoming-answered-direct")], speed=0)
     port = await pbx.start()
-    settings = load_settings(None, environ={"PBXJOURNAL_AMI__PORT": str(port)})
+    settings = daemon_settings(port, tmp_path / "journal.sqlite3")
     notifier = Notifier(
         {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "200000"}  # 0.2 s
     )
@@ -143,7 +143,7 @@ async def test_sighup_reloads_employees_without_dropping_the_ami_session(
     config.write_text('[employees]\n101 = "Ivanova Anna"\n[log]\nlevel = "info"\n', "utf-8")
     pbx = FakePbx([capture("01-incoming-answered-direct")], speed=0)
     port = await pbx.start()
-    settings = load_settings(config, environ={"PBXJOURNAL_AMI__PORT": str(port)})
+    settings = daemon_settings(port, tmp_path / "journal.sqlite3", config=config)
     with capture_logs() as logs:
         daemon = Daemon(settings, config_path=config)
         runner = asyncio.create_task(daemon.run())

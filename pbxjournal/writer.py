@@ -1,0 +1,202 @@
+"""The journal writer: finished calls from the assembler into the SQL journal, never lost.
+
+The AMI consumer must never wait for the database (Asterisk drops a manager session whose
+reader stalls), so finished calls go into a bounded in-memory queue and one writer task drains
+it in batches: everything waiting is written in one transaction, then the next batch. A
+single call is therefore visible as soon as its own transaction commits, and a burst costs one
+commit per batch instead of one per call.
+
+When the database refuses (locked beyond ``busy_timeout``, disk full, read-only file, a
+PostgreSQL failover), the writer says so loudly, keeps the batch, and retries with backoff;
+the AMI session is untouched and the calls wait in the queue. Only if the queue overflows
+(``max_pending`` calls, hours of traffic) is the oldest call dropped, each with an error line
+naming it. Health reports the database as not writable while writes fail.
+
+The writer also settles attention windows: it sleeps until the journal's next window closes
+(``SqlJournal.next_window_close``), not polling the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from connector.assembly import FinishedCall
+from connector.recordings import FoundRecording, RecordingFinder
+from storage.store import Change, SqlJournal
+
+__all__ = ["JournalWriter", "WriterStats"]
+
+log = structlog.get_logger("pbxjournal.writer")
+
+OnWritten = Callable[[list[Change]], Awaitable[None] | None]
+
+
+@dataclass(slots=True)
+class WriterStats:
+    calls_written: int = 0
+    batches: int = 0
+    failures: int = 0
+    dropped: int = 0
+    pending_high_water: int = 0
+    writable: bool = True
+    last_error: str | None = None
+
+
+class JournalWriter:
+    def __init__(
+        self,
+        journal: SqlJournal,
+        finder: RecordingFinder,
+        clock: Callable[[], float],
+        *,
+        on_written: OnWritten | None = None,
+        max_pending: int = 100_000,
+        max_batch: int = 500,
+        retry_min: float = 0.5,
+        retry_max: float = 30.0,
+    ) -> None:
+        self.journal = journal
+        self.finder = finder
+        self.clock = clock
+        self.on_written = on_written
+        self.max_pending = max_pending
+        self.max_batch = max_batch
+        self.retry_min = retry_min
+        self.retry_max = retry_max
+        self.stats = WriterStats()
+        self._pending: deque[FinishedCall] = deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+        self._window_changed = asyncio.Event()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def submit(self, calls: Sequence[FinishedCall]) -> None:
+        """Queue finished calls (from the AMI consumer: never blocks)."""
+        if not calls:
+            return
+        for call in calls:
+            if len(self._pending) >= self.max_pending:
+                lost = self._pending.popleft()
+                self.stats.dropped += 1
+                log.error(
+                    "journal queue full: oldest finished call dropped",
+                    linkedid=lost.conversation_id,
+                    max_pending=self.max_pending,
+                )
+            self._pending.append(call)
+        self.stats.pending_high_water = max(self.stats.pending_high_water, len(self._pending))
+        self._idle.clear()
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Wait until everything submitted so far is written (or the writer is closed)."""
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        """Write batches until :meth:`close`; then write what is left and return."""
+        async with asyncio.TaskGroup() as tasks:
+            settler = tasks.create_task(self._settle_windows(), name="window-settler")
+            try:
+                await self._write_loop()
+            finally:
+                settler.cancel()
+
+    async def close(self) -> None:
+        """Stop after writing what is queued (the daemon's graceful shutdown)."""
+        self._closing = True
+        self._wake.set()
+
+    async def _write_loop(self) -> None:
+        failures = 0
+        while True:
+            if not self._pending:
+                self._idle.set()
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = [self._pending[i] for i in range(min(self.max_batch, len(self._pending)))]
+            try:
+                changes = await self._write(batch)
+            except Exception as exc:  # the database said no: keep the batch, retry
+                failures += 1
+                self.stats.failures += 1
+                self.stats.writable = False
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                delay = min(self.retry_max, self.retry_min * 2 ** min(failures - 1, 16))
+                delay *= random.uniform(0.8, 1.2)
+                log.error(
+                    "journal write failed; calls held for retry",
+                    error=self.stats.last_error,
+                    pending=len(self._pending),
+                    retry_in=round(delay, 2),
+                )
+                if self._closing and failures >= 3:
+                    log.error("giving up at shutdown; unwritten calls", pending=len(self._pending))
+                    self._idle.set()
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._never(), delay)
+                continue
+            if failures:
+                log.warning("journal writable again", after_failures=failures)
+            failures = 0
+            self.stats.writable = True
+            self.stats.last_error = None
+            for _ in batch:
+                self._pending.popleft()
+            self.stats.calls_written += len(batch)
+            self.stats.batches += 1
+            self._window_changed.set()
+            if changes and self.on_written is not None:
+                result = self.on_written(changes)
+                if isinstance(result, Awaitable):
+                    await result
+
+    async def _write(self, batch: list[FinishedCall]) -> list[Change]:
+        found = await asyncio.to_thread(self._find_all, batch)
+        return await self.journal.write_many(list(zip(batch, found, strict=True)), self.clock())
+
+    def _find_all(self, batch: list[FinishedCall]) -> list[list[FoundRecording]]:
+        # Blocking stat() calls: a worker thread, never the event loop.
+        return [self.finder.find(call) for call in batch]
+
+    async def _never(self) -> None:
+        await asyncio.Event().wait()
+
+    async def _settle_windows(self) -> None:
+        """Sleep until the next attention window closes; settle; repeat."""
+        while True:
+            self._window_changed.clear()
+            try:
+                closes = await self.journal.next_window_close()
+            except Exception as exc:
+                log.warning("cannot read the next window close", error=str(exc))
+                closes = None
+            now = self.clock()
+            wait = 3600.0 if closes is None else max(0.05, min(3600.0, closes - now))
+            if closes is not None and closes <= now:
+                try:
+                    settled = await self.journal.settle(now)
+                except Exception as exc:
+                    log.warning("settling attention windows failed", error=str(exc))
+                    wait = 5.0  # the write loop reports the database; do not spin here
+                else:
+                    if settled:
+                        log.info("attention windows closed", calls=settled)
+                    continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._window_changed.wait(), wait)

@@ -1,0 +1,85 @@
+"""The journal writer holds finished calls while the database refuses, and loses none."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+import storage.engine
+from connector.recordings import RecordingFinder
+from pbxjournal.dbtools import open_journal
+from pbxjournal.writer import JournalWriter
+from tests.daemon_support import daemon_settings
+from tests.scenarios import RECORDINGS, assemble_capture
+
+
+async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+async def test_locked_database_holds_calls_and_writes_them_when_it_frees(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage.engine, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    database = tmp_path / "journal.sqlite3"
+    settings = daemon_settings(5038, database)
+    calls = assemble_capture("14-two-overlapping-incoming").calls
+    async with open_journal(settings) as journal:
+        finder = RecordingFinder([RECORDINGS / "14-two-overlapping-incoming"])
+        committed: list[int] = []
+        writer = JournalWriter(
+            journal,
+            finder,
+            lambda: calls[-1].ended_at + 10,
+            on_written=lambda changes: committed.extend(c.id for c in changes),
+            retry_min=0.05,
+            retry_max=0.2,
+            max_pending=3,
+        )
+        # Another process (a backup, `pbxjournal calls` gone wrong) holds the write lock.
+        blocker = sqlite3.connect(database, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        with capture_logs() as logs:
+            task = asyncio.create_task(writer.run())
+            writer.submit(calls)
+            await until(lambda: writer.stats.failures >= 2)
+            assert writer.stats.writable is False
+            assert writer.pending == 2  # held, not lost
+            # Overflowing the bounded queue drops the oldest, loudly.
+            writer.submit(calls)
+            assert writer.stats.dropped == 1 and writer.pending == 3
+            blocker.rollback()
+            blocker.close()
+            await asyncio.wait_for(writer.flush(), 10)
+            await writer.close()
+            await task
+    assert writer.stats.writable is True
+    assert writer.stats.calls_written == 3
+    assert len(set(committed)) == 2  # the same two conversations, written once each
+    messages = [line["event"] for line in logs]
+    assert "journal write failed; calls held for retry" in messages
+    assert "journal queue full: oldest finished call dropped" in messages
+    assert "journal writable again" in messages
+
+
+async def test_a_batch_is_one_transaction_and_each_row_reported_once(tmp_path: Path) -> None:
+    settings = daemon_settings(5038, tmp_path / "journal.sqlite3")
+    missed, callback = sorted(
+        assemble_capture("15-missed-then-callback").calls, key=lambda c: c.started_at
+    )
+    async with open_journal(settings) as journal:
+        changes = await journal.write_many([(missed, []), (callback, [])], callback.ended_at)
+        # The call back re-evaluated the missed call inside the same batch: one change each.
+        assert sorted(c.id for c in changes) == [1, 2]
+        entries = {e.id: e for e in await journal.entries([1, 2])}
+        assert (entries[1].status.value, entries[1].attention) == ("no_answer", False)
+        assert await journal.last_version() == max(c.version for c in changes)
