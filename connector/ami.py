@@ -63,7 +63,7 @@ from connector.events import (
     MalformedMessage,
     MessageFramer,
     is_journal_message,
-    normalize,
+    parse_event,
     parse_message,
 )
 
@@ -820,7 +820,7 @@ class AmiConnector:
 
     def _deliver(self, receive_time: float, raw: bytes) -> None:
         try:
-            event = normalize(parse_message(raw), receive_time)
+            event = parse_event(raw, receive_time)
         except MalformedMessage as exc:
             self.stats.malformed += 1
             log.warning("malformed AMI message skipped", error=str(exc), size=len(raw))

@@ -24,7 +24,7 @@ Nothing here does I/O: the transport, the capture reader and the fake PBX all sh
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "c_unescape",
     "is_journal_message",
     "normalize",
+    "parse_event",
     "parse_message",
 ]
 
@@ -304,21 +305,32 @@ def parse_message(raw: bytes) -> AmiMessage:
     """
     if len(raw) > DEFAULT_MAX_MESSAGE_BYTES:
         raise MalformedMessage(f"message of {len(raw)} bytes exceeds the limit")
-    text = raw.decode("utf-8", "replace")
-    headers: list[tuple[str, str]] = []
-    for line in text.split(LINE_END):
-        key, sep, value = line.partition(":")
-        if not sep:
-            continue
-        key = key.strip()
-        if not key or " " in key:
-            continue
-        if value.startswith(" "):
-            value = value[1:]
-        headers.append((key, value.rstrip("\r\n")))
+    headers = _header_pairs(raw)
     if not headers:
         raise MalformedMessage("no 'Key: Value' header in message")
     return AmiMessage(tuple(headers))
+
+
+def _header_pairs(raw: bytes, text: str | None = None) -> list[tuple[str, str]]:
+    """The ``(key, value)`` lines of a message; the one place headers are parsed.
+
+    Only ``\\r\\n`` ends a line. The key is stripped and must be non-empty and without a
+    space; one space after the colon is dropped; a stray ``\\r`` or ``\\n`` at the end of a
+    value is stripped. Comprehensions rather than a loop: this runs for every header of
+    every journal event.
+    """
+    if text is None:
+        text = raw.decode("utf-8", "replace")
+    parts = [line.partition(":") for line in text.split(LINE_END)]
+    pairs = [
+        (key, value[1:] if value[:1] == " " else value)
+        for raw_key, sep, value in parts
+        if sep and (key := raw_key.strip()) and " " not in key
+    ]
+    crlf = raw.count(b"\r\n")
+    if raw.count(b"\r") != crlf or raw.count(b"\n") != crlf:
+        pairs = [(key, value.rstrip("\r\n")) for key, value in pairs]
+    return pairs
 
 
 def c_unescape(value: str) -> str:
@@ -355,14 +367,46 @@ def normalize(message: AmiMessage, receive_time: float) -> AmiEvent:
 
     Raises :class:`MalformedMessage` for a message without ``Event``.
     """
-    headers: dict[str, str] = {}
+    return _event(message.headers, receive_time)
+
+
+def parse_event(raw: bytes, receive_time: float) -> AmiEvent:
+    """``normalize(parse_message(raw), receive_time)`` in one pass, for the transport.
+
+    The same event and the same :class:`MalformedMessage` errors, without building the
+    :class:`AmiMessage` in between, and without looking at each value for ``<unknown>`` or
+    C escapes when the message holds neither.
+    """
+    if len(raw) > DEFAULT_MAX_MESSAGE_BYTES:
+        raise MalformedMessage(f"message of {len(raw)} bytes exceeds the limit")
+    text = raw.decode("utf-8", "replace")
+    pairs = _header_pairs(raw, text)
+    if not pairs:
+        raise MalformedMessage("no 'Key: Value' header in message")
+    if b"\\" in raw:
+        return _event(pairs, receive_time)
+    if b"<unknown>" in raw:
+        # Without a backslash there is nothing to unescape: only ``<unknown>`` to empty.
+        pairs = [(key, "" if value == UNKNOWN else value) for key, value in pairs]
+    return _event(pairs, receive_time, clean=False)
+
+
+def _event(
+    pairs: Sequence[tuple[str, str]], receive_time: float, *, clean: bool = True
+) -> AmiEvent:
+    headers = dict(pairs)
     multi: dict[str, list[str]] = {}
-    for key, raw_value in message.headers:
-        value = _clean(key, raw_value)
-        if key in headers:
-            multi.setdefault(key, [headers[key]]).append(value)
-        else:
-            headers[key] = value
+    if len(headers) != len(pairs):
+        # A repeated header (ChanVariable, Variable): the first value is the header's.
+        headers = {}
+        for key, raw_value in pairs:
+            value = _clean(key, raw_value)
+            if key in headers:
+                multi.setdefault(key, [headers[key]]).append(value)
+            else:
+                headers[key] = value
+    elif clean:
+        headers = {key: _clean(key, value) for key, value in pairs}
     name = headers.get("Event", "").strip()
     if not name:
         raise MalformedMessage("message has no Event header")
