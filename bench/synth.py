@@ -64,6 +64,7 @@ __all__ = [
     "build_capture",
     "ensure_capture",
     "expected_path",
+    "iter_plan",
     "load_expected",
     "load_templates",
     "plan",
@@ -173,6 +174,8 @@ class CallTemplate:
     number: _Text | None
     recordings: tuple[_Text, ...]
     conversation_slot: int
+    #: Indexes of the messages the transport hands on (:func:`is_journal_message`).
+    journal_indexes: tuple[int, ...]
 
     @property
     def events(self) -> int:
@@ -382,6 +385,7 @@ def _compile(name: str, raws: Sequence[bytes], outcome: Outcome) -> CallTemplate
         number=compiler.finish(*split_number) if split_number else None,
         recordings=tuple(compiler.finish(*split) for split in split_recordings),
         conversation_slot=compiler.static[conversation_key],
+        journal_indexes=tuple(i for i, raw in enumerate(raws) if is_journal_message(raw)),
     )
 
 
@@ -503,6 +507,28 @@ def plan(
 ) -> list[Instance]:
     """The copies to make, in order of their start: ``calls`` of them, or enough to reach
     ``events`` messages (default one million)."""
+    return list(
+        iter_plan(
+            templates,
+            calls=calls,
+            events=events,
+            concurrency=concurrency,
+            seed=seed,
+            start=start,
+        )
+    )
+
+
+def iter_plan(
+    templates: Sequence[CallTemplate],
+    *,
+    calls: int | None = None,
+    events: int | None = None,
+    concurrency: int = 500,
+    seed: int = 0,
+    start: float | None = None,
+) -> Iterator[Instance]:
+    """:func:`plan`, one copy at a time (a million calls do not fit in memory as a list)."""
     if not templates:
         raise ValueError("no call templates")
     if concurrency < 1:
@@ -518,45 +544,57 @@ def plan(
     heapq.heapify(lanes)
     pause_min = int((GRACE + 0.2) * 1e6)
     pause_max = int((GRACE + 1.5) * 1e6)
-    instances: list[Instance] = []
+    made = 0
     total = 0
-    while (calls is not None and len(instances) < calls) or (
+    while (calls is not None and made < calls) or (
         calls is None and events is not None and total < events
     ):
         free_at, lane = heapq.heappop(lanes)
         template = templates[rng.randrange(len(templates))]
         shift = free_at - template.start_us
         static = tuple(allocator.values(template.static_keys, shift))
-        instances.append(Instance(len(instances), template, free_at, static))
+        yield Instance(made, template, free_at, static)
+        made += 1
         total += template.events
         pause = rng.randrange(pause_min, pause_max)
         heapq.heappush(lanes, (free_at + template.span_us + pause, lane))
-    return instances
 
 
-def render(instances: Sequence[Instance]) -> Iterator[tuple[int, bytes]]:
-    """Every message of every copy, merged by time: (µs, bytes ending in a blank line)."""
-    heap: list[tuple[int, int, int]] = []
-    active: dict[int, tuple[CallTemplate, list[bytes]]] = {}
-    pending = iter(sorted(instances, key=lambda i: (i.start_us, i.number)))
+def render(
+    instances: Iterable[Instance], *, journal_only: bool = False
+) -> Iterator[tuple[int, bytes]]:
+    """Every message of every copy, merged by time: (µs, bytes ending in a blank line).
+
+    ``instances`` come in order of their start, as :func:`iter_plan` makes them; only the
+    copies that have started and not ended are held. With ``journal_only`` the noise the
+    transport would drop unparsed is left out (a memory benchmark's millions of calls).
+    """
+    heap: list[tuple[int, int, int]] = []  # (time, copy, position in its message order)
+    active: dict[int, tuple[CallTemplate, list[bytes], int, Sequence[int]]] = {}
+    pending = iter(instances)
     upcoming = next(pending, None)
     while heap or upcoming is not None:
         while upcoming is not None and (not heap or upcoming.start_us <= heap[0][0]):
             template = upcoming.template
-            shift = upcoming.start_us - template.start_us
-            values = list(upcoming.static)
-            values.extend(_format_micros(stamp + shift) for stamp in template.times)
-            active[upcoming.number] = (template, values)
-            heapq.heappush(heap, (upcoming.start_us, upcoming.number, 0))
-            upcoming = next(pending, None)
-        at, number, index = heap[0]
-        template, values = active[number]
-        yield at, template.messages[index].render(values)
-        index += 1
-        if index < len(template.messages):
-            heapq.heapreplace(
-                heap, (at - template.offsets[index - 1] + template.offsets[index], number, index)
+            order: Sequence[int] = (
+                template.journal_indexes if journal_only else range(len(template.messages))
             )
+            if order:
+                shift = upcoming.start_us - template.start_us
+                values = list(upcoming.static)
+                values.extend(_format_micros(stamp + shift) for stamp in template.times)
+                active[upcoming.number] = (template, values, upcoming.start_us, order)
+                first = upcoming.start_us + template.offsets[order[0]]
+                heapq.heappush(heap, (first, upcoming.number, 0))
+            upcoming = next(pending, None)
+        if not heap:
+            break
+        at, number, position = heap[0]
+        template, values, start, steps = active[number]
+        yield at, template.messages[steps[position]].render(values)
+        position += 1
+        if position < len(steps):
+            heapq.heapreplace(heap, (start + template.offsets[steps[position]], number, position))
         else:
             heapq.heappop(heap)
             del active[number]
