@@ -42,6 +42,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from connector.events import AmiEvent
 
@@ -190,6 +191,8 @@ class AssemblerStats:
     conversations_finished: int = 0
     conversations_expired: int = 0
     merges: int = 0
+    #: Conversations of technical channels only, dropped rather than written.
+    ghosts_dropped: int = 0
 
 
 def endpoint_of(channel_name: str) -> tuple[str, str]:
@@ -310,6 +313,9 @@ class CallAssembler:
         self._closing: list[tuple[float, int, str]] = []
         self._finished_ids: OrderedDict[str, None] = OrderedDict()
         self._stale_check_at = 0.0
+        #: Conversations changed, and keys merged away, since :meth:`take_changes`.
+        self._dirty: set[str] = set()
+        self._gone: set[str] = set()
         self.stats = AssemblerStats()
         self._handlers: Mapping[str, Callable[[AmiEvent], None]] = {
             "Newchannel": self._on_newchannel,
@@ -379,7 +385,7 @@ class CallAssembler:
             if conversation is None or conversation.generation != generation:
                 continue
             if conversation.open_channels == 0:
-                out.append(self._finish(conversation))
+                out.extend(self._close(conversation))
         if self._conversations and now >= self._stale_check_at:
             # A scan of everything open, at most once a second of PBX time.
             self._stale_check_at = now + 1.0
@@ -388,7 +394,7 @@ class CallAssembler:
                 if conversation.last_event_at < stale_before:
                     conversation.approximate_end = True
                     self.stats.conversations_expired += 1
-                    out.append(self._finish(conversation, end=conversation.last_event_at))
+                    out.extend(self._close(conversation, end=conversation.last_event_at))
         return out
 
     def next_deadline(self) -> float | None:
@@ -414,7 +420,7 @@ class CallAssembler:
                 if channel.hungup_at is None:
                     self._hang_up(channel, now)
                     conversation.approximate_end = approximate
-            out.append(self._finish(conversation))
+            out.extend(self._close(conversation))
         return out
 
     def resync(
@@ -455,6 +461,7 @@ class CallAssembler:
         for conversation in touched.values():
             if conversation.key in self._conversations:
                 self._update_talk(conversation, now)
+                self._dirty.add(conversation.key)
         return self.expire(now)
 
     def adopt_recordings(self, variables: Mapping[str, Mapping[str, str]], now: float) -> None:
@@ -468,6 +475,58 @@ class CallAssembler:
                 channel.conversation.recordings[path] = RecordingPart(
                     path=path, started_at=now, channel=channel.name
                 )
+                self._dirty.add(channel.conversation.key)
+
+    # -- persistence: open conversations survive a restart of the daemon ------------------
+
+    def take_changes(self) -> tuple[dict[str, dict[str, Any]], set[str]]:
+        """The state of every open conversation changed since the last call, and the keys
+        of conversations merged into others since then (their saved state is obsolete).
+        Finished conversations are neither: their row replaces their saved state."""
+        states = {
+            key: _export(self._conversations[key], self._bridge_types)
+            for key in self._dirty
+            if key in self._conversations
+        }
+        gone = self._gone
+        self._dirty, self._gone = set(), set()
+        return states, gone
+
+    def export_all(self) -> dict[str, dict[str, Any]]:
+        """Every open conversation's state (at shutdown)."""
+        self._dirty, self._gone = set(), set()
+        return {key: _export(c, self._bridge_types) for key, c in self._conversations.items()}
+
+    def restore(self, states: Iterable[Mapping[str, Any]]) -> int:
+        """Take back conversations saved by a previous run; return how many.
+
+        A state that cannot be read (written by an incompatible version) is skipped and
+        counted in ``stats.bad_events``; the resynchronisation that follows every login
+        then settles what really happened to the restored channels.
+        """
+        restored = 0
+        for state in states:
+            try:
+                conversation, bridges = _import(state)
+            except (KeyError, TypeError, ValueError):
+                self.stats.bad_events += 1
+                continue
+            if conversation.key in self._conversations or any(
+                u in self._channels for u in conversation.channels
+            ):
+                continue
+            self._conversations[conversation.key] = conversation
+            for linkedid in conversation.linkedids:
+                self._by_linkedid[linkedid] = conversation
+            for channel in conversation.channels.values():
+                self._channels[channel.uniqueid] = channel
+                if channel.bridge is not None:
+                    self._bridges.setdefault(channel.bridge, set()).add(channel.uniqueid)
+            self._bridge_types.update(bridges)
+            if conversation.open_channels <= 0:
+                self._schedule_close(conversation, conversation.last_event_at)
+            restored += 1
+        return restored
 
     def _adopt_snapshot(self, snapshot: AmiEvent, now: float) -> _Channel:
         started = now - _duration_seconds(snapshot.get("Duration"))
@@ -537,6 +596,7 @@ class CallAssembler:
             self._join_linkedid(channel.conversation, linkedid)
         conversation = channel.conversation
         conversation.last_event_at = max(conversation.last_event_at, event.time)
+        self._dirty.add(conversation.key)
         return channel
 
     def _adopt(self, uniqueid: str, name: str, linkedid: str, event: AmiEvent) -> _Channel:
@@ -619,6 +679,9 @@ class CallAssembler:
         a.transfers.sort(key=lambda note: note.at)
         a.approximate_end = a.approximate_end or b.approximate_end
         del self._conversations[b.key]
+        self._dirty.discard(b.key)
+        self._gone.add(b.key)
+        self._dirty.add(a.key)
         # The counterpart may have changed with the union (a pickup brings a phone that
         # started a call of its own into an incoming call): walk the audio graph again.
         self._update_talk(a)
@@ -968,6 +1031,17 @@ class CallAssembler:
 
     # -- finishing ---------------------------------------------------------------------
 
+    def _close(
+        self, conversation: _Conversation, *, end: float | None = None
+    ) -> list[FinishedCall]:
+        """Finish a conversation; one made only of plumbing (a Local pair of an Originate
+        that led nowhere) is forgotten instead: it would be a ghost row."""
+        if all(c.kind is ChannelKind.TECHNICAL for c in conversation.channels.values()):
+            self._forget(conversation)
+            self.stats.ghosts_dropped += 1
+            return []
+        return [self._finish(conversation, end=end)]
+
     def _finish(self, conversation: _Conversation, *, end: float | None = None) -> FinishedCall:
         channels = list(conversation.channels.values())
         hangups = [c.hungup_at for c in channels if c.hungup_at is not None]
@@ -1090,6 +1164,7 @@ class CallAssembler:
             if self._by_linkedid.get(linkedid) is conversation:
                 del self._by_linkedid[linkedid]
         self._conversations.pop(conversation.key, None)
+        self._dirty.discard(conversation.key)
         # Bridges emptied by this conversation and never destroyed must not pile up.
         for bridge in [b for b, members in self._bridges.items() if not members]:
             del self._bridges[bridge]
@@ -1139,3 +1214,88 @@ def _number_from_dial_string(dial_string: str) -> str:
         text = text.rsplit("/", 1)[1]
     match = _DIGITS.fullmatch(text.strip())
     return match.group(0) if match else ""
+
+
+_STATE_VERSION = 1
+_CHANNEL_FIELDS = (
+    "uniqueid",
+    "name",
+    "endpoint",
+    "created_at",
+    "linkedid",
+    "caller_num",
+    "exten",
+    "state",
+    "dialled",
+    "dial_string",
+    "rang_at",
+    "ring_ended_at",
+    "bridge",
+    "local_peer",
+    "hungup_at",
+    "hangup_approximate",
+)
+
+
+def _export(conversation: _Conversation, bridge_types: Mapping[str, str]) -> dict[str, Any]:
+    """A JSON-ready picture of an open conversation (see :meth:`CallAssembler.restore`)."""
+    channels = []
+    for channel in conversation.channels.values():
+        item: dict[str, Any] = {name: getattr(channel, name) for name in _CHANNEL_FIELDS}
+        item["kind"] = channel.kind.value
+        channels.append(item)
+    bridges = {
+        c.bridge: bridge_types.get(c.bridge, "") for c in conversation.channels.values() if c.bridge
+    }
+    return {
+        "v": _STATE_VERSION,
+        "key": conversation.key,
+        "started_at": conversation.started_at,
+        "last_event_at": conversation.last_event_at,
+        "linkedids": sorted(conversation.linkedids),
+        "channels": channels,
+        "bridges": bridges,
+        "rang": conversation.rang,
+        "answered": conversation.answered,
+        "connected": conversation.connected,
+        "legs": [
+            [leg.extension, leg.connected_at, leg.disconnected_at] for leg in conversation.legs
+        ],
+        "recordings": [[p.path, p.started_at, p.channel] for p in conversation.recordings.values()],
+        "recording_hints": list(conversation.recording_hints),
+        "pending_filename": conversation.pending_filename,
+        "queues": list(conversation.queues),
+        "transfers": [[t.kind, t.at, t.by, t.target] for t in conversation.transfers],
+        "open_channels": conversation.open_channels,
+        "approximate_end": conversation.approximate_end,
+    }
+
+
+def _import(state: Mapping[str, Any]) -> tuple[_Conversation, dict[str, str]]:
+    if state.get("v") != _STATE_VERSION:
+        raise ValueError(f"unknown state version {state.get('v')!r}")
+    conversation = _Conversation(key=str(state["key"]), started_at=float(state["started_at"]))
+    conversation.last_event_at = float(state["last_event_at"])
+    conversation.linkedids = {str(x) for x in state["linkedids"]}
+    for item in state["channels"]:
+        fields = {name: item[name] for name in _CHANNEL_FIELDS}
+        channel = _Channel(kind=ChannelKind(item["kind"]), conversation=conversation, **fields)
+        conversation.channels[channel.uniqueid] = channel
+    conversation.rang = {str(k): float(v) for k, v in state["rang"].items()}
+    conversation.answered = {str(k): float(v) for k, v in state["answered"].items()}
+    conversation.connected = {str(k): float(v) for k, v in state["connected"].items()}
+    conversation.legs = [Leg(str(e), float(a), float(b)) for e, a, b in state["legs"]]
+    conversation.recordings = {
+        str(path): RecordingPart(str(path), float(at), str(name))
+        for path, at, name in state["recordings"]
+    }
+    conversation.recording_hints = dict.fromkeys(str(h) for h in state["recording_hints"])
+    conversation.pending_filename = {str(k): str(v) for k, v in state["pending_filename"].items()}
+    conversation.queues = dict.fromkeys(str(q) for q in state["queues"])
+    conversation.transfers = [
+        TransferNote(str(kind), float(at), by, target)
+        for kind, at, by, target in state["transfers"]
+    ]
+    conversation.open_channels = int(state["open_channels"])
+    conversation.approximate_end = bool(state["approximate_end"])
+    return conversation, {str(k): str(v) for k, v in state["bridges"].items()}

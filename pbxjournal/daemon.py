@@ -146,7 +146,16 @@ class Daemon:
         )
         async with open_journal(settings) as journal:
             self.journal = journal
-            writer = JournalWriter(journal, self.finder, self._pbx_now, on_written=self._on_written)
+            await self._restore_open(journal)
+            writer = JournalWriter(
+                journal,
+                self.finder,
+                self._pbx_now,
+                on_written=self._on_written,
+                open_changes=self.assembler.take_changes,
+                open_all=self.assembler.export_all,
+                open_prefix=self._open_prefix,
+            )
             self.writer = writer
             async with asyncio.TaskGroup() as tasks:
                 writing = tasks.create_task(writer.run(), name="journal-writer")
@@ -172,6 +181,24 @@ class Daemon:
             open_conversations=self.assembler.open_conversations,
         )
         self.notifier.close()
+
+    @property
+    def _open_prefix(self) -> str:
+        return f"{self.settings.pbx.name}/"
+
+    async def _restore_open(self, journal: SqlJournal) -> None:
+        """Take back the conversations open when the daemon last stopped (or died).
+
+        The first login's resynchronisation then settles them: channels still alive go on,
+        those that ended meanwhile close at the moment the daemon stopped (approximate).
+        """
+        saved = await journal.load_open(self._open_prefix)
+        if not saved:
+            return
+        restored = self.assembler.restore(saved.values())
+        stopped_at = max(float(state.get("last_event_at", 0.0)) for state in saved.values())
+        self._lost_since = stopped_at
+        log.info("open conversations restored", conversations=restored, saved=len(saved))
 
     def reload(self) -> None:
         """SIGHUP: re-read the employee directory and the log level; the AMI session stays."""

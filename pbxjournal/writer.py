@@ -14,6 +14,11 @@ naming it. Health reports the database as not writable while writes fail.
 
 The writer also settles attention windows: it sleeps until the journal's next window closes
 (``SqlJournal.next_window_close``), not polling the table.
+
+And it keeps the open conversations in the database, so that a restart of the daemon loses no
+call in progress: every ``persist_interval`` it saves the conversations that changed, and the
+state of a conversation is deleted in the very transaction that writes its row. Both happen in
+this one task, so a saved state can never outlive the row that replaced it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -36,6 +42,8 @@ __all__ = ["JournalWriter", "WriterStats"]
 log = structlog.get_logger("pbxjournal.writer")
 
 OnWritten = Callable[[list[Change]], Awaitable[None] | None]
+#: Open conversations changed since the last call (key → state) and keys merged away.
+OpenChanges = Callable[[], tuple[dict[str, dict[str, Any]], set[str]]]
 
 
 @dataclass(slots=True)
@@ -61,6 +69,10 @@ class JournalWriter:
         max_batch: int = 500,
         retry_min: float = 0.5,
         retry_max: float = 30.0,
+        open_changes: OpenChanges | None = None,
+        open_all: Callable[[], dict[str, dict[str, Any]]] | None = None,
+        open_prefix: str = "",
+        persist_interval: float = 2.0,
     ) -> None:
         self.journal = journal
         self.finder = finder
@@ -70,6 +82,11 @@ class JournalWriter:
         self.max_batch = max_batch
         self.retry_min = retry_min
         self.retry_max = retry_max
+        self.open_changes = open_changes
+        self.open_all = open_all
+        self.open_prefix = open_prefix
+        self.persist_interval = persist_interval
+        self._persist_everything = False
         self.stats = WriterStats()
         self._pending: deque[FinishedCall] = deque()
         self._wake = asyncio.Event()
@@ -120,13 +137,22 @@ class JournalWriter:
 
     async def _write_loop(self) -> None:
         failures = 0
+        loop = asyncio.get_running_loop()
+        next_persist = loop.time() + self.persist_interval
         while True:
+            if loop.time() >= next_persist:
+                await self._persist_open()
+                next_persist = loop.time() + self.persist_interval
             if not self._pending:
-                self._idle.set()
                 if self._closing:
+                    self._persist_everything = True
+                    await self._persist_open()
+                    self._idle.set()
                     return
+                self._idle.set()
                 self._wake.clear()
-                await self._wake.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(0.0, next_persist - loop.time()))
                 continue
             batch = [self._pending[i] for i in range(min(self.max_batch, len(self._pending)))]
             try:
@@ -168,7 +194,36 @@ class JournalWriter:
 
     async def _write(self, batch: list[FinishedCall]) -> list[Change]:
         found = await asyncio.to_thread(self._find_all, batch)
-        return await self.journal.write_many(list(zip(batch, found, strict=True)), self.clock())
+        return await self.journal.write_many(
+            list(zip(batch, found, strict=True)),
+            self.clock(),
+            open_keys=[self.open_prefix + call.conversation_id for call in batch]
+            if self.open_changes is not None
+            else (),
+        )
+
+    async def _persist_open(self) -> None:
+        """Save the open conversations that changed (all of them at shutdown)."""
+        if self.open_changes is None:
+            return
+        if self._persist_everything and self.open_all is not None:
+            self.open_changes()  # reset the change tracking: everything is saved below
+            states, gone = self.open_all(), set[str]()
+        else:
+            states, gone = self.open_changes()
+        if not states and not gone:
+            return
+        prefix = self.open_prefix
+        try:
+            await self.journal.sync_open(
+                {prefix + k: v for k, v in states.items()}, {prefix + k for k in gone}, self.clock()
+            )
+        except Exception as exc:
+            # Nothing is lost yet: the next round saves every open conversation.
+            self._persist_everything = True
+            log.warning("saving open conversations failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        self._persist_everything = False
 
     def _find_all(self, batch: list[FinishedCall]) -> list[list[FoundRecording]]:
         # Blocking stat() calls: a worker thread, never the event loop.

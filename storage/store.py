@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -178,14 +178,24 @@ class SqlJournal:
             return sorted(tx.changes)
 
     async def write_many(
-        self, items: Sequence[tuple[FinishedCall, Sequence[FoundRecording]]], now: float
+        self,
+        items: Sequence[tuple[FinishedCall, Sequence[FoundRecording]]],
+        now: float,
+        *,
+        open_keys: Sequence[str] = (),
     ) -> list[Change]:
         """Store several finished calls in one transaction (the daemon's batches): one commit,
         one fsync, and 1C sees them all at once. A row changed twice in the batch is reported
-        once, with its last version."""
+        once, with its last version. ``open_keys`` are the saved open-conversation states
+        these calls replace: deleted in the same transaction, so that a restart can never
+        take back a conversation whose row is already written."""
         async with self.transaction() as tx:
             for call, recordings in items:
                 await self._write(tx, call, recordings, now)
+            if open_keys:
+                await tx.session.execute(
+                    sa.delete(OpenConversation).where(OpenConversation.key.in_(list(open_keys)))
+                )
             latest: dict[int, Change] = {}
             for change in tx.changes:
                 latest[change.id] = change
@@ -445,10 +455,27 @@ class SqlJournal:
         async with self.transaction() as tx:
             await tx.session.execute(sa.delete(OpenConversation).where(OpenConversation.key == key))
 
-    async def load_open(self) -> dict[str, dict[str, Any]]:
+    async def load_open(self, prefix: str = "") -> dict[str, dict[str, Any]]:
+        """Saved open conversations whose key starts with ``prefix`` (one PBX's)."""
         async with self.database.sessions() as session:
-            rows = await session.scalars(sa.select(OpenConversation))
+            query = sa.select(OpenConversation)
+            if prefix:
+                escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                query = query.where(OpenConversation.key.like(escaped + "%", escape="\\"))
+            rows = await session.scalars(query)
             return {row.key: row.state for row in rows}
+
+    async def sync_open(
+        self, states: Mapping[str, dict[str, Any]], gone: Iterable[str], now: float
+    ) -> None:
+        """Save the open conversations that changed and forget those merged away, at once."""
+        async with self.transaction() as tx:
+            if gone := list(gone):
+                await tx.session.execute(
+                    sa.delete(OpenConversation).where(OpenConversation.key.in_(gone))
+                )
+            for key, state in states.items():
+                await tx.session.merge(OpenConversation(key=key, state=state, updated_at=now))
 
     # -- customers, numbers, employees (storage.directory) -----------------------------
 

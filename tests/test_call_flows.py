@@ -10,7 +10,15 @@ from __future__ import annotations
 import pytest
 
 from connector.assembly import Direction, FinishedCall, Role
-from tests.scenarios import assemble_capture, check_call, expected, match_calls
+from tests.scenarios import (
+    assemble,
+    assemble_capture,
+    capture,
+    check_call,
+    events_of,
+    expected,
+    match_calls,
+)
 
 
 def only_call(slug: str) -> FinishedCall:
@@ -168,4 +176,18 @@ def test_incoming_call_group_pickup_by_104_of_ringing_102() -> None:
 def test_pbx_restart_capture_leaves_nothing_open() -> None:
     replay = assemble_capture("00-connect-and-reconnect")
     assert replay.calls == []
+    assert replay.assembler.open_conversations == 0
+
+
+def test_an_originate_that_leads_nowhere_leaves_no_ghost_row() -> None:
+    # Only the Local pair of a click-to-call whose employee leg was never created.
+    events = [
+        e
+        for e in events_of(capture("18-click-to-call-originate").read_bytes())
+        if e.get("Channel").startswith("Local/")
+        and e.name in ("Newchannel", "LocalBridge", "Hangup")
+    ]
+    replay = assemble(events)
+    assert replay.calls == []
+    assert replay.assembler.stats.ghosts_dropped == 1
     assert replay.assembler.open_conversations == 0

@@ -96,6 +96,11 @@ async def test_daemon_says_ready_feeds_the_watchdog_and_says_stopping(
     daemon = Daemon(settings, notifier=notifier)
     runner = asyncio.create_task(daemon.run())
     messages: list[str] = []
+    for _ in range(400):  # READY comes once the database is migrated (a fresh one here)
+        await asyncio.sleep(0.05)
+        messages.extend(text for _, text in received(systemd_socket))
+        if messages:
+            break
     for _ in range(12):  # systemd reads as messages come
         await asyncio.sleep(0.05)
         messages.extend(text for _, text in received(systemd_socket))

@@ -1,0 +1,130 @@
+"""Open conversations survive a restart of the daemon: the assembler's state, saved at any
+point of a real call and taken back by a fresh assembler, gives the same journal rows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from connector.assembly import FinishedCall
+from connector.fakepbx import FakePbx
+from pbxjournal.daemon import Daemon
+from tests.daemon_support import Committed, daemon_settings
+from tests.scenarios import GRACE, assemble_capture, capture, events_of, new_assembler
+
+SLUGS = [
+    "02-incoming-ringgroup-102-answers",
+    "05-incoming-queue-101-answers",
+    "11-incoming-blind-transfer",
+    "12-incoming-attended-transfer",
+    "13-incoming-pickup-by-105",
+    "14-two-overlapping-incoming",
+    "18-click-to-call-originate",
+]
+
+
+def replay_with_restart(slug: str, cut: int) -> tuple[list[FinishedCall], int]:
+    events = list(events_of(capture(slug).read_bytes()))
+    first = new_assembler()
+    calls: list[FinishedCall] = []
+    last = 0.0
+    for event in events[:cut]:
+        last = max(last, event.time)
+        calls.extend(first.feed(event, last))
+    # The daemon stops: what is open goes to the database as JSON.
+    saved = json.loads(json.dumps(first.export_all()))
+    second = new_assembler()
+    restored = second.restore(saved.values())
+    for event in events[cut:]:
+        last = max(last, event.time)
+        calls.extend(second.feed(event, last))
+    calls.extend(second.expire(last + GRACE + 0.001))
+    assert second.open_conversations == 0
+    return calls, restored
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_restart_at_every_event_of_a_call_changes_nothing(slug: str) -> None:
+    expected = sorted(assemble_capture(slug).calls, key=lambda c: c.conversation_id)
+    count = len(list(events_of(capture(slug).read_bytes())))
+    restored_somewhere = False
+    for cut in range(count + 1):
+        calls, restored = replay_with_restart(slug, cut)
+        restored_somewhere |= restored > 0
+        assert sorted(calls, key=lambda c: c.conversation_id) == expected, f"cut at {cut}"
+    assert restored_somewhere
+
+
+def test_changes_report_open_conversations_and_merged_keys() -> None:
+    events = list(events_of(capture("13-incoming-pickup-by-105").read_bytes()))
+    assembler = new_assembler()
+    keys_seen: set[str] = set()
+    gone_seen: set[str] = set()
+    for event in events:
+        assembler.feed(event, event.time)
+        states, gone = assembler.take_changes()
+        keys_seen |= set(states)
+        gone_seen |= gone
+        assert set(states) <= {"1795837553.56", "1795837557.58"}
+    # The picker's own conversation was merged into the call: its saved state is obsolete.
+    assert gone_seen == {"1795837557.58"}
+    assert "1795837553.56" in keys_seen
+    assert assembler.take_changes() == ({}, set())
+
+
+def test_an_unreadable_state_is_skipped_and_counted() -> None:
+    assembler = new_assembler()
+    assert assembler.restore([{"v": 99}, {"v": 1, "key": "x"}]) == 0
+    assert assembler.stats.bad_events == 2
+    assert assembler.open_conversations == 0
+
+
+async def _run_daemon_until_held(
+    pbx: FakePbx, database: Path, slug: str
+) -> tuple[Daemon, asyncio.Task[None]]:
+    daemon = Daemon(daemon_settings(pbx.port, database, [slug]))
+    runner = asyncio.create_task(daemon.run())
+    await asyncio.wait_for(pbx.wait_held(), 10)
+    await asyncio.sleep(0.3)  # the daemon has read everything up to the hold
+    return daemon, runner
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+async def test_call_in_progress_survives_a_daemon_restart(tmp_path: Path, how: str) -> None:
+    slug = "11-incoming-blind-transfer"
+    database = tmp_path / "journal.sqlite3"
+    pbx = FakePbx([capture(slug)], speed=0)
+    pbx.hold_when(lambda m: m.event == "BridgeEnter" and m.first("Channel").startswith("IAX2/p"))
+    await pbx.start()
+    first, runner = await _run_daemon_until_held(pbx, database, slug)
+    if how == "stop":
+        first.stop()
+        await asyncio.wait_for(runner, 10)
+    else:
+        # As abrupt as SIGKILL within one process: no shutdown code runs. The state saved
+        # by the periodic persistence (every 2 s) is all the next run gets.
+        await asyncio.sleep(2.5)
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    pbx.drop()
+    second = Daemon(daemon_settings(pbx.port, database, [slug]))
+    committed = Committed(second)
+    with capture_logs() as logs:
+        runner = asyncio.create_task(second.run())
+        try:
+            await asyncio.sleep(0.3)  # restored and resynchronised before the stream goes on
+            pbx.release()
+            await committed.wait_for(1)
+        finally:
+            second.stop()
+            await asyncio.wait_for(runner, 10)
+            await pbx.close()
+    (entry,) = committed.entries
+    (expected_call,) = assemble_capture(slug).calls
+    assert entry.call == expected_call  # as if the daemon had never stopped
+    assert "open conversations restored" in [line["event"] for line in logs]
+    assert entry.id == 1
