@@ -50,6 +50,9 @@ log = structlog.get_logger("pbxjournal")
 
 #: How often the grace-period timer looks at the assembler when nothing else happens.
 TICK_SECONDS = 0.25
+#: When the daemon refreshes the database planner's statistics: soon after start, then daily.
+MAINTENANCE_FIRST_SECONDS = 60.0
+MAINTENANCE_EVERY_SECONDS = 24 * 3600.0
 
 
 _action_ids = itertools.count(1)
@@ -161,6 +164,7 @@ class Daemon:
                 writing = tasks.create_task(writer.run(), name="journal-writer")
                 connector = tasks.create_task(self.connector.run(), name="ami-connector")
                 tasks.create_task(self._tick(), name="grace-timer")
+                maintenance = tasks.create_task(self._maintain(journal), name="db-maintenance")
                 watchdog = tasks.create_task(self.notifier.run_watchdog(), name="watchdog")
                 self.notifier.notify(
                     ready=1, status=f"journal of {settings.pbx.name}; AMI {settings.ami.host}"
@@ -168,6 +172,7 @@ class Daemon:
                 await self._stop.wait()
                 self.notifier.notify(stopping=1, status="stopping")
                 watchdog.cancel()
+                maintenance.cancel()
                 await self.connector.close()
                 await connector
                 # Conversations only waiting out their grace period are finished now rather
@@ -181,6 +186,17 @@ class Daemon:
             open_conversations=self.assembler.open_conversations,
         )
         self.notifier.close()
+
+    async def _maintain(self, journal: SqlJournal) -> None:
+        """Refresh the planner's statistics now and then (SQLite's PRAGMA optimize)."""
+        delay = MAINTENANCE_FIRST_SECONDS
+        while True:
+            await asyncio.sleep(delay)
+            delay = MAINTENANCE_EVERY_SECONDS
+            try:
+                await journal.optimize()
+            except Exception as exc:
+                log.warning("database maintenance failed", error=f"{type(exc).__name__}: {exc}")
 
     @property
     def _open_prefix(self) -> str:
