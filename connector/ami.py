@@ -62,7 +62,7 @@ from connector.events import (
     AmiMessage,
     MalformedMessage,
     MessageFramer,
-    is_journal_message,
+    MessageTriage,
     parse_event,
     parse_message,
 )
@@ -233,6 +233,7 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
         self.peer = peer
         self.stats = stats
         self.framer = MessageFramer()
+        self._triage = MessageTriage()
         self._sink = sink
         self._tap = tap
         self._pending: dict[str, _PendingAction] = {}
@@ -331,10 +332,10 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
         if raw.startswith(b"Response:"):
             stats.skipped += 1  # the answer to an action that timed out
             return
-        name = _event_name(raw) if is_event else ""
+        name, wanted = self._triage.sort(raw)
         if name == "FullyBooted" and not self._announced:
             self.announce(_uptime(raw))
-        if self._sink is not None and is_journal_message(raw):
+        if self._sink is not None and wanted:
             stats.journal_messages += 1
             self._sink((now, raw))
         else:
@@ -396,12 +397,6 @@ def _action_id(raw: bytes) -> str | None:
     end = raw.find(b"\r\n", start)
     value = raw[start:] if end < 0 else raw[start:end]
     return value.decode("utf-8", "replace").strip()
-
-
-def _event_name(raw: bytes) -> str:
-    end = raw.find(b"\r\n")
-    line = raw if end < 0 else raw[:end]
-    return line[6:].decode("ascii", "replace").strip()
 
 
 def _uptime(raw: bytes) -> float | None:

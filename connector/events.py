@@ -35,6 +35,7 @@ __all__ = [
     "AmiMessage",
     "MalformedMessage",
     "MessageFramer",
+    "MessageTriage",
     "c_unescape",
     "is_journal_message",
     "normalize",
@@ -280,12 +281,30 @@ def is_journal_message(raw: bytes) -> bool:
     if not raw.startswith(b"Event: "):
         return True  # responses, and anything odd, go to the parser
     eol = raw.find(b"\r\n")
-    name = raw[7:eol] if eol >= 0 else raw[7:]
-    name_text = name.decode("ascii", "replace").strip()
-    if name_text not in JOURNAL_EVENTS:
+    return _wanted(raw, _line_kind(raw if eol < 0 else raw[:eol]))
+
+
+# What the first line of a message says about it, for is_journal_message.
+_ODD = 0  # not an "Event: " line: a response, or anything odd; the parser decides
+_JOURNAL = 1  # an event the journal needs
+_VARSET = 2  # wanted for some variables only
+_OTHER = 3  # noise, unless it answers one of our actions
+
+
+def _line_kind(line: bytes) -> int:
+    if not line.startswith(b"Event: "):
+        return _ODD
+    name = line[7:].decode("ascii", "replace").strip()
+    if name not in JOURNAL_EVENTS:
+        return _OTHER
+    return _VARSET if name == "VarSet" else _JOURNAL
+
+
+def _wanted(raw: bytes, kind: int) -> bool:
+    if kind == _OTHER:
         # Events answering one of our actions (they carry an ActionID) always pass.
         return b"\r\nActionID: " in raw
-    if name_text != "VarSet":
+    if kind != _VARSET:
         return True
     pos = raw.find(b"\r\nVariable: ")
     if pos < 0:
@@ -294,6 +313,35 @@ def is_journal_message(raw: bytes) -> bool:
     end = raw.find(b"\r\n", start)
     variable = raw[start:] if end < 0 else raw[start:end]
     return variable.lstrip(b"_").decode("ascii", "replace").strip() in JOURNAL_VARIABLES
+
+
+class MessageTriage:
+    """:func:`is_journal_message` and the event's name, remembered by the message's first line.
+
+    The transport asks both for every message, the 80 % of noise included. A PBX sends a few
+    dozen distinct ``Event:`` lines, so each is decoded once and then looked up. At most
+    ``limit`` lines are remembered: a peer inventing names cannot make it grow.
+    """
+
+    __slots__ = ("_lines", "limit")
+
+    def __init__(self, limit: int = 1024) -> None:
+        self._lines: dict[bytes, tuple[str, int]] = {}
+        self.limit = limit
+
+    def sort(self, raw: bytes) -> tuple[str, bool]:
+        """(the name on the message's ``Event:`` line, "" if it has none; whether the journal
+        wants the message, as :func:`is_journal_message` says)."""
+        eol = raw.find(b"\r\n")
+        line = raw if eol < 0 else raw[:eol]
+        known = self._lines.get(line)
+        if known is None:
+            name = line[6:].decode("ascii", "replace").strip() if line.startswith(b"Event:") else ""
+            known = (name, _line_kind(line))
+            if len(self._lines) < self.limit:
+                self._lines[line] = known
+        name, kind = known
+        return name, _wanted(raw, kind)
 
 
 def parse_message(raw: bytes) -> AmiMessage:

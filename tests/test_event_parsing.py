@@ -1,9 +1,10 @@
-"""The fast header parser and ``parse_event`` say exactly what the plain loop said.
+"""The fast paths of the transport say exactly what the plain code said.
 
-``parse_message`` and ``parse_event`` are written for speed (the transport runs them for
-every journal event); the loop below is how headers were parsed before, kept as the oracle.
+``parse_message``/``parse_event`` (every journal event) and ``MessageTriage`` (every message)
+are written for speed; the functions below are how they worked before, kept as oracles.
 Every message of the real captures and any bytes hypothesis can think of must give the same
-headers, the same event (header order and repeated headers included) and the same errors.
+headers, the same event (header order and repeated headers included), the same errors, the
+same event name and the same verdict on whether the journal wants the message.
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ from hypothesis import strategies as st
 from connector.capture import iter_capture_messages
 from connector.events import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    JOURNAL_EVENTS,
+    JOURNAL_VARIABLES,
     AmiEvent,
     MalformedMessage,
+    MessageTriage,
+    is_journal_message,
     normalize,
     parse_event,
     parse_message,
@@ -65,10 +70,46 @@ def outcome(parse: object, raw: bytes) -> object:
     return result
 
 
+def reference_journal(raw: bytes) -> bool:
+    """is_journal_message as it was."""
+    if not raw.startswith(b"Event: "):
+        return True
+    eol = raw.find(b"\r\n")
+    name = raw[7:eol] if eol >= 0 else raw[7:]
+    name_text = name.decode("ascii", "replace").strip()
+    if name_text not in JOURNAL_EVENTS:
+        return b"\r\nActionID: " in raw
+    if name_text != "VarSet":
+        return True
+    pos = raw.find(b"\r\nVariable: ")
+    if pos < 0:
+        return False
+    start = pos + 12
+    end = raw.find(b"\r\n", start)
+    variable = raw[start:] if end < 0 else raw[start:end]
+    return variable.lstrip(b"_").decode("ascii", "replace").strip() in JOURNAL_VARIABLES
+
+
+def reference_name(raw: bytes) -> str:
+    """The transport's event name as it was (for FullyBooted and Shutdown)."""
+    if not raw.startswith(b"Event:"):
+        return ""
+    end = raw.find(b"\r\n")
+    line = raw if end < 0 else raw[:end]
+    return line[6:].decode("ascii", "replace").strip()
+
+
+TRIAGE = MessageTriage(limit=64)  # shared, so that remembered lines are exercised too
+
+
 def check(raw: bytes) -> None:
     assert outcome(lambda r: parse_message(r).headers, raw) == outcome(reference_headers, raw)
     slow = outcome(lambda r: normalize(parse_message(r), 12.5), raw)
     assert outcome(lambda r: parse_event(r, 12.5), raw) == slow
+    verdict = reference_journal(raw)
+    assert is_journal_message(raw) is verdict
+    assert TRIAGE.sort(raw) == (reference_name(raw), verdict)
+    assert TRIAGE.sort(raw) == (reference_name(raw), verdict)  # now from memory
 
 
 def real_messages() -> list[bytes]:
@@ -94,6 +135,14 @@ def test_every_message_of_the_real_captures_parses_as_before() -> None:
         b"Event:\r\nUniqueid: 1.1",
         b"no header at all",
         b"",
+        b"Event:Shutdown",
+        b"Event:  FullyBooted \r\nUptime: 5",
+        b"Event: VarSet\r\nVariable: __MIXMONITOR_FILENAME\r\nValue: /x.wav",
+        b"Event: VarSet\r\nVariable: OTHER",
+        b"Event: VarSet",
+        b"Event: Newexten\r\nActionID: 7",
+        b"Event: Newexten \r\nUniqueid: 1",
+        b"Event: \xd0\x9f\r\nA: b",
         b"Event: VarSet\r\nValue: " + b"x" * DEFAULT_MAX_MESSAGE_BYTES,
     ],
 )
@@ -102,10 +151,37 @@ def test_odd_messages_parse_as_before(raw: bytes) -> None:
 
 
 _KEYS = st.sampled_from(
-    ["Event", "Uniqueid", "CallerIDName", "ConnectedLineNum", "Variable", " Key", "Ke y", ""]
+    [
+        "Event",
+        "Uniqueid",
+        "CallerIDName",
+        "ConnectedLineNum",
+        "Variable",
+        "ActionID",
+        " Key",
+        "Ke y",
+        "",
+    ]
 )
 _VALUES = st.sampled_from(
-    ["", " ", "<unknown>", " <unknown>", "\\n", "a\\\\b", "Иван", "x:y", "\r", "\n", "1.5"]
+    [
+        "",
+        " ",
+        "<unknown>",
+        " <unknown>",
+        "\\n",
+        "a\\\\b",
+        "Иван",
+        "x:y",
+        "\r",
+        "\n",
+        "1.5",
+        "VarSet",
+        "Newexten",
+        "Hangup ",
+        "MIXMONITOR_FILENAME",
+        "__AMPUSER",
+    ]
 )
 _LINE = st.one_of(
     st.tuples(_KEYS, st.sampled_from([":", ": ", ":  "]), _VALUES).map("".join),
