@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--database", default=None, metavar="URL", help="write into this journal database"
     )
     replay.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress line with events/s on stderr (default: when stderr is a terminal)",
+    )
+    replay.add_argument(
         "--recordings",
         action="append",
         type=Path,

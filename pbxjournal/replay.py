@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -28,15 +29,59 @@ from connector.events import (
 from pbxjournal.pipeline import JournalPipeline, build_pipeline, employee_directory
 from storage.journal import JournalEntry, to_call_object
 
-__all__ = ["capture_events", "replay_captures", "run_replay"]
+__all__ = ["Progress", "capture_events", "replay_captures", "run_replay"]
 
 
-def capture_events(captures: Iterable[Path]) -> Iterator[tuple[AmiEvent, float]]:
+class Progress:
+    """A one-line progress report on a terminal: share of bytes read, messages per second."""
+
+    def __init__(self, paths: Sequence[Path], stream: TextIO, *, every: float = 0.25) -> None:
+        self.total = sum(p.stat().st_size for p in paths)
+        self.stream = stream
+        self.every = every
+        self.done = 0
+        self.messages = 0
+        self.started = time.monotonic()
+        self._shown_at = 0.0
+        self.name = ""
+
+    def advance(self, size: int) -> None:
+        self.done += size
+        self.messages += 1
+        now = time.monotonic()
+        if now - self._shown_at >= self.every:
+            self._shown_at = now
+            self._show(now)
+
+    def finish(self) -> None:
+        self._show(time.monotonic())
+        self.stream.write("\n")
+        self.stream.flush()
+
+    def _show(self, now: float) -> None:
+        elapsed = max(now - self.started, 1e-9)
+        share = self.done / self.total if self.total else 1.0
+        width = 24
+        bar = "#" * int(share * width)
+        self.stream.write(
+            f"\r[{bar:<{width}}] {share:4.0%}  {self.done / 1e6:7.1f}/{self.total / 1e6:.1f} MB  "
+            f"{self.messages / elapsed:9,.0f} events/s  {self.name[:40]}"
+        )
+        self.stream.flush()
+
+
+def capture_events(
+    captures: Iterable[Path], progress: Progress | None = None
+) -> Iterator[tuple[AmiEvent, float]]:
     """Every journal event of the captures with the time to feed it at (the PBX's clock)."""
     last_time = 0.0
     for path in captures:
+        if progress is not None:
+            progress.name = path.name
         for captured in iter_capture_messages(path):
             raw = captured.raw
+            if progress is not None:
+                progress.advance(len(raw) + 4)
             if not is_journal_message(raw):
                 continue
             try:
@@ -57,6 +102,7 @@ def capture_events(captures: Iterable[Path]) -> Iterator[tuple[AmiEvent, float]]
 def replay_captures(
     pipeline: JournalPipeline,
     captures: Iterable[Path],
+    progress: Progress | None = None,
 ) -> Iterator[list[JournalEntry]]:
     """Feed every capture through ``pipeline``; yield the entries each step changed.
 
@@ -64,7 +110,7 @@ def replay_captures(
     them), so nothing is left open.
     """
     last_time = 0.0
-    for event, now in capture_events(captures):
+    for event, now in capture_events(captures, progress):
         last_time = now
         changed = pipeline.feed(event, now)
         if changed:
@@ -83,24 +129,32 @@ def run_replay(args: argparse.Namespace, out: TextIO | None = None) -> int:
             return 2
     recordings = [str(p) for p in args.recordings] if args.recordings else None
     pipeline = build_pipeline(settings, recordings=recordings)
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    progress = Progress(args.captures, sys.stderr) if show else None
     if args.database:
         from pbxjournal.dbtools import replay_into_database
 
-        return replay_into_database(
-            pipeline,
-            settings,
-            args.database,
-            capture_events(args.captures),
-            as_json=args.json,
-            stream=stream,
-        )
+        try:
+            return replay_into_database(
+                pipeline,
+                settings,
+                args.database,
+                capture_events(args.captures, progress),
+                as_json=args.json,
+                stream=stream,
+            )
+        finally:
+            if progress is not None:
+                progress.finish()
     tz = settings.pbx.tz
     employees = employee_directory(settings)
-    for changed in replay_captures(pipeline, args.captures):
+    for changed in replay_captures(pipeline, args.captures, progress):
         if args.json:
             for entry in changed:
                 obj = to_call_object(entry, tz, employees)
                 stream.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    if progress is not None:
+        progress.finish()
     if not args.json:
         _print_table(pipeline, settings, stream)
     stream.flush()

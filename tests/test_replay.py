@@ -164,3 +164,20 @@ def test_replay_with_a_bad_config_names_the_key(tmp_path: Path) -> None:
     result = run_cli("replay", str(capture("01-incoming-answered-direct")), "--config", str(bad))
     assert result.returncode == 2
     assert "pbx.timezone" in result.stderr
+
+
+def test_replay_progress_line_reports_events_per_second(tmp_path: Path) -> None:
+    result = run_cli(
+        "replay",
+        str(capture("17-burst-50-mixed")),
+        "--progress",
+        "--config",
+        str(write_config(tmp_path)),
+    )
+    assert result.returncode == 0, result.stderr
+    last = result.stderr.replace("\r", "\n").strip().splitlines()[-1]
+    assert "100%" in last and "events/s" in last and "17-burst-50-mixed.ami" in last
+    assert result.stdout.strip().endswith("50 calls")
+    # Not on a pipe unless asked: the JSON/table output stays clean.
+    quiet = run_cli("replay", str(capture("01-incoming-answered-direct")))
+    assert "events/s" not in quiet.stderr
