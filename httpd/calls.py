@@ -1,0 +1,249 @@
+"""The journal: ``GET /calls``, ``GET /calls/{id}``, ``GET /changes``, comments.
+
+Call objects are :func:`storage.journal.to_call_object`'s (DESIGN section 5), the same in
+every endpoint; ``GET /calls/{id}`` adds the call's ``timeline``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from httpd.errors import ApiError, json_response
+from httpd.keys import FEED, JOURNAL, SETTINGS
+from httpd.params import (
+    INT64_MAX,
+    Query,
+    bad,
+    check_text,
+    expect_object,
+    path_int,
+    read_json,
+)
+from storage.journal import EmployeeDirectory, JournalEntry, format_time, to_call_object
+from storage.queries import (
+    KINDS,
+    CursorError,
+    InternalCalls,
+    JournalFilter,
+    changes,
+    decode_cursor,
+    list_calls,
+    load_employee_directory,
+    load_entries,
+    parse_time_bound,
+)
+from storage.store import UnknownCall
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+MAX_LIMIT = 500
+MAX_CHANGES = 1000
+MAX_WAIT = 60.0
+MAX_COMMENT = 4000
+MAX_QUERY = 200
+_BODY_LIMIT = 64 * 1024
+_TIME_RANGE = (0.0, 253402300799.0)  # 1970 … 9999-12-31
+
+
+def _time_bound(query: Query, name: str, tz: ZoneInfo, *, end: bool) -> float | None:
+    text = query.text(name, max_length=40)
+    if not text:
+        return None
+    try:
+        value = parse_time_bound(text, tz, end=end)
+    except (ValueError, OverflowError):
+        raise bad(
+            "invalid_parameter",
+            f"{name}: expected an ISO 8601 date (2026-11-28) or datetime "
+            f"(2026-11-28T09:00, 2026-11-28T09:00:00+03:00), got {text[:40]!r}",
+        ) from None
+    if not _TIME_RANGE[0] <= value <= _TIME_RANGE[1]:
+        raise bad("invalid_parameter", f"{name}: out of range")
+    return value
+
+
+def _check_cursor(cursor: str) -> str:
+    try:
+        started, call_id = decode_cursor(cursor)
+    except CursorError:
+        raise bad("invalid_cursor", "cursor: not a next_cursor of this journal") from None
+    if not math.isfinite(started) or not 0 <= call_id <= INT64_MAX:
+        raise bad("invalid_cursor", "cursor: not a next_cursor of this journal")
+    return cursor
+
+
+def journal_filter(request: web.Request) -> tuple[JournalFilter, int, str | None]:
+    """The ``GET /calls`` query string as a filter, a page size and a cursor."""
+    settings = request.app[SETTINGS]
+    query = Query(request)
+    tz = settings.pbx.tz
+    started_from = _time_bound(query, "from", tz, end=False)
+    started_until = _time_bound(query, "to", tz, end=True)
+    if started_from is not None and started_until is not None and started_from > started_until:
+        raise bad("invalid_parameter", "from: later than to")
+    kinds = query.words("kind", KINDS)
+    first_contact = query.boolean("first_contact")
+    unregistered = query.boolean("unregistered")
+    attention = query.boolean("attention")
+    internal = InternalCalls(query.choice("internal", ("hide", "show", "only"), default="hide"))
+    employee = query.text("employee", max_length=64) or None
+    search = query.text("q", max_length=MAX_QUERY) or None
+    limit = query.integer("limit", default=50, low=1, high=MAX_LIMIT)
+    cursor = query.text("cursor", max_length=200) or None
+    query.done()
+    if cursor is not None:
+        _check_cursor(cursor)
+    where = JournalFilter(
+        started_from=started_from,
+        started_until=started_until,
+        kinds=kinds,
+        first_contact=first_contact,
+        unregistered=unregistered,
+        attention=attention,
+        internal=internal,
+        employee=employee,
+        query=search,
+    )
+    return where, limit, cursor
+
+
+def render(request: web.Request, entry: JournalEntry, employees: EmployeeDirectory) -> Any:
+    return to_call_object(entry, request.app[SETTINGS].pbx.tz, employees)
+
+
+@routes.get("/api/v1/calls")
+async def list_journal(request: web.Request) -> web.Response:
+    where, limit, cursor = journal_filter(request)
+    journal = request.app[JOURNAL]
+    async with journal.database.sessions() as session:
+        page = await list_calls(session, where, limit=limit, cursor=cursor, region=journal.region)
+        employees = await load_employee_directory(session)
+    return json_response(
+        {
+            "items": [render(request, entry, employees) for entry in page.entries],
+            "next_cursor": page.next_cursor,
+        }
+    )
+
+
+def _timeline(
+    request: web.Request, entry: JournalEntry, employees: EmployeeDirectory, present: list[bool]
+) -> dict[str, Any]:
+    tz = request.app[SETTINGS].pbx.tz
+    call = entry.call
+    return {
+        "participants": [
+            {
+                "extension": p.extension,
+                "name": employees.get(p.extension).name,
+                "role": p.role.value,
+                "rang_at": format_time(p.rang_at, tz),
+                "answered_at": format_time(p.answered_at, tz),
+                "talk_seconds": round(p.talk_seconds, 1),
+            }
+            for p in call.participants
+        ],
+        "legs": [
+            {
+                "extension": leg.extension,
+                "name": employees.get(leg.extension).name,
+                "connected_at": format_time(leg.connected_at, tz),
+                "disconnected_at": format_time(leg.disconnected_at, tz),
+                "seconds": round(leg.disconnected_at - leg.connected_at, 1),
+            }
+            for leg in call.legs
+        ],
+        "transfers": [
+            {"kind": t.kind, "at": format_time(t.at, tz), "by": t.by, "target": t.target}
+            for t in call.transfers
+        ],
+        "recordings": [
+            {
+                "id": stored.id,
+                "part": stored.found.part,
+                "started_at": format_time(stored.found.started_at, tz),
+                "offset_seconds": stored.found.offset_seconds,
+                "duration_seconds": stored.found.duration_seconds,
+                "size": stored.found.size,
+                "available": available,
+                "url": f"/api/v1/recordings/{stored.id}",
+            }
+            for stored, available in zip(entry.recordings, present, strict=True)
+        ],
+    }
+
+
+def _files_present(paths: list[Path]) -> list[bool]:
+    return [path.is_file() for path in paths]
+
+
+@routes.get("/api/v1/calls/{call_id}")
+async def get_call(request: web.Request) -> web.Response:
+    call_id = path_int(request, "call_id")
+    Query(request).done()
+    journal = request.app[JOURNAL]
+    async with journal.database.sessions() as session:
+        found = await load_entries(session, [call_id])
+        employees = await load_employee_directory(session)
+    if not found:
+        raise ApiError(404, "call_not_found", f"no call {call_id}")
+    entry = found[0]
+    # stat() of the parts off the loop: the recordings may live on a network mount.
+    present = await asyncio.to_thread(_files_present, [r.found.file for r in entry.recordings])
+    body = render(request, entry, employees)
+    body["timeline"] = _timeline(request, entry, employees, present)
+    body["recording_url"] = f"/api/v1/calls/{call_id}/recording" if entry.recordings else None
+    return json_response(body)
+
+
+@routes.get("/api/v1/changes")
+async def get_changes(request: web.Request) -> web.Response:
+    query = Query(request)
+    since = query.integer("since", default=0, low=0, high=INT64_MAX)
+    limit = query.integer("limit", default=500, low=1, high=MAX_CHANGES)
+    wait = query.number("wait", default=0.0, low=0.0, high=MAX_WAIT)
+    query.done()
+    journal = request.app[JOURNAL]
+    feed = request.app[FEED]
+    deadline = time.monotonic() + wait
+    while True:
+        async with journal.database.sessions() as session:
+            entries, last = await changes(session, since, limit)
+            employees = await load_employee_directory(session) if entries else None
+        remaining = deadline - time.monotonic()
+        if entries or remaining <= 0:
+            break
+        feed.advance(last)
+        if not await feed.wait_beyond(last, remaining):
+            break
+    items = [render(request, e, employees) for e in entries] if employees is not None else []
+    return json_response({"items": items, "last_version": last})
+
+
+@routes.put("/api/v1/calls/{call_id}/comment")
+async def put_comment(request: web.Request) -> web.Response:
+    call_id = path_int(request, "call_id")
+    Query(request).done()
+    body = expect_object(await read_json(request, limit=_BODY_LIMIT), "body", ("text",))
+    text = body.get("text")
+    if text is not None and not isinstance(text, str):
+        raise bad("invalid_body", "body.text: expected a string (empty removes the comment)")
+    if text:
+        check_text(text, "body.text", max_length=MAX_COMMENT, allow_empty=True)
+    journal = request.app[JOURNAL]
+    try:
+        change = await journal.set_comment(call_id, text or None, time.time())
+    except UnknownCall:
+        raise ApiError(404, "call_not_found", f"no call {call_id}") from None
+    request.app[FEED].committed([change])
+    comment = text if text and text.strip() else None
+    return json_response({"id": call_id, "comment": comment, "version": change.version})

@@ -1,0 +1,247 @@
+"""1C's directory: customers (upsert, delete, bulk import), numbers, employees.
+
+Every write goes through :class:`storage.store.SqlJournal` in one transaction and bumps the
+version of each call whose customer (or search text) it changed, so 1C sees the rows change
+on its next ``GET /changes``; the feed is told at once, so waiting long-polls wake. Writes are
+idempotent: the same ``PUT`` or import twice changes nothing the second time.
+
+Numbers are accepted in any written form and compared normalised (DESIGN section 1); a
+string that is no phone number at all (no digits) is a 422 ``invalid_number``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from httpd.errors import ApiError, json_response
+from httpd.keys import FEED, JOURNAL
+from httpd.params import (
+    Query,
+    bad,
+    expect_object,
+    object_field,
+    path_text,
+    read_json,
+    string_list,
+)
+from storage import api as storage_api
+from storage.directory import (
+    ContactRecord,
+    CustomerRecord,
+    DirectoryError,
+    EmployeeRecord,
+    NumberOwner,
+)
+from storage.numbers import normalize_number
+from storage.store import Change, SqlJournal
+
+__all__ = ["parse_customer", "routes"]
+
+routes = web.RouteTableDef()
+
+_ID = 64
+_NAME = 500
+_RAW_NUMBER = 64
+_NUMBER = 32
+_MAX_NUMBERS = 100
+_MAX_CONTACTS = 500
+_MAX_IMPORT = 20_000
+_BODY_LIMIT = 256 * 1024
+IMPORT_BODY_LIMIT = 32 * 1024 * 1024
+
+
+def _check_number(raw: str, where: str, region: str) -> str:
+    number = normalize_number(raw, region)
+    if number is None or len(number) > _NUMBER:
+        raise ApiError(422, "invalid_number", f"{where}: not a phone number: {raw[:40]!r}")
+    return number
+
+
+def parse_customer(
+    value: Any, where: str, region: str, *, customer_id: str | None
+) -> CustomerRecord:
+    """A customer of a request body; ``customer_id`` from the path, or the body's ``id``."""
+    allowed = ["name", "numbers", "contacts"] + ([] if customer_id else ["id"])
+    body = expect_object(value, where, allowed)
+    if customer_id is None:
+        customer_id = object_field(body, "id", where, max_length=_ID)
+    assert customer_id is not None
+    name = object_field(body, "name", where, max_length=_NAME)
+    assert name is not None
+    numbers = string_list(body, "numbers", where, max_items=_MAX_NUMBERS, max_length=_RAW_NUMBER)
+    for index, raw in enumerate(numbers):
+        _check_number(raw, f"{where}.numbers[{index}]", region)
+    raw_contacts = body.get("contacts", [])
+    if not isinstance(raw_contacts, list):
+        raise bad("invalid_body", f"{where}.contacts: expected an array of objects")
+    if len(raw_contacts) > _MAX_CONTACTS:
+        raise bad("invalid_body", f"{where}.contacts: more than {_MAX_CONTACTS} items")
+    contacts = []
+    seen: set[str] = set()
+    for index, item in enumerate(raw_contacts):
+        at = f"{where}.contacts[{index}]"
+        contact = expect_object(item, at, ("id", "name", "numbers"))
+        contact_id = object_field(contact, "id", at, max_length=_ID)
+        assert contact_id is not None
+        if contact_id in seen:
+            raise bad("invalid_body", f"{at}.id: {contact_id!r} appears twice")
+        seen.add(contact_id)
+        contact_name = object_field(contact, "name", at, max_length=_NAME)
+        assert contact_name is not None
+        contact_numbers = string_list(
+            contact, "numbers", at, max_items=_MAX_NUMBERS, max_length=_RAW_NUMBER
+        )
+        for n, raw in enumerate(contact_numbers):
+            _check_number(raw, f"{at}.numbers[{n}]", region)
+        contacts.append(ContactRecord(contact_id, contact_name, contact_numbers))
+    return CustomerRecord(customer_id, name, numbers, tuple(contacts))
+
+
+def _committed(request: web.Request, changes: list[Change]) -> dict[str, Any]:
+    request.app[FEED].committed(changes)
+    return {
+        "changed_calls": len({c.id for c in changes}),
+        "last_version": max((c.version for c in changes), default=None),
+    }
+
+
+def _directory_error(exc: DirectoryError) -> ApiError:
+    message = str(exc)
+    if message.startswith("unknown customer"):
+        return ApiError(404, "customer_not_found", message)
+    if "has no contact" in message:
+        return ApiError(404, "contact_not_found", message)
+    return ApiError(422, "invalid_number", message)
+
+
+@routes.put("/api/v1/customers/{customer_id}")
+async def put_customer(request: web.Request) -> web.Response:
+    customer_id = path_text(request, "customer_id", max_length=_ID)
+    Query(request).done()
+    journal = request.app[JOURNAL]
+    body = await read_json(request, limit=_BODY_LIMIT)
+    record = parse_customer(body, "body", journal.region, customer_id=customer_id)
+    try:
+        changes = await journal.upsert_customer(record, time.time())
+    except DirectoryError as exc:
+        raise _directory_error(exc) from None
+    return json_response({"id": customer_id, **_committed(request, changes)})
+
+
+@routes.delete("/api/v1/customers/{customer_id}")
+async def delete_customer(request: web.Request) -> web.Response:
+    customer_id = path_text(request, "customer_id", max_length=_ID)
+    Query(request).done()
+    found, changes = await storage_api.delete_customer(request.app[JOURNAL], customer_id)
+    return json_response({"id": customer_id, "deleted": found, **_committed(request, changes)})
+
+
+@routes.post("/api/v1/customers:import")
+async def import_customers(request: web.Request) -> web.Response:
+    Query(request).done()
+    journal = request.app[JOURNAL]
+    body = await read_json(request, limit=IMPORT_BODY_LIMIT)
+    if not isinstance(body, list):
+        raise bad("invalid_body", "body: expected a JSON array of customers")
+    if len(body) > _MAX_IMPORT:
+        raise bad("invalid_body", f"body: more than {_MAX_IMPORT} customers; send them in parts")
+    records = [
+        parse_customer(item, f"body[{index}]", journal.region, customer_id=None)
+        for index, item in enumerate(body)
+    ]
+    try:
+        changes = await journal.import_customers(records, time.time())
+    except DirectoryError as exc:
+        raise _directory_error(exc) from None
+    return json_response({"imported": len(records), **_committed(request, changes)})
+
+
+def _owner(number: str, owner: NumberOwner | None) -> dict[str, Any]:
+    if owner is None:
+        return {"number": number, "registered": False, "customer": None}
+    contact = None
+    if owner.contact_id is not None:
+        contact = {"id": owner.contact_id, "name": owner.contact_name}
+    return {
+        "number": number,
+        "registered": True,
+        "customer": {"id": owner.customer_id, "name": owner.customer_name, "contact": contact},
+    }
+
+
+def _path_number(request: web.Request, journal: SqlJournal) -> tuple[str, str]:
+    raw = path_text(request, "number", max_length=_RAW_NUMBER)
+    return raw, _check_number(raw, "number", journal.region)
+
+
+@routes.get("/api/v1/numbers/{number}")
+async def get_number(request: web.Request) -> web.Response:
+    journal = request.app[JOURNAL]
+    raw, number = _path_number(request, journal)
+    Query(request).done()
+    return json_response(_owner(number, await journal.lookup_number(raw)))
+
+
+@routes.put("/api/v1/numbers/{number}")
+async def put_number(request: web.Request) -> web.Response:
+    journal = request.app[JOURNAL]
+    raw, number = _path_number(request, journal)
+    Query(request).done()
+    body = expect_object(
+        await read_json(request, limit=_BODY_LIMIT), "body", ("customer_id", "contact_id")
+    )
+    customer_id = object_field(body, "customer_id", "body", max_length=_ID)
+    contact_id = object_field(
+        body, "contact_id", "body", required=False, max_length=_ID, nullable=True
+    )
+    assert customer_id is not None
+    try:
+        changes = await journal.bind_number(raw, customer_id, contact_id)
+    except DirectoryError as exc:
+        raise _directory_error(exc) from None
+    owner = await journal.lookup_number(raw)
+    return json_response({**_owner(number, owner), **_committed(request, changes)})
+
+
+@routes.delete("/api/v1/numbers/{number}")
+async def delete_number(request: web.Request) -> web.Response:
+    journal = request.app[JOURNAL]
+    raw, number = _path_number(request, journal)
+    Query(request).done()
+    try:
+        found, changes = await storage_api.unbind_number(journal, raw)
+    except DirectoryError as exc:
+        raise _directory_error(exc) from None
+    return json_response({"number": number, "unbound": found, **_committed(request, changes)})
+
+
+def _employee(record: EmployeeRecord) -> Mapping[str, Any]:
+    return {"id": record.id, "name": record.name, "extensions": list(record.extensions)}
+
+
+@routes.get("/api/v1/employees")
+async def list_employees(request: web.Request) -> web.Response:
+    Query(request).done()
+    records = await request.app[JOURNAL].employees()
+    return json_response({"items": [_employee(r) for r in records]})
+
+
+@routes.put("/api/v1/employees/{employee_id}")
+async def put_employee(request: web.Request) -> web.Response:
+    employee_id = path_text(request, "employee_id", max_length=_ID)
+    Query(request).done()
+    body = expect_object(
+        await read_json(request, limit=_BODY_LIMIT), "body", ("name", "extensions")
+    )
+    name = object_field(body, "name", "body", max_length=_NAME)
+    assert name is not None
+    extensions = string_list(body, "extensions", "body", max_items=50, max_length=_ID)
+    if any(not e.strip() or e != e.strip() for e in extensions):
+        raise bad("invalid_body", "body.extensions: extensions must not be blank or padded")
+    record = EmployeeRecord(employee_id, name, tuple(sorted(set(extensions))))
+    await request.app[JOURNAL].upsert_employee(record)
+    return json_response(_employee(record))

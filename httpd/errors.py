@@ -1,0 +1,94 @@
+"""JSON errors: ``{"error": {"code", "message"}}`` with a fitting status (DESIGN section 5).
+
+Handlers raise :class:`ApiError`; :func:`error_middleware` turns it, aiohttp's own HTTP
+exceptions (unknown path, wrong method, body too large) and anything unexpected into the same
+JSON shape. An unexpected exception is a bug: it is logged with its traceback and answered
+with a bare 500 that tells the client nothing about the internals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+__all__ = ["ApiError", "error_body", "error_middleware", "json_response"]
+
+log = structlog.get_logger("pbxjournal.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+}
+
+
+class ApiError(Exception):
+    """A request the API refuses: status, a stable machine code and a human message."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def json_response(data: Any, *, status: int = 200, headers: Any = None) -> web.Response:
+    return web.json_response(data, status=status, headers=headers, dumps=_dumps)
+
+
+def _dumps(data: Any) -> str:
+    import json
+
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def _from_http_exception(exc: web.HTTPException) -> web.Response:
+    code = _HTTP_CODES.get(exc.status, "bad_request" if exc.status < 500 else "internal_error")
+    message = exc.reason
+    if exc.status == 405:
+        allowed = exc.headers.get("Allow", "")
+        message = f"method not allowed here; allowed: {allowed}"
+    elif exc.status == 404:
+        message = "no such endpoint"
+    elif exc.status == 413:
+        message = "request body too large"
+    headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "WWW-Authenticate")}
+    return json_response(error_body(code, message), status=exc.status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return json_response(
+            error_body(exc.code, exc.message), status=exc.status, headers=exc.headers
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise  # redirects and the like are answers, not errors
+        return _from_http_exception(exc)
+    except Exception:
+        log.exception("unhandled error", method=request.method, path=request.path)
+        return json_response(
+            error_body("internal_error", "internal error; the server log has the details"),
+            status=500,
+        )

@@ -1,0 +1,92 @@
+"""``/healthz``, ``/metrics``, ``/live`` and ``/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from connector.live import LiveConversation
+from httpd.errors import json_response
+from httpd.keys import HEALTH, JOURNAL, LIVE, METRICS, SETTINGS
+from httpd.metrics import CONTENT_TYPE
+from httpd.openapi import document
+from httpd.params import Query
+from storage.journal import EmployeeDirectory, format_time
+from storage.numbers import normalize_number
+from storage.queries import load_employee_directory
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    healthy, body = await request.app[HEALTH].check()
+    return json_response(body, status=200 if healthy else 503)
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    Query(request).done()
+    response = web.Response(body=request.app[METRICS].render())
+    response.headers["Content-Type"] = CONTENT_TYPE
+    return response
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    Query(request).done()
+    return json_response(document())
+
+
+async def _live_item(
+    request: web.Request, live: LiveConversation, employees: EmployeeDirectory
+) -> dict[str, Any]:
+    settings = request.app[SETTINGS]
+    journal = request.app[JOURNAL]
+    tz = settings.pbx.tz
+    number = normalize_number(live.number, journal.region) if live.number else None
+    customer = None
+    if number is not None:
+        owner = await journal.lookup_number(number)
+        if owner is not None:
+            contact = None
+            if owner.contact_id is not None:
+                contact = {"id": owner.contact_id, "name": owner.contact_name}
+            customer = {"id": owner.customer_id, "name": owner.customer_name, "contact": contact}
+    return {
+        "linkedid": live.id,
+        "started_at": format_time(live.started_at, tz),
+        "answered_at": format_time(live.answered_at, tz),
+        "direction": live.direction.value,
+        "state": live.state,
+        "number": number,
+        "number_raw": live.number,
+        "customer": customer,
+        "employees": [
+            {
+                "id": employees.get(p.extension).id,
+                "extension": p.extension,
+                "name": employees.get(p.extension).name,
+                "state": p.state,
+                "since": format_time(p.since, tz),
+            }
+            for p in live.participants
+        ],
+    }
+
+
+@routes.get("/api/v1/live")
+async def live_calls(request: web.Request) -> web.Response:
+    Query(request).done()
+    source = request.app[LIVE]
+    if source is None:
+        return json_response({"available": False, "items": []})
+    conversations = list(source())
+    journal = request.app[JOURNAL]
+    async with journal.database.sessions() as session:
+        employees = await load_employee_directory(session)
+    items = [await _live_item(request, c, employees) for c in conversations]
+    return json_response({"available": True, "items": items})
