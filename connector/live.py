@@ -41,7 +41,8 @@ class LiveConversation:
     direction: Direction
     #: The external party's number as the PBX presents it (None for internal calls).
     number: str | None
-    #: ``talking`` when an employee is connected to the counterpart now, else ``ringing``.
+    #: ``talking`` when an employee is connected to the counterpart now, else ``ringing``
+    #: while a phone rings, else ``waiting`` (an IVR, a queue's music, a transfer between).
     state: str
     answered_at: float | None
     participants: tuple[LiveParticipant, ...]
@@ -94,7 +95,7 @@ def snapshot(assembler: CallAssembler) -> list[LiveConversation]:
                 started_at=conversation.started_at,
                 direction=direction,
                 number=assembler._external_number(direction, counterparts),
-                state="talking" if talking else "ringing",
+                state="talking" if talking else "ringing" if ringing else "waiting",
                 answered_at=answered,
                 participants=tuple(people),
             )

@@ -96,9 +96,9 @@ def journal_filter(request: web.Request) -> tuple[JournalFilter, int, str | None
     attention = query.boolean("attention")
     internal = InternalCalls(query.choice("internal", ("hide", "show", "only"), default="hide"))
     employee = query.text("employee", max_length=64) or None
-    search = query.text("q", max_length=MAX_QUERY) or None
+    search = query.text("q", max_length=MAX_QUERY, allow_empty=True) or None
     limit = query.integer("limit", default=50, low=1, high=MAX_LIMIT)
-    cursor = query.text("cursor", max_length=200) or None
+    cursor = query.text("cursor", max_length=200, allow_empty=True) or None
     query.done()
     if cursor is not None:
         _check_cursor(cursor)

@@ -348,7 +348,7 @@ _SCHEMAS: dict[str, Any] = {
             "started_at": _TIME,
             "answered_at": _NULLABLE_TIME,
             "direction": {"enum": ["incoming", "outgoing", "internal"]},
-            "state": {"enum": ["ringing", "talking"]},
+            "state": {"enum": ["ringing", "talking", "waiting"]},
             "number": _NULLABLE_STRING,
             "number_raw": _NULLABLE_STRING,
             "customer": _ref("Customer"),
@@ -381,6 +381,12 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 _KINDS = ["incoming", "outgoing", "missed", "lost"]
+#: 2026-11-28, 2026-11-28T09:00, 2026-11-28T09:00:00+03:00, 2026-11-28T06:00:00Z
+_WHEN = {
+    "type": "string",
+    "maxLength": 40,
+    "pattern": r"^\d{4}-\d{2}-\d{2}([T ][0-9:.]+(Z|[+-][0-9:]+)?)?$",
+}
 
 
 def _calls_parameters() -> list[dict[str, Any]]:
@@ -389,13 +395,13 @@ def _calls_parameters() -> list[dict[str, Any]]:
         _param(
             "from",
             "query",
-            {"type": "string", "maxLength": 40, "format": "date"},
+            _WHEN,
             "Calls started at or after: ISO date or datetime (PBX local time unless offset)",
         ),
         _param(
             "to",
             "query",
-            {"type": "string", "maxLength": 40, "format": "date"},
+            _WHEN,
             "Calls started before; a date includes that whole day",
         ),
         _param(

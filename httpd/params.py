@@ -76,12 +76,22 @@ class Query:
         self._read.add(name)
         return self._query.getall(name, [])
 
-    def text(self, name: str, *, max_length: int = 200, default: str | None = None) -> str | None:
+    def text(
+        self,
+        name: str,
+        *,
+        max_length: int = 200,
+        default: str | None = None,
+        allow_empty: bool = False,
+    ) -> str | None:
+        """The parameter's one value; an empty value is refused unless ``allow_empty``."""
         values = self._values(name)
         if not values:
             return default
         if len(values) > 1:
             raise bad("invalid_parameter", f"{name}: given {len(values)} times, expected once")
+        if values[0] == "" and not allow_empty:
+            raise bad("invalid_parameter", f"{name}: empty; leave the parameter out instead")
         return check_text(values[0], name, max_length=max_length, allow_empty=True)
 
     def integer(self, name: str, *, default: int, low: int, high: int) -> int:
@@ -136,8 +146,6 @@ class Query:
             check_text(value, name, max_length=200, allow_empty=True)
             for raw in value.split(","):
                 word = raw.strip()
-                if not word:
-                    continue
                 if word not in allowed:
                     raise bad(
                         "invalid_parameter",
