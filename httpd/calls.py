@@ -215,6 +215,7 @@ async def get_changes(request: web.Request) -> web.Response:
     journal = request.app[JOURNAL]
     feed = request.app[FEED]
     deadline = time.monotonic() + wait
+    woke = False
     while True:
         async with journal.database.sessions() as session:
             entries, last = await changes(session, since, limit)
@@ -222,8 +223,13 @@ async def get_changes(request: web.Request) -> web.Response:
         remaining = deadline - time.monotonic()
         if entries or remaining <= 0:
             break
+        if woke:
+            # Told of a version this read did not see (another process's commit on its way):
+            # a moment before looking again, never a busy loop.
+            await asyncio.sleep(0.01)
         feed.advance(last)
-        if not await feed.wait_beyond(last, remaining):
+        woke = await feed.wait_beyond(last, remaining)
+        if not woke:
             break
     items = [render(request, e, employees) for e in entries] if employees is not None else []
     return json_response({"items": items, "last_version": last})

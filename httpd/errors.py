@@ -2,8 +2,11 @@
 
 Handlers raise :class:`ApiError`; :func:`error_middleware` turns it, aiohttp's own HTTP
 exceptions (unknown path, wrong method, body too large) and anything unexpected into the same
-JSON shape. An unexpected exception is a bug: it is logged with its traceback and answered
-with a bare 500 that tells the client nothing about the internals.
+JSON shape. A database that cannot be reached (connection refused, locked past its timeout)
+is a 503 ``database_unavailable`` with ``Retry-After``: the request was fine. Anything else
+unexpected is a bug: it is logged with its traceback (the route template, never the path,
+which may hold a phone number) and answered with a bare 500 that tells the client nothing
+about the internals.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 __all__ = ["ApiError", "error_body", "error_middleware", "json_response"]
 
@@ -86,9 +90,33 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise  # redirects and the like are answers, not errors
         return _from_http_exception(exc)
-    except Exception:
-        log.exception("unhandled error", method=request.method, path=request.path)
+    except (OSError, DBAPIError) as exc:
+        if (
+            isinstance(exc, DBAPIError)
+            and not exc.connection_invalidated
+            and not isinstance(exc, OperationalError | InterfaceError)
+        ):
+            log.exception("database error", method=request.method, route=_route(request))
+            return _internal()
+        # The database is down or locked past its timeout: the request was fine, retry later.
+        log.warning("database unavailable", route=_route(request), error=type(exc).__name__)
         return json_response(
-            error_body("internal_error", "internal error; the server log has the details"),
-            status=500,
+            error_body("database_unavailable", "the journal database is unavailable; retry"),
+            status=503,
+            headers={"Retry-After": "5"},
         )
+    except Exception:
+        log.exception("unhandled error", method=request.method, route=_route(request))
+        return _internal()
+
+
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def _internal() -> web.Response:
+    return json_response(
+        error_body("internal_error", "internal error; the server log has the details"),
+        status=500,
+    )

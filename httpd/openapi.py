@@ -48,6 +48,7 @@ def _error(description: str) -> dict[str, Any]:
 _ERRORS = {
     "400": _error("Invalid parameter or body: the message names it"),
     "401": _error("No or wrong credentials"),
+    "503": _error("database_unavailable: the journal database cannot be reached; retry"),
 }
 _NOT_FOUND = {"404": _error("Not found (the code says what)")}
 _BODY_ERRORS = {

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -201,3 +204,61 @@ async def test_openapi_document_matches_the_running_app(make_api: Maker) -> None
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "path":
                     assert "{" + parameter["name"] + "}" in path
+
+
+async def test_an_unexpected_exception_is_a_logged_json_500(make_api: Maker) -> None:
+    # The app is built unfrozen: a route that fails as a bug would stands in for one.
+    async def broken(request: web.Request) -> web.Response:
+        raise ZeroDivisionError("a bug")
+
+    api = await make_api()
+    api.app.router._frozen = False
+    api.app.router.add_get("/api/v1/broken", broken)
+    with structlog.testing.capture_logs() as logs:
+        error = await api.get("/api/v1/broken", status=500)
+    assert error == {
+        "error": {
+            "code": "internal_error",
+            "message": "internal error; the server log has the details",
+        }
+    }
+    (logged,) = [e for e in logs if e["event"] == "unhandled error"]
+    assert logged["log_level"] == "error" and logged["route"] == "/api/v1/broken"
+
+
+def _replace_with_a_directory(path: str) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(path + suffix).unlink(missing_ok=True)
+    Path(path).mkdir()  # not a database file any more: connecting fails
+
+
+async def test_a_database_that_is_gone_is_a_503_not_a_500(make_api: Maker) -> None:
+    api = await make_api()
+    path = api.journal.database.url.removeprefix("sqlite+aiosqlite:///")
+    await api.journal.database.dispose()
+    _replace_with_a_directory(path)
+    error = await api.get("/api/v1/calls", status=503)
+    assert error["error"]["code"] == "database_unavailable"
+    health = await api.get("/healthz", headers={}, status=503)
+    assert health["database"]["writable"] is False
+
+
+async def test_bodies_over_their_limit_are_413(make_api: Maker) -> None:
+    api = await make_api()
+    big = {"text": "x" * (70 * 1024)}
+    error = await api.put("/api/v1/calls/1/comment", big, status=413)
+    assert error["error"]["code"] == "body_too_large"
+    empty = await api.call("PUT", "/api/v1/employees/e", data=b"", status=400)
+    assert empty["error"]["code"] == "invalid_body"
+
+
+async def test_shutdown_releases_waiting_long_polls(make_api: Maker) -> None:
+    api = await make_api()
+    version = (await api.get("/api/v1/changes", params={"limit": 1000}))["last_version"]
+    waiting = asyncio.create_task(api.get("/api/v1/changes", params={"since": version, "wait": 30}))
+    await asyncio.sleep(0.3)
+    began = time.perf_counter()
+    await api.app.shutdown()
+    page = await asyncio.wait_for(waiting, 5)
+    assert page == {"items": [], "last_version": version}
+    assert time.perf_counter() - began < 1
