@@ -110,12 +110,11 @@ def _committed(request: web.Request, changes: list[Change]) -> dict[str, Any]:
 
 
 def _directory_error(exc: DirectoryError) -> ApiError:
-    message = str(exc)
-    if message.startswith("unknown customer"):
-        return ApiError(404, "customer_not_found", message)
-    if "has no contact" in message:
-        return ApiError(404, "contact_not_found", message)
-    return ApiError(422, "invalid_number", message)
+    if isinstance(exc, storage_api.UnknownCustomer):
+        return ApiError(404, "customer_not_found", str(exc))
+    if isinstance(exc, storage_api.UnknownContact):
+        return ApiError(404, "contact_not_found", str(exc))
+    return ApiError(422, "invalid_number", str(exc))
 
 
 @routes.put("/api/v1/customers/{customer_id}")
@@ -200,7 +199,7 @@ async def put_number(request: web.Request) -> web.Response:
     )
     assert customer_id is not None
     try:
-        changes = await journal.bind_number(raw, customer_id, contact_id)
+        changes = await storage_api.bind_number(journal, raw, customer_id, contact_id)
     except DirectoryError as exc:
         raise _directory_error(exc) from None
     owner = await journal.lookup_number(raw)

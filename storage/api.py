@@ -8,9 +8,47 @@ they add what the API must tell 1C: whether the thing to delete existed.
 from __future__ import annotations
 
 from storage import directory
+from storage.directory import DirectoryError
+from storage.models import Contact, Customer
 from storage.store import Change, SqlJournal
 
-__all__ = ["delete_customer", "unbind_number"]
+__all__ = [
+    "UnknownContact",
+    "UnknownCustomer",
+    "bind_number",
+    "delete_customer",
+    "unbind_number",
+]
+
+
+class UnknownCustomer(DirectoryError):
+    """No customer has this id."""
+
+
+class UnknownContact(DirectoryError):
+    """The customer has no contact person with this id."""
+
+
+async def bind_number(
+    journal: SqlJournal, number: str, customer_id: str, contact_id: str | None = None
+) -> list[Change]:
+    """``SqlJournal.bind_number``, telling an unknown customer or contact by its type."""
+    async with journal.transaction() as tx:
+        if await tx.session.get(Customer, customer_id) is None:
+            raise UnknownCustomer(f"unknown customer {customer_id!r}")
+        if contact_id is not None:
+            contact = await tx.session.get(Contact, contact_id)
+            if contact is None or contact.customer_id != customer_id:
+                raise UnknownContact(f"customer {customer_id!r} has no contact {contact_id!r}")
+        await directory.bind_number(
+            tx.session,
+            number,
+            customer_id=customer_id,
+            contact_id=contact_id,
+            region=journal.region,
+            bump=tx.bump,
+        )
+        return sorted(tx.changes)
 
 
 async def delete_customer(journal: SqlJournal, customer_id: str) -> tuple[bool, list[Change]]:
