@@ -935,7 +935,10 @@ class CallAssembler:
             )
 
     def _on_shutdown(self, event: AmiEvent) -> None:
-        self._out.extend(self.close_all(event.time))
+        # close_all hands over what _out held and starts a new list: evaluating
+        # ``self._out.extend`` before it ran would put the calls into the discarded one.
+        finished = self.close_all(event.time)
+        self._out.extend(finished)
 
     # -- who talks with whom ------------------------------------------------------------
 

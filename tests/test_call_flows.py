@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from connector.assembly import Direction, FinishedCall, Role
+from connector.events import AmiEvent
 from tests.scenarios import (
     assemble,
     assemble_capture,
@@ -18,6 +19,7 @@ from tests.scenarios import (
     events_of,
     expected,
     match_calls,
+    new_assembler,
 )
 
 
@@ -177,6 +179,30 @@ def test_pbx_restart_capture_leaves_nothing_open() -> None:
     replay = assemble_capture("00-connect-and-reconnect")
     assert replay.calls == []
     assert replay.assembler.open_conversations == 0
+
+
+def test_calls_up_when_the_pbx_shuts_down_end_there_marked_approximate() -> None:
+    events = list(events_of(capture("01-incoming-answered-direct").read_bytes()))
+    answered = next(
+        i
+        for i, e in enumerate(events)
+        if e.name == "BridgeEnter" and e.get("Channel").startswith("IAX2/provider")
+    )
+    shutdown_at = events[answered].time + 2.0
+    shutdown = AmiEvent(
+        name="Shutdown",
+        time=shutdown_at,
+        headers={"Event": "Shutdown", "Shutdown": "Cleanly", "Restart": "True"},
+        timestamped=True,
+    )
+    assembler = new_assembler()
+    for event in events[: answered + 1]:
+        assert assembler.feed(event, event.time) == []
+    (call,) = assembler.feed(shutdown, shutdown_at)
+    assert call.approximate_end and call.ended_at == shutdown_at
+    assert call.employees_answered == ("101",)
+    assert assembler.open_conversations == 0
+    assert assembler.expire(shutdown_at + 60) == []
 
 
 def test_an_originate_that_leads_nowhere_leaves_no_ghost_row() -> None:
