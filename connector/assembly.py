@@ -533,20 +533,12 @@ class CallAssembler:
         stamped = AmiEvent(
             name=snapshot.name, time=started, headers=snapshot.headers, timestamped=False
         )
-        channel = self._adopt(
+        return self._adopt(
             snapshot.get("Uniqueid"),
             snapshot.get("Channel"),
             snapshot.get("Linkedid") or snapshot.get("Uniqueid"),
             stamped,
         )
-        application = snapshot.get("Application").lower()
-        # Asterisk names a dialled channel's application AppDial (AppDial2/AppDialX for
-        # originated legs) or AppQueue: it did not place the call.
-        if application.startswith(("appdial", "appqueue")):
-            channel.dialled = True
-            if channel.kind is ChannelKind.PHONE:
-                self._mark_rang(channel, started)
-        return channel
 
     def _apply_snapshot(self, channel: _Channel, snapshot: AmiEvent, now: float) -> None:
         linkedid = snapshot.get("Linkedid")
@@ -554,6 +546,20 @@ class CallAssembler:
             channel.linkedid = linkedid
             self._join_linkedid(channel.conversation, linkedid)
         channel.state = snapshot.get("ChannelStateDesc") or channel.state
+        if not channel.caller_num:
+            # As from NewCallerid: a dialled trunk shows the number it calls from then on.
+            channel.caller_num = snapshot.get("CallerIDNum")
+        # Asterisk names a dialled channel's application AppDial (AppDial2/AppDialX for
+        # originated legs) or AppQueue: it did not place the call. That holds for a channel
+        # we knew too, whose DialBegin went unheard during the outage: it rang from its
+        # creation on, as far as we can tell.
+        application = snapshot.get("Application").lower()
+        if application.startswith(("appdial", "appqueue")) and not channel.dialled:
+            channel.dialled = True
+            if channel.kind is ChannelKind.PHONE:
+                self._mark_rang(channel, channel.created_at)
+            elif channel.rang_at is None:
+                channel.rang_at = channel.created_at
         bridge = snapshot.get("BridgeId")
         if bridge != (channel.bridge or ""):
             self._leave_bridge(channel)

@@ -150,3 +150,48 @@ async def test_call_in_progress_when_the_daemon_starts_is_adopted(tmp_path: Path
     assert [(p.extension, p.role.value) for p in call.participants] == [("101", "answered")]
     assert not call.approximate_end
     assert len(entry.recordings) == 1  # from Status' MIXMONITOR_FILENAME
+
+
+async def test_a_known_channel_dialled_during_an_outage_does_not_become_the_caller(
+    tmp_path: Path,
+) -> None:
+    # Click-to-call: 101 answered, then the trunk channel is created and the Dial to it
+    # happens while nobody listens. The channel list shows it as AppDial: it was called.
+    slug = "18-click-to-call-originate"
+    pbx = FakePbx([capture(slug)], speed=0)
+    pbx.hold_when(
+        lambda m: m.event == "Newchannel" and m.first("Channel").startswith("IAX2/provider")
+    )
+    port = await pbx.start()
+    with capture_logs() as logs:
+        daemon = Daemon(daemon_settings(port, tmp_path / "journal.sqlite3", [slug]))
+        committed = Committed(daemon)
+        runner = asyncio.create_task(daemon.run())
+        try:
+            await asyncio.wait_for(pbx.wait_held(), 10)
+            await asyncio.sleep(0.2)
+            pbx.drop()
+            pbx.discard_until(
+                lambda m: (
+                    m.event == "DialBegin" and m.first("DestChannel").startswith("IAX2/provider")
+                ),
+                then_hold=True,
+            )
+            pbx.release()
+            # The daemon logs in again and looks while the customer's phone rings.
+            await wait_for_log(logs, "AMI resync", 2)
+            pbx.release()
+            await committed.wait_for(1)
+        finally:
+            daemon.stop()
+            await asyncio.wait_for(runner, 10)
+            await pbx.close()
+    assert pbx.events_lost > 0
+    resync = [line for line in logs if line["event"] == "AMI resync"][-1]
+    assert resync["live_channels"] == 4  # the Local pair, 101 and the trunk
+    (entry,) = committed.entries
+    call = entry.call
+    assert call.direction.value == "outgoing"
+    assert call.employees_answered == ("101",)
+    assert call.external_number is not None and call.external_number.endswith("9857001234")
+    assert not call.approximate_end
