@@ -68,6 +68,8 @@ class _Resync:
 
     lost_since: float | None
     uptime: float | None
+    #: The PBX announced a Shutdown before the session ended.
+    shut_down: bool = False
     action_ids: set[str] = field(default_factory=set)
     channels: list[AmiEvent] = field(default_factory=list)
     variables: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -122,6 +124,9 @@ class Daemon:
         self._stop = asyncio.Event()
         #: PBX time of the last disconnect, until the next resync has used it.
         self._lost_since: float | None = None
+        #: A ``Shutdown`` event arrived since the last complete resync: whatever the
+        #: outage's length, the PBX that answers next has restarted.
+        self._shut_down = False
         self._resync: _Resync | None = None
 
     def handle(self, event: AmiEvent) -> None:
@@ -130,6 +135,14 @@ class Daemon:
             self._take_snapshot(resync, event)
             return
         self._clock.observe(event)
+        if event.name == "Shutdown":
+            self._shut_down = True
+            log.warning(
+                "PBX shutting down",
+                shutdown=event.get("Shutdown"),
+                restart=event.get("Restart"),
+                open_conversations=self.assembler.open_conversations,
+            )
         now = self._clock.now()
         self._submit(
             self.assembler.feed(event, event.time if now is None else max(now, event.time))
@@ -280,7 +293,7 @@ class Daemon:
             return
         channels_id = _next_action_id("resync-channels")
         status_id = _next_action_id("resync-status")
-        resync = _Resync(lost_since=self._lost_since, uptime=uptime)
+        resync = _Resync(lost_since=self._lost_since, uptime=uptime, shut_down=self._shut_down)
         resync.action_ids.update((channels_id, status_id))
         self._resync = resync
         try:
@@ -312,12 +325,12 @@ class Daemon:
                 open_channels_before=before,
                 open_channels=self.assembler.open_channels,
                 calls_closed=len(closed),
-                pbx_restarted=resync.uptime is not None
-                and outage is not None
-                and resync.uptime < outage,
+                pbx_restarted=resync.shut_down
+                or (resync.uptime is not None and outage is not None and resync.uptime < outage),
                 outage_seconds=None if outage is None else round(outage, 3),
             )
             self._lost_since = None
+            self._shut_down = False
             self._submit(closed)
         elif event.name == "StatusComplete":
             self.assembler.adopt_recordings(resync.variables, self._pbx_now())
