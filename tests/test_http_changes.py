@@ -84,8 +84,11 @@ async def test_every_bumped_row_comes_exactly_once(engine: str, make_api: Maker)
     assert await drain(api, newest) == ([], newest)
 
 
-async def test_binding_a_number_changes_the_rows_customer_and_versions(make_api: Maker) -> None:
-    api = await make_api()
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_binding_a_number_changes_the_rows_customer_and_versions(
+    engine: str, make_api: Maker
+) -> None:
+    api = await make_api(engine)
     before = {c["id"]: c for c in await api.calls(q="79265550011", internal="show")}
     assert len(before) == 2 and all(c["customer"]["id"] == "c-1" for c in before.values())
     await api.put(
@@ -148,8 +151,9 @@ async def test_binding_errors_name_the_problem(make_api: Maker) -> None:
     assert not_json["error"]["code"] == "invalid_json"
 
 
-async def test_customers_upsert_delete_and_idempotent_import(make_api: Maker) -> None:
-    api = await make_api()
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_customers_upsert_delete_and_idempotent_import(engine: str, make_api: Maker) -> None:
+    api = await make_api(engine)
     directory = [
         {
             "id": "c-10",
@@ -223,8 +227,11 @@ async def test_employees_directory(make_api: Maker) -> None:
     assert {c["id"] for c in found} == {c["id"] for c in mine}
 
 
-async def test_cursor_pages_neither_repeat_nor_skip_while_calls_arrive(make_api: Maker) -> None:
-    api = await make_api()
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_cursor_pages_neither_repeat_nor_skip_while_calls_arrive(
+    engine: str, make_api: Maker
+) -> None:
+    api = await make_api(engine)
     present = {c["id"] for c in await api.calls(internal="show")}
     seen: list[int] = []
     cursor = None
@@ -246,8 +253,9 @@ async def test_cursor_pages_neither_repeat_nor_skip_while_calls_arrive(make_api:
     assert present <= set(seen), "a row was skipped"
 
 
-async def test_long_poll_wakes_within_100_ms_of_a_new_call(make_api: Maker) -> None:
-    api = await make_api()
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_long_poll_wakes_within_100_ms_of_a_new_call(engine: str, make_api: Maker) -> None:
+    api = await make_api(engine)
     _, last = await drain(api)
 
     async def poll() -> tuple[dict[str, Any], float]:
