@@ -316,6 +316,8 @@ class CallAssembler:
         #: Conversations changed, and keys merged away, since :meth:`take_changes`.
         self._dirty: set[str] = set()
         self._gone: set[str] = set()
+        #: Conversations opened and never handed out by :meth:`take_changes` since.
+        self._new: set[str] = set()
         self.stats = AssemblerStats()
         self._handlers: Mapping[str, Callable[[AmiEvent], None]] = {
             "Newchannel": self._on_newchannel,
@@ -479,22 +481,32 @@ class CallAssembler:
 
     # -- persistence: open conversations survive a restart of the daemon ------------------
 
-    def take_changes(self) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    def take_changes(self, *, new_only: bool = False) -> tuple[dict[str, dict[str, Any]], set[str]]:
         """The state of every open conversation changed since the last call, and the keys
         of conversations merged into others since then (their saved state is obsolete).
-        Finished conversations are neither: their row replaces their saved state."""
+        Finished conversations are neither: their row replaces their saved state.
+
+        ``new_only`` hands out only the conversations opened since they were last handed
+        out, and no keys: a restart can lose a conversation the database has never seen
+        altogether, so the writer saves those sooner than the rest.
+        """
+        if new_only:
+            keys = self._new & self._conversations.keys()
+            self._new = set()
+            self._dirty -= keys
+            return {k: _export(self._conversations[k], self._bridge_types) for k in keys}, set()
         states = {
             key: _export(self._conversations[key], self._bridge_types)
             for key in self._dirty
             if key in self._conversations
         }
         gone = self._gone
-        self._dirty, self._gone = set(), set()
+        self._dirty, self._gone, self._new = set(), set(), set()
         return states, gone
 
     def export_all(self) -> dict[str, dict[str, Any]]:
         """Every open conversation's state (at shutdown)."""
-        self._dirty, self._gone = set(), set()
+        self._dirty, self._gone, self._new = set(), set(), set()
         return {key: _export(c, self._bridge_types) for key, c in self._conversations.items()}
 
     def restore(self, states: Iterable[Mapping[str, Any]]) -> int:
@@ -613,6 +625,7 @@ class CallAssembler:
             self._conversations[linkedid] = conversation
             self._by_linkedid[linkedid] = conversation
             conversation.linkedids.add(linkedid)
+            self._new.add(linkedid)
             self.stats.conversations_opened += 1
         kind, endpoint = self.classifier.classify(name)
         channel = _Channel(
@@ -686,6 +699,7 @@ class CallAssembler:
         a.approximate_end = a.approximate_end or b.approximate_end
         del self._conversations[b.key]
         self._dirty.discard(b.key)
+        self._new.discard(b.key)
         self._gone.add(b.key)
         self._dirty.add(a.key)
         # The counterpart may have changed with the union (a pickup brings a phone that
@@ -1174,6 +1188,7 @@ class CallAssembler:
                 del self._by_linkedid[linkedid]
         self._conversations.pop(conversation.key, None)
         self._dirty.discard(conversation.key)
+        self._new.discard(conversation.key)
         # Bridges emptied by this conversation and never destroyed must not pile up.
         for bridge in [b for b, members in self._bridges.items() if not members]:
             del self._bridges[bridge]

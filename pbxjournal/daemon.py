@@ -171,6 +171,7 @@ class Daemon:
                 open_changes=self.assembler.take_changes,
                 open_all=self.assembler.export_all,
                 open_prefix=self._open_prefix,
+                open_new=lambda: self.assembler.take_changes(new_only=True),
             )
             self.writer = writer
             async with asyncio.TaskGroup() as tasks:

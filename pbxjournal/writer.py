@@ -18,7 +18,11 @@ The writer also settles attention windows: it sleeps until the journal's next wi
 And it keeps the open conversations in the database, so that a restart of the daemon loses no
 call in progress: every ``persist_interval`` it saves the conversations that changed, and the
 state of a conversation is deleted in the very transaction that writes its row. Both happen in
-this one task, so a saved state can never outlive the row that replaced it.
+this one task, so a saved state can never outlive the row that replaced it. A conversation the
+database has never seen is saved sooner, within ``persist_new_interval``: killed before that,
+the daemon would not even know after its restart that the call existed, and a short call that
+ended meanwhile would be lost; an older one only loses its latest changes, which the
+resynchronisation after the restart settles.
 """
 
 from __future__ import annotations
@@ -73,6 +77,8 @@ class JournalWriter:
         open_all: Callable[[], dict[str, dict[str, Any]]] | None = None,
         open_prefix: str = "",
         persist_interval: float = 2.0,
+        open_new: OpenChanges | None = None,
+        persist_new_interval: float = 0.25,
     ) -> None:
         self.journal = journal
         self.finder = finder
@@ -86,6 +92,8 @@ class JournalWriter:
         self.open_all = open_all
         self.open_prefix = open_prefix
         self.persist_interval = persist_interval
+        self.open_new = open_new
+        self.persist_new_interval = persist_new_interval
         self._persist_everything = False
         self.stats = WriterStats()
         self._pending: deque[FinishedCall] = deque()
@@ -139,10 +147,15 @@ class JournalWriter:
         failures = 0
         loop = asyncio.get_running_loop()
         next_persist = loop.time() + self.persist_interval
+        next_new = loop.time() + self.persist_new_interval
         while True:
             if loop.time() >= next_persist:
                 await self._persist_open()
                 next_persist = loop.time() + self.persist_interval
+                next_new = loop.time() + self.persist_new_interval
+            elif self.open_new is not None and loop.time() >= next_new:
+                await self._persist_open(new_only=True)
+                next_new = loop.time() + self.persist_new_interval
             if not self._pending:
                 if self._closing:
                     self._persist_everything = True
@@ -151,8 +164,9 @@ class JournalWriter:
                     return
                 self._idle.set()
                 self._wake.clear()
+                wake_at = next_persist if self.open_new is None else min(next_persist, next_new)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(0.0, next_persist - loop.time()))
+                    await asyncio.wait_for(self._wake.wait(), max(0.0, wake_at - loop.time()))
                 continue
             batch = [self._pending[i] for i in range(min(self.max_batch, len(self._pending)))]
             try:
@@ -202,11 +216,16 @@ class JournalWriter:
             else (),
         )
 
-    async def _persist_open(self) -> None:
-        """Save the open conversations that changed (all of them at shutdown)."""
+    async def _persist_open(self, *, new_only: bool = False) -> None:
+        """Save the open conversations that changed (all of them at shutdown), or only
+        those the database has never seen."""
         if self.open_changes is None:
             return
-        if self._persist_everything and self.open_all is not None:
+        if new_only:
+            if self.open_new is None or self._persist_everything:
+                return  # the next full round saves everything anyway
+            states, gone = self.open_new()
+        elif self._persist_everything and self.open_all is not None:
             self.open_changes()  # reset the change tracking: everything is saved below
             states, gone = self.open_all(), set[str]()
         else:

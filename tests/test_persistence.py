@@ -128,3 +128,62 @@ async def test_call_in_progress_survives_a_daemon_restart(tmp_path: Path, how: s
     assert entry.call == expected_call  # as if the daemon had never stopped
     assert "open conversations restored" in [line["event"] for line in logs]
     assert entry.id == 1
+
+
+def test_a_new_conversation_is_handed_out_once_for_the_quick_save() -> None:
+    events = list(events_of(capture("13-incoming-pickup-by-105").read_bytes()))
+    assembler = new_assembler()
+    first = next(i for i, e in enumerate(events) if e.name == "Newchannel")
+    for event in events[: first + 1]:
+        assembler.feed(event, event.time)
+    states, gone = assembler.take_changes(new_only=True)
+    assert list(states) == ["1795837553.56"] and gone == set()
+    # Saved: no longer new, and not changed since.
+    assert assembler.take_changes(new_only=True) == ({}, set())
+    assert assembler.take_changes() == ({}, set())
+    for event in events[first + 1 :]:
+        assembler.feed(event, event.time)
+        states, _ = assembler.take_changes(new_only=True)
+        # Only the picker's own conversation is ever new again (before it is merged).
+        assert set(states) <= {"1795837557.58"}
+
+
+async def test_a_call_the_daemon_saw_begin_just_before_it_died_is_not_lost(
+    tmp_path: Path,
+) -> None:
+    # Killed well before the 2 s save of changed conversations: the quick save of new ones
+    # (every 0.25 s) is what lets the next run know the call, which ends while it is down.
+    slug = "01-incoming-answered-direct"
+    database = tmp_path / "journal.sqlite3"
+    pbx = FakePbx([capture(slug)], speed=0)
+    pbx.hold_when(lambda m: m.event == "BridgeEnter" and m.first("Channel").startswith("IAX2/p"))
+    await pbx.start()
+    first = Daemon(daemon_settings(pbx.port, database, [slug]))
+    runner = asyncio.create_task(first.run())
+    began = asyncio.get_running_loop().time()
+    await asyncio.wait_for(pbx.wait_held(), 10)
+    for _ in range(100):
+        if first.journal is not None and await first.journal.load_open():
+            break
+        await asyncio.sleep(0.02)
+    assert first.journal is not None and await first.journal.load_open()
+    assert asyncio.get_running_loop().time() - began < 1.5
+    runner.cancel()  # as abrupt as SIGKILL within one process
+    await asyncio.gather(runner, return_exceptions=True)
+    pbx.drop()
+    pbx.discard_until(lambda m: m.event == "Hangup" and m.first("Channel").startswith("IAX2/101"))
+    second = Daemon(daemon_settings(pbx.port, database, [slug]))
+    committed = Committed(second)
+    runner = asyncio.create_task(second.run())
+    try:
+        pbx.release()
+        await committed.wait_for(1)
+    finally:
+        second.stop()
+        await asyncio.wait_for(runner, 10)
+        await pbx.close()
+    (entry,) = committed.entries
+    (expected_call,) = assemble_capture(slug).calls
+    assert entry.call.conversation_id == expected_call.conversation_id
+    assert entry.call.approximate_end  # it ended while nobody listened
+    assert second.assembler.open_conversations == 0
