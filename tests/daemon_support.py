@@ -28,6 +28,10 @@ def daemon_settings(
         "PBXJOURNAL_STORAGE__URL": f"sqlite+aiosqlite:///{database}",
         "PBXJOURNAL_RECORDINGS__DIRECTORIES": json.dumps([str(RECORDINGS / s) for s in slugs]),
         "PBXJOURNAL_LOG__NUMBERS": "full",
+        "PBXJOURNAL_HTTP__LISTEN": "127.0.0.1:0",
+        "PBXJOURNAL_HTTP__CLIENTS": json.dumps(
+            [{"name": "1c", "username": "1c", "password": "secret"}]
+        ),
     }
     if config is None:
         environ["PBXJOURNAL_EMPLOYEES"] = json.dumps(EMPLOYEES)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import signal
+import socket
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,3 +34,48 @@ def test_demo_streams_every_capture_into_the_journal() -> None:
     stopped = [r for r in records if r["event"] == "stopped"]
     assert stopped and stopped[-1]["open_conversations"] == 0
     assert "fake PBX on 127.0.0.1:" in result.stdout
+    assert "curl -s -u demo:demo" in result.stdout
+    listening = [r for r in records if r["event"] == "http listening"]
+    assert listening and listening[0]["url"].startswith("http://127.0.0.1:")
+
+
+def test_demo_serves_the_journal_over_http_while_it_runs() -> None:
+    port = _free_port()
+    env = dict(os.environ, DEMO_SECONDS="40", SPEED="40", HTTP_PORT=str(port))
+    demo = subprocess.Popen(
+        [str(ROOT / "scripts" / "demo")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        count = 0
+        while time.monotonic() < deadline and count < 70:
+            time.sleep(0.5)
+            try:
+                count = len(_calls(port))
+            except OSError:
+                continue
+        assert count == 70
+    finally:
+        demo.send_signal(signal.SIGINT)
+        demo.wait(timeout=30)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _calls(port: int) -> list[dict[str, object]]:
+    auth = "Basic " + base64.b64encode(b"demo:demo").decode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/calls?internal=show&limit=500",
+        headers={"Authorization": auth},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        items: list[dict[str, object]] = json.loads(response.read())["items"]
+        return items
