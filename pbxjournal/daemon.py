@@ -120,9 +120,7 @@ class Daemon:
         self.config_path = config_path
         self._employees = employee_directory(settings)
         self._clock = PbxClock(asyncio.get_running_loop().time)
-        self.connector = AmiConnector(
-            settings.ami, self.handle, on_session=self._on_session
-        )
+        self.connector = AmiConnector(settings.ami, self.handle, on_session=self._on_session)
         self.journal: SqlJournal | None = None
         self.writer: JournalWriter | None = None
         #: Called with the entries of every committed batch (HTTP long-polls, tests).
@@ -153,9 +151,7 @@ class Daemon:
             )
         now = self._clock.now()
         self._submit(
-            self.assembler.feed(
-                event, event.time if now is None else max(now, event.time)
-            )
+            self.assembler.feed(event, event.time if now is None else max(now, event.time))
         )
 
     async def run(self) -> None:
@@ -181,24 +177,18 @@ class Daemon:
                 open_changes=self.assembler.take_changes,
                 open_all=self.assembler.export_all,
                 open_prefix=self._open_prefix,
+                open_new=lambda: self.assembler.take_changes(new_only=True),
             )
             self.writer = writer
             http = await self._start_http(journal)
             async with asyncio.TaskGroup() as tasks:
                 writing = tasks.create_task(writer.run(), name="journal-writer")
-                connector = tasks.create_task(
-                    self.connector.run(), name="ami-connector"
-                )
+                connector = tasks.create_task(self.connector.run(), name="ami-connector")
                 tasks.create_task(self._tick(), name="grace-timer")
-                maintenance = tasks.create_task(
-                    self._maintain(journal), name="db-maintenance"
-                )
-                watchdog = tasks.create_task(
-                    self.notifier.run_watchdog(), name="watchdog"
-                )
+                maintenance = tasks.create_task(self._maintain(journal), name="db-maintenance")
+                watchdog = tasks.create_task(self.notifier.run_watchdog(), name="watchdog")
                 self.notifier.notify(
-                    ready=1,
-                    status=f"journal of {settings.pbx.name}; AMI {settings.ami.host}",
+                    ready=1, status=f"journal of {settings.pbx.name}; AMI {settings.ami.host}"
                 )
                 await self._stop.wait()
                 self.notifier.notify(stopping=1, status="stopping")
@@ -208,9 +198,7 @@ class Daemon:
                 await connector
                 # Conversations only waiting out their grace period are finished now rather
                 # than lost; the writer then drains its queue.
-                self._submit(
-                    self.assembler.expire(self._pbx_now() + settings.pbx.hangup_grace)
-                )
+                self._submit(self.assembler.expire(self._pbx_now() + settings.pbx.hangup_grace))
                 await writer.close()
                 await writing
             await http.cleanup()
@@ -230,9 +218,7 @@ class Daemon:
             try:
                 await journal.optimize()
             except Exception as exc:
-                log.warning(
-                    "database maintenance failed", error=f"{type(exc).__name__}: {exc}"
-                )
+                log.warning("database maintenance failed", error=f"{type(exc).__name__}: {exc}")
 
     # -- the HTTP API (httpd) and what it asks of the daemon ------------------------------
 
@@ -258,13 +244,8 @@ class Daemon:
         site = web.TCPSite(runner, settings.http.host, settings.http.port)
         await site.start()
         # runner.addresses: what was really bound (http.listen may ask for port 0).
-        self.http_port = (
-            int(runner.addresses[0][1]) if runner.addresses else settings.http.port
-        )
-        log.info(
-            "http listening",
-            url=f"http://{settings.http.host}:{self.http_port}/api/v1/",
-        )
+        self.http_port = int(runner.addresses[0][1]) if runner.addresses else settings.http.port
+        log.info("http listening", url=f"http://{settings.http.host}:{self.http_port}/api/v1/")
         return runner
 
     @property
@@ -293,13 +274,9 @@ class Daemon:
         if not saved:
             return
         restored = self.assembler.restore(saved.values())
-        stopped_at = max(
-            float(state.get("last_event_at", 0.0)) for state in saved.values()
-        )
+        stopped_at = max(float(state.get("last_event_at", 0.0)) for state in saved.values())
         self._lost_since = stopped_at
-        log.info(
-            "open conversations restored", conversations=restored, saved=len(saved)
-        )
+        log.info("open conversations restored", conversations=restored, saved=len(saved))
 
     def reload(self) -> None:
         """SIGHUP: re-read the employee directory and the log level; the AMI session stays."""
@@ -310,13 +287,9 @@ class Daemon:
         try:
             fresh = load_settings(self.config_path)
         except ConfigError as exc:
-            log.error(
-                "reload failed, keeping the running configuration", errors=exc.problems
-            )
+            log.error("reload failed, keeping the running configuration", errors=exc.problems)
         else:
-            self.settings = replace(
-                self.settings, employees=fresh.employees, log=fresh.log
-            )
+            self.settings = replace(self.settings, employees=fresh.employees, log=fresh.log)
             self._employees = employee_directory(self.settings)
             self.assembler.classifier = ChannelClassifier(
                 self.settings.pbx.extension_pattern,
@@ -324,9 +297,7 @@ class Daemon:
                 extensions=[e.extension for e in fresh.employees],
             )
             configure_logging(fresh.log.level, fresh.log.format)
-            log.info(
-                "reloaded", employees=len(fresh.employees), log_level=fresh.log.level
-            )
+            log.info("reloaded", employees=len(fresh.employees), log_level=fresh.log.level)
         self.notifier.notify(ready=1)
 
     def stop(self) -> None:
@@ -371,9 +342,7 @@ class Daemon:
             return
         channels_id = _next_action_id("resync-channels")
         status_id = _next_action_id("resync-status")
-        resync = _Resync(
-            lost_since=self._lost_since, uptime=uptime, shut_down=self._shut_down
-        )
+        resync = _Resync(lost_since=self._lost_since, uptime=uptime, shut_down=self._shut_down)
         resync.action_ids.update((channels_id, status_id))
         self._resync = resync
         try:
@@ -381,11 +350,7 @@ class Daemon:
                 {"Action": "CoreShowChannels", "ActionID": channels_id}, in_stream=True
             )
             await self.connector.send_action(
-                {
-                    "Action": "Status",
-                    "Variables": "MIXMONITOR_FILENAME",
-                    "ActionID": status_id,
-                },
+                {"Action": "Status", "Variables": "MIXMONITOR_FILENAME", "ActionID": status_id},
                 in_stream=True,
             )
         except AmiError as exc:
@@ -410,11 +375,7 @@ class Daemon:
                 open_channels=self.assembler.open_channels,
                 calls_closed=len(closed),
                 pbx_restarted=resync.shut_down
-                or (
-                    resync.uptime is not None
-                    and outage is not None
-                    and resync.uptime < outage
-                ),
+                or (resync.uptime is not None and outage is not None and resync.uptime < outage),
                 outage_seconds=None if outage is None else round(outage, 3),
             )
             self._lost_since = None
