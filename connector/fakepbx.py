@@ -18,8 +18,10 @@ anything else is an unknown command.
 
 One streamer task walks the stream for the whole server, so its position never goes back.
 It starts at the first login. Between two messages it waits their recorded gap divided by
-``speed``; with ``speed=0`` there is no clock and it writes as fast as the socket drains —
-one write per message, or with ``batch_bytes`` in pieces of that size (for benchmarks).
+``speed`` (gaps under a couple of milliseconds add up and are waited at once, so that a dense
+stream keeps its pace); with ``speed=0`` there is no clock and it writes as fast as the socket
+drains — one write per message, or with ``batch_bytes`` in pieces of that size (for
+benchmarks).
 
 Disconnects behave like a real PBX: nothing is ever re-sent. What was written to a
 connection that :meth:`FakePbx.drop` aborted is lost with it. While nobody is logged in, the
@@ -72,6 +74,11 @@ _SNAPSHOT_KEYS = (
 )
 
 Chunker = Callable[[bytes], Iterable[bytes]]
+
+#: Pacing at ``speed > 0``: gaps are slept once they add up to this much...
+_MIN_SLEEP = 0.002
+#: ...and at most this much oversleeping is made up by sending without a pause.
+_MAX_CATCH_UP = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +239,8 @@ class FakePbx:
         self._position = 0
         self._channels: dict[str, _Channel] = {}
         self._stream_time: float | None = None
+        #: Seconds of pacing not waited yet (negative: overslept, to be made up).
+        self._owed = 0.0
         # The fake claims to have booted ``boot_uptime`` seconds before it started.
         self._boot_time = time.monotonic() - boot_uptime
         self._clients: set[_Client] = set()
@@ -381,7 +390,7 @@ class FakePbx:
             item = self._items[self._position]
             gap = _gap(previous, item)
             if self.speed > 0 and gap > 0:
-                await asyncio.sleep(gap / self.speed)
+                await self._pace(gap / self.speed)
             previous = item
             self._position += 1
             await self._broadcast(item)
@@ -396,6 +405,18 @@ class FakePbx:
             ):
                 self._hold_predicate = None
                 self.hold()
+
+    async def _pace(self, seconds: float) -> None:
+        """Wait out a gap of the stream, keeping the recorded pace over many small gaps: a
+        timer cannot sleep much less than a millisecond, so sub-millisecond gaps add up as a
+        debt that one sleep pays, and oversleeping is made up by the gaps that follow."""
+        self._owed += seconds
+        if self._owed < _MIN_SLEEP:
+            return
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await asyncio.sleep(self._owed)
+        self._owed = max(-_MAX_CATCH_UP, self._owed - (loop.time() - began))
 
     def _listeners(self) -> list[_Client]:
         return [c for c in self._clients if c.logged_in and not c.gone]

@@ -142,6 +142,26 @@ async def test_captures_play_one_after_another_at_the_recorded_pace_divided_by_s
     assert recorded * 0.9 <= elapsed <= recorded * 1.5 + 0.1
 
 
+async def test_a_dense_stream_keeps_its_pace_at_high_speed() -> None:
+    # The burst: 7,000 messages in 22 s, read a few milliseconds apart. At 40 times the pace
+    # most gaps are far below what one timer can sleep; they must add up, not each round up.
+    captures = (trace("17"),)
+    speed = 40.0
+    expected = stream_of(*captures)
+    async with serving(FakePbx(list(captures), speed=speed)) as fake:
+        client = await RawClient.connect(fake.port)
+        await client.login()
+        await client.read()  # FullyBooted
+        loop = asyncio.get_running_loop()
+        await read_stream(client, 1)
+        started = loop.time()
+        await read_stream(client, len(expected) - 1)
+        elapsed = loop.time() - started
+        await client.close()
+    recorded = pace_of(*captures) / speed  # about 0.55 s
+    assert recorded * 0.9 <= elapsed <= recorded * 1.5 + 0.1
+
+
 async def test_at_speed_zero_the_stream_waits_for_the_next_login_after_a_drop() -> None:
     expected = stream_of(trace("01"))
     async with serving(FakePbx([trace("01")], speed=0)) as fake:
