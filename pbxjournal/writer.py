@@ -2,9 +2,11 @@
 
 The AMI consumer must never wait for the database (Asterisk drops a manager session whose
 reader stalls), so finished calls go into a bounded in-memory queue and one writer task drains
-it in batches: everything waiting is written in one transaction, then the next batch. A
-single call is therefore visible as soon as its own transaction commits, and a burst costs one
-commit per batch instead of one per call.
+it in batches: what is waiting is written in one transaction, then the next batch. A single
+call is therefore visible as soon as its own transaction commits, and a burst costs one
+commit per batch instead of one per call. A batch holds as many calls as the database writes
+in about ``batch_seconds`` (measured as it goes, at most ``max_batch``): the open
+conversations are saved between batches, and a backlog must not hold them back for seconds.
 
 When the database refuses (locked beyond ``busy_timeout``, disk full, read-only file, a
 PostgreSQL failover), the writer says so loudly, keeps the batch, and retries with backoff;
@@ -71,6 +73,7 @@ class JournalWriter:
         on_written: OnWritten | None = None,
         max_pending: int = 100_000,
         max_batch: int = 500,
+        batch_seconds: float = 0.5,
         retry_min: float = 0.5,
         retry_max: float = 30.0,
         open_changes: OpenChanges | None = None,
@@ -86,6 +89,9 @@ class JournalWriter:
         self.on_written = on_written
         self.max_pending = max_pending
         self.max_batch = max_batch
+        self.batch_seconds = batch_seconds
+        #: Seconds one call takes to write, a moving average (a guess until measured).
+        self._call_seconds = 0.02
         self.retry_min = retry_min
         self.retry_max = retry_max
         self.open_changes = open_changes
@@ -168,7 +174,9 @@ class JournalWriter:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), max(0.0, wake_at - loop.time()))
                 continue
-            batch = [self._pending[i] for i in range(min(self.max_batch, len(self._pending)))]
+            size = max(1, min(self.max_batch, int(self.batch_seconds / self._call_seconds)))
+            batch = [self._pending[i] for i in range(min(size, len(self._pending)))]
+            began = loop.time()
             try:
                 changes = await self._write(batch)
             except Exception as exc:  # the database said no: keep the batch, retry
@@ -191,6 +199,8 @@ class JournalWriter:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._never(), delay)
                 continue
+            per_call = (loop.time() - began) / len(batch)
+            self._call_seconds = 0.7 * self._call_seconds + 0.3 * max(per_call, 1e-5)
             if failures:
                 log.warning("journal writable again", after_failures=failures)
             failures = 0

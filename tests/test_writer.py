@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -83,3 +85,44 @@ async def test_a_batch_is_one_transaction_and_each_row_reported_once(tmp_path: P
         entries = {e.id: e for e in await journal.entries([1, 2])}
         assert (entries[1].status.value, entries[1].attention) == ("no_answer", False)
         assert await journal.last_version() == max(c.version for c in changes)
+
+
+async def test_a_backlog_is_written_in_short_batches_so_open_conversations_are_saved_meanwhile(
+    tmp_path: Path,
+) -> None:
+    settings = daemon_settings(5038, tmp_path / "journal.sqlite3")
+    calls = assemble_capture("17-burst-50-mixed").calls * 6  # 300 calls waiting at once
+    saves: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    def open_new() -> tuple[dict[str, dict[str, object]], set[str]]:
+        saves.append(loop.time())
+        return {}, set()
+
+    async with open_journal(settings) as journal:
+        write_many = journal.write_many
+
+        async def slow(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0.01 * len(args[0]))  # a database 10 ms slower per call
+            return await write_many(*args, **kwargs)
+
+        journal.write_many = slow  # type: ignore[method-assign]
+        writer = JournalWriter(
+            journal,
+            RecordingFinder([]),
+            lambda: calls[-1].ended_at + 10,
+            open_changes=lambda: ({}, set()),
+            open_new=open_new,
+        )
+        task = asyncio.create_task(writer.run())
+        writer.submit(calls)
+        began = loop.time()
+        await asyncio.wait_for(writer.flush(), 60)
+        drained = loop.time()
+        await writer.close()
+        await task
+    assert writer.stats.calls_written == 300
+    assert writer.stats.batches >= 6  # one batch of 300 would take 3 s and more
+    during = [began, *(t for t in saves if began <= t <= drained), drained]
+    assert drained - began > 2.0
+    assert max(b - a for a, b in itertools.pairwise(during)) < 1.2
