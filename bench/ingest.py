@@ -371,14 +371,16 @@ class MemoryJournalRun:
 
 
 # -- (c)/(d) hook: the SQL journals ----------------------------------------------------
-# storage/store.py's SqlJournal (SQLite, PostgreSQL) plugs in here as "sqlite"/"postgres":
-# a Journal whose handle() feeds the assembler synchronously (as MemoryJournalRun does) and
-# puts each finished call on a queue that a writer task drains into SqlJournal.write — the
-# event loop must never wait for the database (Asterisk drops a reader that stalls past
-# writetimeout). finish() drains the assembler, waits for the writer to commit the last row
-# and returns {"calls": rows committed}; the run is timed until then, so (c)/(d) measure
-# "to committed rows" as issue 7 asks. Add the mode to MODES and LABELS, and the database
-# URL to the client's command line.
+# storage/store.py's SqlJournal (SQLite, PostgreSQL) plugs in here as "sqlite"/"postgres",
+# wired the way the daemon wires it: start() opens the journal (pbxjournal.dbtools.open_journal
+# on a fresh SQLite file or PostgreSQL database: migrated, employees seeded) and starts a
+# pbxjournal.writer.JournalWriter task; handle() feeds the assembler synchronously (as
+# MemoryJournalRun does) and hands finished calls to JournalWriter.submit — the event loop
+# never waits for the database (Asterisk drops a reader that stalls past writetimeout);
+# finish() drains the assembler, submits the rest, awaits JournalWriter.flush() and returns
+# {"calls": rows committed}. The run is timed until then, so (c)/(d) measure "to committed
+# rows" as issue 7 asks. Add the modes to MODES and LABELS and a --database URL option that
+# reaches the client's command line.
 JOURNALS: dict[str, Callable[[], Journal]] = {"pipeline": MemoryJournalRun}
 
 
@@ -422,6 +424,10 @@ class Row:
     @property
     def cpu_rate(self) -> float:
         return report.median([m.events / m.cpu_seconds for m in self.measures if m.cpu_seconds])
+
+    @property
+    def busy(self) -> float:
+        return report.median([m.cpu_seconds / m.seconds for m in self.measures if m.seconds])
 
 
 def _run_one(mode: str, server: Server, facts: StreamFacts) -> tuple[Measure, list[str]]:
@@ -527,7 +533,6 @@ def render(
     lines = []
     for row in rows.values():
         rates = sorted(m.rate for m in row.measures)
-        busy = report.median([m.cpu_seconds / m.seconds for m in row.measures if m.seconds])
         lines.append(
             [
                 LABELS[row.mode],
@@ -536,7 +541,7 @@ def render(
                 f"{row.rate / base.rate:.2f}" if base else "-",
                 f"{row.cpu_rate:,.0f}",
                 f"{row.cpu_rate / base.cpu_rate:.2f}" if base else "-",
-                f"{busy:.0%}",
+                f"{row.busy:.0%}",
                 "; ".join(sorted(set(row.dropped))) or "none",
             ]
         )
@@ -555,16 +560,29 @@ def render(
     )
     verdict = ""
     if "pipeline" in rows and base:
-        rate = rows["pipeline"].rate
-        ratio_ok = rate >= GOAL_RATIO * base.rate
-        rate_ok = rate >= GOAL_RATE
-        verdict = (
-            f"\nGoal (issue 7): (c) ≥ {GOAL_RATIO} × (a): {rate / base.rate:.2f} × "
-            f"({'met' if ratio_ok else 'NOT met'}); (c) ≥ {GOAL_RATE:,.0f} events/s on one "
-            f"core: {rate:,.0f} ({'met' if rate_ok else 'NOT met'}).\n"
-        )
-    return f"""## Ingest: AMI events per second over loopback TCP
+        pipeline = rows["pipeline"]
 
+        def said(ok: bool) -> str:
+            return "met" if ok else "NOT met"
+
+        verdict = (
+            f"\nGoals (issue 7). (c) ≥ {GOAL_RATIO} × (a): {pipeline.rate / base.rate:.2f} × by "
+            f"the wall clock ({said(pipeline.rate >= GOAL_RATIO * base.rate)}), "
+            f"{pipeline.cpu_rate / base.cpu_rate:.2f} × per CPU second "
+            f"({said(pipeline.cpu_rate >= GOAL_RATIO * base.cpu_rate)}). (c) ≥ "
+            f"{GOAL_RATE:,.0f} events/s on one core: {pipeline.cpu_rate:,.0f} per CPU second, "
+            f"what one core does ({said(pipeline.cpu_rate >= GOAL_RATE)}); "
+            f"{pipeline.rate:,.0f}/s by the wall clock with the client busy "
+            f"{pipeline.busy:.0%} of the time ({said(pipeline.rate >= GOAL_RATE)}"
+            + (
+                "; below 100 %: waiting for the fake or for a CPU)."
+                if pipeline.busy < 0.9
+                else ")."
+            )
+            + "\n"
+        )
+    intro = report.prose(
+        f"""
 Machine: {report.machine()}. Load average (1 min) {load[0]:.2f} before, {load[1]:.2f} after:
 other work shares the machine.
 
@@ -581,8 +599,14 @@ disturbs less; "client busy" is CPU time over wall time (below 100 %: the client
 the fake or for a CPU). Median of {args.runs} runs, modes round-robin; "× (a)" is the ratio
 to panoramisk alone.
 
-{table}
-{verdict}"""
+Not measured here yet: the pipeline to committed SQLite rows and to PostgreSQL (issue 7's (c)
+and (d)); `bench/ingest.py` has the hook for them (`JOURNALS`).
+"""
+    )
+    return (
+        "## Ingest: AMI events per second over loopback TCP\n\n"
+        f"{intro}\n\n{table}\n\n{report.prose(verdict) if verdict else ''}\n"
+    )
 
 
 # --------------------------------------------------------------------------------------

@@ -268,19 +268,25 @@ def render_report(
     table = report.table(header, rows)
     per_conversation = opened["traced_bytes"] / max(1, opened["open"])
     rss_per = opened["rss_growth"] / max(1, opened["open_rss"])
-    return f"""## Memory: RSS over a million calls, bytes per open conversation
-
+    marks = ", ".join(f"{c:,}" for c in (10_000, 100_000) if c < args.calls)
+    intro = report.prose(
+        f"""
 Machine: {report.machine()}. Load average (1 min) {load[0]:.2f} before, {load[1]:.2f} after.
 
 Command: `{report.command_line()}`
 
 {args.calls:,} synthetic calls (`bench.synth`, seed {args.seed}, about 500 open at once),
-their journal events parsed, normalised and fed to the pipeline; RSS read after
-{", ".join(f"{c:,}" for c in (10_000, 100_000) if c < args.calls)} and {args.calls:,} calls.
-
-{table}
-
-{chr(10).join(verdicts)}
+their journal events rendered, parsed and normalised as the transport does and fed to the
+pipeline at the PBX's clock; RSS read after {marks} and {args.calls:,} calls, each run in a
+process of its own. "No rows kept": the pipeline with a journal that keeps nothing, so what
+stays is the assembler's state and the interpreter's. "MemoryJournal": the journal of
+`pbxjournal replay`, which keeps every row by design (the daemon's SQL journal keeps none in
+memory).
+"""
+    )
+    closing = report.prose(
+        f"""
+{" ".join(verdicts)}
 
 Open conversations: with {opened["open"]:,} open at once, the assembler holds
 {opened["traced_bytes"] / mb:,.1f} MB (tracemalloc: allocations made while feeding them and
@@ -288,6 +294,11 @@ still alive), **{per_conversation:,.0f} bytes per open conversation**; RSS grew
 {opened["rss_growth"] / mb:,.1f} MB over the same events ({rss_per:,.0f} bytes each, measured
 without tracemalloc, at {opened["open_rss"]:,} open).
 """
+    )
+    return (
+        "## Memory: RSS over a million calls, bytes per open conversation\n\n"
+        f"{intro}\n\n{table}\n\n{closing}\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,11 +9,20 @@ import re
 import shlex
 import statistics
 import sys
+import textwrap
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["BENCHMARKS", "command_line", "machine", "median", "table", "update_section"]
+__all__ = [
+    "BENCHMARKS",
+    "command_line",
+    "machine",
+    "median",
+    "prose",
+    "table",
+    "update_section",
+]
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
@@ -63,6 +72,12 @@ def command_line() -> str:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def prose(text: str, width: int = 95) -> str:
+    """Paragraphs (separated by blank lines) re-wrapped: figures put in them change lengths."""
+    paragraphs = [" ".join(p.split()) for p in text.strip().split("\n\n")]
+    return "\n\n".join(textwrap.fill(p, width, break_on_hyphens=False) for p in paragraphs)
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
