@@ -318,6 +318,12 @@ class CallAssembler:
         self._gone: set[str] = set()
         #: Conversations opened and never handed out by :meth:`take_changes` since.
         self._new: set[str] = set()
+        #: With ``keep_finished`` (the daemon's): the last state of every conversation that
+        #: finished, until :meth:`forget_finished` says its row is written, so that a restart
+        #: in between takes it back whole rather than as it was at the last periodic save.
+        self.keep_finished = False
+        self._finishing: dict[str, dict[str, Any]] = {}
+        self._finishing_unsent: set[str] = set()
         self.stats = AssemblerStats()
         self._handlers: Mapping[str, Callable[[AmiEvent], None]] = {
             "Newchannel": self._on_newchannel,
@@ -483,26 +489,40 @@ class CallAssembler:
 
     def take_changes(self, *, new_only: bool = False) -> tuple[dict[str, dict[str, Any]], set[str]]:
         """The state of every open conversation changed since the last call, and the keys
-        of conversations merged into others since then (their saved state is obsolete).
-        Finished conversations are neither: their row replaces their saved state.
+        of conversations merged into others or dropped since then (their saved state is
+        obsolete). A finished conversation's row replaces its saved state; with
+        ``keep_finished`` its last state is handed out once meanwhile (the writer may take
+        seconds to reach it).
 
         ``new_only`` hands out only the conversations opened since they were last handed
         out, and no keys: a restart can lose a conversation the database has never seen
         altogether, so the writer saves those sooner than the rest.
         """
+        states = {key: self._finishing[key] for key in self._finishing_unsent}
+        self._finishing_unsent = set()
         if new_only:
             keys = self._new & self._conversations.keys()
             self._new = set()
             self._dirty -= keys
-            return {k: _export(self._conversations[k], self._bridge_types) for k in keys}, set()
-        states = {
-            key: _export(self._conversations[key], self._bridge_types)
-            for key in self._dirty
-            if key in self._conversations
-        }
+            states.update({k: _export(self._conversations[k], self._bridge_types) for k in keys})
+            return states, set()
+        states.update(
+            {
+                key: _export(self._conversations[key], self._bridge_types)
+                for key in self._dirty
+                if key in self._conversations
+            }
+        )
         gone = self._gone
         self._dirty, self._gone, self._new = set(), set(), set()
         return states, gone
+
+    def forget_finished(self, keys: Iterable[str]) -> None:
+        """The rows of these finished conversations are written (or given up): their last
+        states need not be saved any more. Called by the journal writer."""
+        for key in keys:
+            self._finishing.pop(key, None)
+            self._finishing_unsent.discard(key)
 
     def export_all(self) -> dict[str, dict[str, Any]]:
         """Every open conversation's state (at shutdown)."""
@@ -1061,8 +1081,12 @@ class CallAssembler:
         that led nowhere) is forgotten instead: it would be a ghost row."""
         if all(c.kind is ChannelKind.TECHNICAL for c in conversation.channels.values()):
             self._forget(conversation)
+            self._gone.add(conversation.key)  # no row will replace a state saved meanwhile
             self.stats.ghosts_dropped += 1
             return []
+        if self.keep_finished:
+            self._finishing[conversation.key] = _export(conversation, self._bridge_types)
+            self._finishing_unsent.add(conversation.key)
         return [self._finish(conversation, end=end)]
 
     def _finish(self, conversation: _Conversation, *, end: float | None = None) -> FinishedCall:

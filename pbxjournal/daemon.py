@@ -115,6 +115,8 @@ class Daemon:
     ) -> None:
         self.settings = settings
         self.assembler = build_assembler(settings)
+        # Finished calls waiting for the writer are saved as they ended (pbxjournal.writer).
+        self.assembler.keep_finished = True
         self.finder = build_finder(settings)
         self.notifier = notifier or Notifier()
         self.config_path = config_path
@@ -178,6 +180,7 @@ class Daemon:
                 open_all=self.assembler.export_all,
                 open_prefix=self._open_prefix,
                 open_new=lambda: self.assembler.take_changes(new_only=True),
+                open_written=self.assembler.forget_finished,
             )
             self.writer = writer
             http = await self._start_http(journal)

@@ -24,7 +24,10 @@ this one task, so a saved state can never outlive the row that replaced it. A co
 database has never seen is saved sooner, within ``persist_new_interval``: killed before that,
 the daemon would not even know after its restart that the call existed, and a short call that
 ended meanwhile would be lost; an older one only loses its latest changes, which the
-resynchronisation after the restart settles.
+resynchronisation after the restart settles. A conversation that finished is saved once more
+as it ended (``open_new`` hands those out too) unless its row is written first, and
+``open_written`` tells the assembler when that is: a backlog of writes killed with the daemon
+is taken back whole.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class JournalWriter:
         persist_interval: float = 2.0,
         open_new: OpenChanges | None = None,
         persist_new_interval: float = 0.25,
+        open_written: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.journal = journal
         self.finder = finder
@@ -99,6 +103,7 @@ class JournalWriter:
         self.open_prefix = open_prefix
         self.persist_interval = persist_interval
         self.open_new = open_new
+        self.open_written = open_written
         self.persist_new_interval = persist_new_interval
         self._persist_everything = False
         self.stats = WriterStats()
@@ -121,6 +126,9 @@ class JournalWriter:
             if len(self._pending) >= self.max_pending:
                 lost = self._pending.popleft()
                 self.stats.dropped += 1
+                if self.open_written is not None:
+                    # Its saved state stays in the database: a restart takes it back.
+                    self.open_written([lost.conversation_id])
                 log.error(
                     "journal queue full: oldest finished call dropped",
                     linkedid=lost.conversation_id,
@@ -208,6 +216,8 @@ class JournalWriter:
             self.stats.last_error = None
             for _ in batch:
                 self._pending.popleft()
+            if self.open_written is not None:
+                self.open_written([call.conversation_id for call in batch])
             self.stats.calls_written += len(batch)
             self.stats.batches += 1
             self._window_changed.set()
@@ -236,8 +246,10 @@ class JournalWriter:
                 return  # the next full round saves everything anyway
             states, gone = self.open_new()
         elif self._persist_everything and self.open_all is not None:
-            self.open_changes()  # reset the change tracking: everything is saved below
-            states, gone = self.open_all(), set[str]()
+            # Resets the change tracking; what it hands out beyond the open conversations
+            # (finished ones not written yet, keys to delete) must not be lost.
+            states, gone = self.open_changes()
+            states.update(self.open_all())
         else:
             states, gone = self.open_changes()
         if not states and not gone:

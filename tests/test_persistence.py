@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from connector.assembly import FinishedCall
+from connector.assembly import CallAssembler, FinishedCall
 from connector.fakepbx import FakePbx
 from pbxjournal.daemon import Daemon
 from tests.daemon_support import Committed, daemon_settings
@@ -187,3 +188,105 @@ async def test_a_call_the_daemon_saw_begin_just_before_it_died_is_not_lost(
     assert entry.call.conversation_id == expected_call.conversation_id
     assert entry.call.approximate_end  # it ended while nobody listened
     assert second.assembler.open_conversations == 0
+
+
+def _finished(slug: str, assembler: CallAssembler) -> tuple[FinishedCall, float]:
+    last = 0.0
+    calls: list[FinishedCall] = []
+    for event in events_of(capture(slug).read_bytes()):
+        last = max(last, event.time)
+        calls.extend(assembler.feed(event, last))
+    assembler.take_changes()  # the saves while it ran
+    calls.extend(assembler.expire(last + GRACE + 0.001))
+    (call,) = calls
+    return call, last
+
+
+def test_a_finished_conversation_is_handed_out_as_it_ended_until_its_row_is_written() -> None:
+    assembler = new_assembler()
+    assembler.keep_finished = True
+    call, last = _finished("11-incoming-blind-transfer", assembler)
+    states, gone = assembler.take_changes(new_only=True)
+    assert list(states) == [call.conversation_id] and gone == set()
+    assert assembler.take_changes() == ({}, set())  # once
+    # Killed before the writer got to it: the next run takes the call back whole.
+    fresh = new_assembler()
+    assert fresh.restore(json.loads(json.dumps(list(states.values())))) == 1
+    assert fresh.expire(last + GRACE + 0.001) == [call]
+    # Written first: nothing to save. Without keep_finished nothing is ever kept.
+    again = new_assembler()
+    again.keep_finished = True
+    call, _ = _finished("11-incoming-blind-transfer", again)
+    again.forget_finished([call.conversation_id])
+    assert again.take_changes() == ({}, set())
+    plain = new_assembler()
+    _finished("11-incoming-blind-transfer", plain)
+    assert plain.take_changes() == ({}, set())
+
+
+def test_a_dropped_ghost_conversation_has_its_saved_state_deleted() -> None:
+    # The Local pair of a click-to-call that led nowhere: saved while it ran, then dropped.
+    assembler = new_assembler()
+    events = [
+        e
+        for e in events_of(capture("18-click-to-call-originate").read_bytes())
+        if e.get("Channel").startswith("Local/") and e.name in ("Newchannel", "Hangup")
+    ]
+    assembler.feed(events[0], events[0].time)
+    (key,) = assembler.take_changes(new_only=True)[0]
+    last = 0.0
+    for event in events[1:]:
+        last = max(last, event.time)
+        assert assembler.feed(event, last) == []
+    assert assembler.expire(last + GRACE + 0.001) == []
+    assert assembler.take_changes() == ({}, {key})
+
+
+async def test_a_finished_call_the_writer_had_not_reached_survives_a_kill_whole(
+    tmp_path: Path,
+) -> None:
+    slug = "12-incoming-attended-transfer"
+    database = tmp_path / "journal.sqlite3"
+    short = {"PBXJOURNAL_PBX__HANGUP_GRACE": "0.3s"}
+    pbx = FakePbx([capture(slug)], speed=0)
+    pbx.hold_when(lambda m: m.event == "BridgeEnter" and m.first("Channel").startswith("IAX2/p"))
+    await pbx.start()
+    first = Daemon(daemon_settings(pbx.port, database, [slug], extra=short))
+    runner = asyncio.create_task(first.run())
+    await asyncio.wait_for(pbx.wait_held(), 10)
+    await asyncio.sleep(0.5)  # saved while it runs (the quick save of a new conversation)
+    journal, writer = first.journal, first.writer
+    assert journal is not None and writer is not None
+    # A backlog: another call's batch takes a second, and the writer never gets past the
+    # batch after it. The call ends meanwhile and waits in the queue.
+    (other,) = assemble_capture("01-incoming-answered-direct").calls
+    write_many = journal.write_many
+    stuck = asyncio.Event()
+
+    async def behind(items: Any, now: float, **kwargs: Any) -> Any:
+        if other in [call for call, _ in items]:
+            await asyncio.sleep(1.0)
+            return await write_many(items, now, **kwargs)
+        await stuck.wait()
+        raise AssertionError("unreachable")
+
+    journal.write_many = behind  # type: ignore[method-assign]
+    writer.submit([other])
+    pbx.release()  # the transfer, the hangups
+    await asyncio.wait_for(pbx.wait_done(), 10)
+    await asyncio.sleep(1.5)  # the batch of the other call, then the save between batches
+    assert writer.pending == 1
+    runner.cancel()  # as abrupt as SIGKILL within one process
+    await asyncio.gather(runner, return_exceptions=True)
+    second = Daemon(daemon_settings(pbx.port, database, [slug], extra=short))
+    committed = Committed(second)
+    runner = asyncio.create_task(second.run())
+    try:
+        await committed.wait_for(1)
+    finally:
+        second.stop()
+        await asyncio.wait_for(runner, 10)
+        await pbx.close()
+    (entry,) = committed.entries
+    (expected_call,) = assemble_capture(slug).calls
+    assert entry.call == expected_call  # its end was seen: not approximate, nothing lost
