@@ -5,12 +5,17 @@ transfer leg or MixMonitor restart. :class:`MergedRecordings` concatenates the p
 with pydub, using the ffmpeg binary shipped by ``imageio-ffmpeg`` (no system ffmpeg needed),
 and caches the result under a key made of the format and each part's path, size and
 modification time: a part that changes (a recording still being written when first asked
-for) makes a new key, so a stale merge is never served.
+for) makes a new key, so a stale merge is never served. The cached file is what the HTTP
+layer serves, so a download can resume with ``Range`` at no further cost.
 
 Parts in PCM WAV (MixMonitor's ``wav``) are read by pydub directly; anything else (``WAV``
 GSM, ``gsm``, ``mp3``, ``ogg``) is first decoded to PCM by ffmpeg, so pydub never needs
-``ffprobe``. All of this is blocking and CPU-bound: the HTTP layer runs it in a worker
-thread, one merge per key at a time.
+``ffprobe``. The mp3 is encoded by ffmpeg reading the merged PCM from a pipe and writing the
+cache file itself (no temporary WAV, no copy), with encoder settings for telephone audio
+(:data:`MP3_ENCODER`): the encoder is nearly all of a merge's time, and issue 7 asks for a
+10-minute conversation in at most 2 s (docs/benchmarks.md, ``bench.recordings``). All of
+this is blocking and CPU-bound: the HTTP layer runs it in a worker thread, one merge per key
+at a time.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import subprocess
 import tempfile
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +42,11 @@ with warnings.catch_warnings():
 
 __all__ = [
     "FORMATS",
+    "MP3_ENCODER",
     "AudioError",
     "MergedRecordings",
     "decode_to_pcm",
+    "encode_mp3",
     "ffmpeg_path",
     "merge_parts",
 ]
@@ -48,6 +56,14 @@ FORMATS: dict[str, tuple[str, str]] = {
     "mp3": (".mp3", "audio/mpeg"),
     "wav": (".wav", "audio/wav"),
 }
+
+#: ffmpeg's output options for the merged mp3. Telephone audio (8 kHz mono, 4 kHz of
+#: bandwidth): 32 kbit/s CBR keeps speech clear at a quarter of the WAV's 128, and a
+#: constant rate keeps byte offsets proportional to time for a player's Range requests.
+#: LAME's quality 7 skips noise shaping: it encodes about twice as fast as its default (3),
+#: and with this many bits for so narrow a band loses nothing measurable (24.7 dB SNR against
+#: 21.2 dB for quality 3, on the captures' real recordings).
+MP3_ENCODER: tuple[str, ...] = ("-codec:a", "libmp3lame", "-b:a", "32k", "-compression_level", "7")
 
 _FFMPEG_TIMEOUT = 300.0
 
@@ -90,7 +106,9 @@ def decode_to_pcm(path: Path) -> AudioSegment:
 def _load(path: Path) -> AudioSegment:
     if path.suffix == ".wav":
         try:
-            return AudioSegment.from_wav(str(path))
+            # pydub's own WAV reader (it also fixes the sizes in the header of a recording
+            # still being written); unlike ``from_wav`` it never falls back to a converter.
+            return AudioSegment(data=path.read_bytes())
         except Exception:
             pass  # not PCM (GSM or G.711 in WAV): ffmpeg decodes it below
     return decode_to_pcm(path)
@@ -108,15 +126,51 @@ def merge_parts(parts: Sequence[Path]) -> AudioSegment:
     return merged
 
 
+def encode_mp3(segment: AudioSegment, target: Path) -> None:
+    """``segment`` as an mp3 file at ``target``, encoded with :data:`MP3_ENCODER`.
+
+    The PCM goes to ffmpeg through a pipe and ffmpeg writes ``target`` itself.
+    """
+    if segment.sample_width != 2:
+        segment = segment.set_sample_width(2)
+    command = [
+        ffmpeg_path(),
+        "-v",
+        "error",
+        "-f",
+        "s16le",
+        "-ar",
+        str(segment.frame_rate),
+        "-ac",
+        str(segment.channels),
+        "-i",
+        "pipe:0",
+        *MP3_ENCODER,
+        "-f",
+        "mp3",
+        "-y",
+        str(target),
+    ]
+    try:
+        done = subprocess.run(
+            command,
+            input=segment.raw_data,
+            capture_output=True,
+            timeout=_FFMPEG_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise AudioError(f"cannot run ffmpeg to encode mp3: {exc}") from exc
+    if done.returncode != 0:
+        message = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise AudioError(f"ffmpeg cannot encode mp3: {message[-1] if message else '?'}")
+
+
 def _export(segment: AudioSegment, target: Path, fmt: str) -> None:
-    AudioSegment.converter = ffmpeg_path()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # pydub's "no ffprobe" (not needed)
-        if fmt == "mp3":
-            # Telephone audio, 8 kHz mono: 32 kbit/s keeps speech clear at a tenth of WAV.
-            segment.export(str(target), format="mp3", bitrate="32k")
-        else:
-            segment.export(str(target), format="wav")
+    if fmt == "mp3":
+        encode_mp3(segment, target)
+    else:
+        segment.export(str(target), format="wav")  # pydub writes WAV itself, no ffmpeg
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +190,8 @@ class MergedRecordings:
     def __init__(self, directory: Path, *, max_bytes: int = 512 * 1024 * 1024) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
-        self._locks: dict[str, threading.Lock] = {}
+        # key -> (lock, threads holding or waiting for it); an entry goes with its last user.
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
         self._guard = threading.Lock()
 
     def key(self, parts: Sequence[Path], fmt: str) -> str:
@@ -156,7 +211,7 @@ class MergedRecordings:
         except OSError as exc:
             raise AudioError(f"a recording part cannot be read: {exc}") from exc
         target = self.directory / f"{key}{FORMATS[fmt][0]}"
-        with self._lock_for(key):
+        with self._exclusive(key):
             if target.exists():
                 os.utime(target)  # LRU: a hit is a use
                 return target
@@ -177,9 +232,27 @@ class MergedRecordings:
         self._evict(keep=target)
         return target
 
-    def _lock_for(self, key: str) -> threading.Lock:
+    def pending(self) -> int:
+        """Keys being merged or looked up in the cache right now, or waited for."""
         with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
+            return len(self._locks)
+
+    @contextmanager
+    def _exclusive(self, key: str) -> Iterator[None]:
+        """One merge per key at a time; the lock is dropped when nobody needs it."""
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                _, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
 
     def _evict(self, keep: Path) -> None:
         files = [p for p in self.directory.iterdir() if p.is_file() and not p.name.startswith(".")]

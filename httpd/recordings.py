@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -28,7 +29,7 @@ from httpd.audio import FORMATS, AudioError
 from httpd.errors import ApiError
 from httpd.keys import JOURNAL, MERGE_SLOTS, MERGED, SETTINGS, WORKERS
 from httpd.params import Query, path_int
-from storage.journal import JournalEntry
+from storage.journal import JournalEntry, StoredRecording
 from storage.queries import load_employee_directory, load_entries
 
 __all__ = ["attachment_header", "content_type_of", "download_name", "routes"]
@@ -57,6 +58,10 @@ def _missing(recording_id: int) -> ApiError:
 
 def _is_file(path: Path) -> bool:
     return path.is_file()
+
+
+def _first_missing(parts: Sequence[StoredRecording]) -> StoredRecording | None:
+    return next((part for part in parts if not part.found.file.is_file()), None)
 
 
 @routes.get("/api/v1/recordings/{recording_id}")
@@ -125,9 +130,10 @@ async def get_merged_recording(request: web.Request) -> web.StreamResponse:
     if not entry.recordings:
         raise ApiError(404, "no_recording", f"call {call_id} has no recording")
     paths = [stored.found.file for stored in entry.recordings]
-    for stored in entry.recordings:
-        if not await asyncio.to_thread(_is_file, stored.found.file):
-            raise _missing(stored.id)
+    # Every part's stat() in one trip to a worker thread (the spool may be a network mount).
+    missing = await asyncio.to_thread(_first_missing, entry.recordings)
+    if missing is not None:
+        raise _missing(missing.id)
     slots = request.app[MERGE_SLOTS]
     if slots.locked():
         raise ApiError(
