@@ -380,131 +380,279 @@ async def load_recording(
     return None if row is None else (row.call_id, _found(row))
 
 
+# Entries are read as plain rows of named columns, not ORM objects: a page of /changes is up
+# to a thousand calls, and building (and identity-mapping) an ORM object per row and per
+# part cost several times what SQLite took to find them. The enum members are looked up in
+# dictionaries for the same reason (an Enum call is a slow path).
+_DIRECTIONS = {member.value: member for member in Direction}
+_ROLES = {member.value: member for member in Role}
+_STATUSES = {member.value: member for member in Status}
+
+_calls = Call.__table__.c
+_participants = CallParticipant.__table__.c
+_legs = CallLeg.__table__.c
+_transfers = CallTransfer.__table__.c
+_recordings = CallRecording.__table__.c
+
+
+def _raw(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """A JSON column as the driver returns it: text on SQLite, which :func:`_json_list`
+    decodes itself (most of these lists are empty, and SQLAlchemy's per-value JSON processor
+    cost more than the rest of the row); asyncpg decodes JSON in its own codec."""
+    return sa.type_coerce(column, sa.Text)
+
+
+def _json_list(value: Any) -> tuple[Any, ...]:
+    if value == "[]":
+        return ()
+    return tuple(json.loads(value) if isinstance(value, str) else value)
+
+
+#: The ids of the calls to load, a list bound as one expanding parameter.
+_IDS: sa.BindParameter[int] = sa.bindparam("ids", expanding=True)
+
+#: A call's row with its customer's and contact's names and its comment, in one statement.
+#: Not ``search_text`` or ``fingerprint``: only the writer reads them.
+_ENTRY = (
+    sa.select(
+        _calls.id,
+        _calls.version,
+        _calls.pbx,
+        _calls.conversation_id,
+        _raw(_calls.linkedids),
+        _calls.started_at,
+        _calls.answered_at,
+        _calls.ended_at,
+        _calls.approximate_end,
+        _calls.direction,
+        _calls.number,
+        _calls.number_raw,
+        _calls.did,
+        _calls.answered,
+        _calls.ring_seconds,
+        _calls.talk_seconds,
+        _raw(_calls.announced_recordings),
+        _raw(_calls.recording_hints),
+        _raw(_calls.queues),
+        _calls.status,
+        _calls.attention,
+        _calls.first_contact,
+        _calls.registered_at_end,
+        _calls.window_closes_at,
+        _calls.settled,
+        _calls.customer_id,
+        _calls.contact_id,
+        Customer.__table__.c.name,
+        Contact.__table__.c.name,
+        CallComment.__table__.c.text,
+    )
+    .select_from(Call.__table__)
+    .outerjoin(Customer.__table__, Customer.__table__.c.id == _calls.customer_id)
+    .outerjoin(Contact.__table__, Contact.__table__.c.id == _calls.contact_id)
+    .outerjoin(CallComment.__table__, CallComment.__table__.c.call_id == _calls.id)
+    .where(_calls.id.in_(_IDS))
+)
+_PARTICIPANTS = (
+    sa.select(
+        _participants.call_id,
+        _participants.extension,
+        _participants.role,
+        _participants.placed,
+        _participants.rang,
+        _participants.answered_at,
+        _participants.rang_at,
+        _participants.talk_seconds,
+    )
+    .where(_participants.call_id.in_(_IDS))
+    .order_by(_participants.call_id, _participants.ordinal)
+)
+_LEGS = (
+    sa.select(_legs.call_id, _legs.extension, _legs.connected_at, _legs.disconnected_at)
+    .where(_legs.call_id.in_(_IDS))
+    .order_by(_legs.call_id, _legs.ordinal)
+)
+_TRANSFERS = (
+    sa.select(
+        _transfers.call_id,
+        _transfers.kind,
+        _transfers.at,
+        _transfers.by_extension,
+        _transfers.target_extension,
+    )
+    .where(_transfers.call_id.in_(_IDS))
+    .order_by(_transfers.call_id, _transfers.ordinal)
+)
+_RECORDINGS = (
+    sa.select(
+        _recordings.call_id,
+        _recordings.id,
+        _recordings.part,
+        _recordings.pbx_path,
+        _recordings.file_path,
+        _recordings.started_at,
+        _recordings.offset_seconds,
+        _recordings.duration_seconds,
+        _recordings.size,
+    )
+    .where(_recordings.call_id.in_(_IDS))
+    .order_by(_recordings.part, _recordings.id)
+)
+
+
 async def load_entries(session: AsyncSession, ids: Sequence[int]) -> list[JournalEntry]:
     """The entries of ``ids``, in that order (missing ids are left out)."""
     if not ids:
         return []
-    calls = {c.id: c for c in await session.scalars(sa.select(Call).where(Call.id.in_(ids)))}
-    participants: dict[int, list[CallParticipant]] = defaultdict(list)
-    for participant in await session.scalars(
-        sa.select(CallParticipant)
-        .where(CallParticipant.call_id.in_(ids))
-        .order_by(CallParticipant.ordinal)
+    wanted = list(ids)
+    rows = {row[0]: row for row in await session.execute(_ENTRY, {"ids": wanted})}
+    if not rows:
+        return []
+    wanted = [call_id for call_id in wanted if call_id in rows]
+    participants: dict[int, list[Participant]] = defaultdict(list)
+    for call_id, extension, role, placed, rang, answered_at, rang_at, talk in await session.execute(
+        _PARTICIPANTS, {"ids": wanted}
     ):
-        participants[participant.call_id].append(participant)
-    legs: dict[int, list[CallLeg]] = defaultdict(list)
-    for leg in await session.scalars(
-        sa.select(CallLeg).where(CallLeg.call_id.in_(ids)).order_by(CallLeg.ordinal)
-    ):
-        legs[leg.call_id].append(leg)
-    transfers: dict[int, list[CallTransfer]] = defaultdict(list)
-    for transfer in await session.scalars(
-        sa.select(CallTransfer).where(CallTransfer.call_id.in_(ids)).order_by(CallTransfer.ordinal)
-    ):
-        transfers[transfer.call_id].append(transfer)
-    recordings: dict[int, list[StoredRecording]] = defaultdict(list)
-    query = (
-        sa.select(CallRecording)
-        .where(CallRecording.call_id.in_(ids))
-        .order_by(CallRecording.part, CallRecording.id)
-    )
-    for recording in await session.scalars(query):
-        recordings[recording.call_id].append(_found(recording))
-    comments = {
-        c.call_id: c.text
-        for c in await session.scalars(sa.select(CallComment).where(CallComment.call_id.in_(ids)))
-    }
-    customer_ids = {c.customer_id for c in calls.values() if c.customer_id}
-    contact_ids = {c.contact_id for c in calls.values() if c.contact_id}
-    customers: dict[str, str] = {}
-    if customer_ids:
-        names = sa.select(Customer.id, Customer.name).where(Customer.id.in_(customer_ids))
-        customers = {key: name for key, name in await session.execute(names)}
-    contacts: dict[str, str] = {}
-    if contact_ids:
-        people = sa.select(Contact.id, Contact.name).where(Contact.id.in_(contact_ids))
-        contacts = {key: name for key, name in await session.execute(people)}
-    entries = []
-    for call_id in ids:
-        row = calls.get(call_id)
-        if row is None:
-            continue
-        customer = None
-        if row.customer_id is not None:
-            customer = CustomerRef(
-                id=row.customer_id,
-                name=customers.get(row.customer_id, ""),
-                contact_id=row.contact_id,
-                contact_name=contacts.get(row.contact_id) if row.contact_id else None,
-            )
-        entries.append(
-            JournalEntry(
-                id=row.id,
-                version=row.version,
-                pbx=row.pbx,
-                call=_finished_call(
-                    row,
-                    participants.get(call_id, []),
-                    legs.get(call_id, []),
-                    transfers.get(call_id, []),
-                ),
-                number=row.number,
-                number_raw=row.number_raw,
-                status=Status(row.status),
-                attention=row.attention,
-                first_contact=row.first_contact,
-                registered_at_end=row.registered_at_end,
-                window_closes_at=row.window_closes_at,
-                settled=row.settled,
-                recordings=tuple(recordings.get(call_id, [])),
-                customer=customer,
-                comment=comments.get(call_id),
+        participants[call_id].append(
+            Participant(
+                extension=extension,
+                role=_ROLES[role],
+                placed=placed,
+                rang=rang,
+                answered_at=answered_at,
+                rang_at=rang_at,
+                talk_seconds=talk,
             )
         )
-    return entries
+    legs: dict[int, list[Leg]] = defaultdict(list)
+    for call_id, extension, connected_at, disconnected_at in await session.execute(
+        _LEGS, {"ids": wanted}
+    ):
+        legs[call_id].append(Leg(extension, connected_at, disconnected_at))
+    transfers: dict[int, list[TransferNote]] = defaultdict(list)
+    for call_id, kind, at, by, target in await session.execute(_TRANSFERS, {"ids": wanted}):
+        transfers[call_id].append(TransferNote(kind, at, by, target))
+    recordings: dict[int, list[StoredRecording]] = defaultdict(list)
+    for (
+        call_id,
+        key,
+        part,
+        pbx_path,
+        file_path,
+        started,
+        offset,
+        duration,
+        size,
+    ) in await session.execute(_RECORDINGS, {"ids": wanted}):
+        found = FoundRecording(
+            part=part,
+            pbx_path=pbx_path,
+            file=Path(file_path),
+            started_at=started,
+            offset_seconds=offset,
+            duration_seconds=duration,
+            size=size,
+        )
+        recordings[call_id].append(StoredRecording(key, found))
+    no_parts: list[Any] = []
+    return [
+        _entry(
+            rows[call_id],
+            participants.get(call_id, no_parts),
+            legs.get(call_id, no_parts),
+            transfers.get(call_id, no_parts),
+            recordings.get(call_id, no_parts),
+        )
+        for call_id in wanted
+    ]
 
 
-def _finished_call(
-    row: Call,
-    participants: list[CallParticipant],
-    legs: list[CallLeg],
-    transfers: list[CallTransfer],
-) -> FinishedCall:
-    return FinishedCall(
-        conversation_id=row.conversation_id,
-        linkedids=tuple(row.linkedids),
-        started_at=row.started_at,
-        answered_at=row.answered_at,
-        ended_at=row.ended_at,
-        approximate_end=row.approximate_end,
-        direction=Direction(row.direction),
-        external_number=row.number_raw,
-        did=row.did,
-        answered=row.answered,
-        participants=tuple(
-            Participant(
-                extension=p.extension,
-                role=Role(p.role),
-                placed=p.placed,
-                rang=p.rang,
-                answered_at=p.answered_at,
-                rang_at=p.rang_at,
-                talk_seconds=p.talk_seconds,
-            )
-            for p in participants
-        ),
-        legs=tuple(Leg(g.extension, g.connected_at, g.disconnected_at) for g in legs),
-        ring_seconds=row.ring_seconds,
-        talk_seconds=row.talk_seconds,
+def _entry(
+    row: Sequence[Any],
+    participants: list[Participant],
+    legs: list[Leg],
+    transfers: list[TransferNote],
+    recordings: list[StoredRecording],
+) -> JournalEntry:
+    (
+        call_id,
+        version,
+        pbx,
+        conversation_id,
+        linkedids,
+        started_at,
+        answered_at,
+        ended_at,
+        approximate_end,
+        direction,
+        number,
+        number_raw,
+        did,
+        answered,
+        ring_seconds,
+        talk_seconds,
+        announced,
+        hints,
+        queues,
+        status,
+        attention,
+        first_contact,
+        registered_at_end,
+        window_closes_at,
+        settled,
+        customer_id,
+        contact_id,
+        customer_name,
+        contact_name,
+        comment,
+    ) = row
+    call = FinishedCall(
+        conversation_id=conversation_id,
+        linkedids=_json_list(linkedids),
+        started_at=started_at,
+        answered_at=answered_at,
+        ended_at=ended_at,
+        approximate_end=approximate_end,
+        direction=_DIRECTIONS[direction],
+        external_number=number_raw,
+        did=did,
+        answered=answered,
+        participants=tuple(participants),
+        legs=tuple(legs),
+        ring_seconds=ring_seconds,
+        talk_seconds=talk_seconds,
         recordings=tuple(
             RecordingPart(path=str(path), started_at=float(at), channel=str(channel))
-            for path, at, channel in row.announced_recordings
+            for path, at, channel in _json_list(announced)
         ),
-        recording_hints=tuple(row.recording_hints),
-        queues=tuple(row.queues),
-        transfers=tuple(
-            TransferNote(t.kind, t.at, t.by_extension, t.target_extension) for t in transfers
-        ),
+        recording_hints=_json_list(hints),
+        queues=_json_list(queues),
+        transfers=tuple(transfers),
+    )
+    customer = None
+    if customer_id is not None:
+        customer = CustomerRef(
+            id=customer_id,
+            # A customer row that is gone shows as a nameless customer, as before.
+            name=customer_name if customer_name is not None else "",
+            contact_id=contact_id,
+            contact_name=contact_name if contact_id is not None else None,
+        )
+    return JournalEntry(
+        id=call_id,
+        version=version,
+        pbx=pbx,
+        call=call,
+        number=number,
+        number_raw=number_raw,
+        status=_STATUSES[status],
+        attention=attention,
+        first_contact=first_contact,
+        registered_at_end=registered_at_end,
+        window_closes_at=window_closes_at,
+        settled=settled,
+        recordings=tuple(recordings),
+        customer=customer,
+        comment=comment,
     )
 
 
