@@ -5,7 +5,10 @@ Not a test. Run it from the repository root:
 
     python bench/http_calls.py                     # fills /tmp/pbxjournal-http-bench.sqlite3
     python bench/http_calls.py --reuse             # keeps an already filled file
-    python bench/http_calls.py --rows 100000 --repeat 20
+    python bench/http_calls.py --reuse --baseline 72727d8   # that commit beside this tree
+    python bench/http_calls.py --rows 100000 --repeat 20 --no-docs
+
+It writes its table to its section of docs/benchmarks.md (``--no-docs``: only prints it).
 
 Theory of operation
 -------------------
@@ -24,22 +27,29 @@ query, loading 50 entries, rendering call objects, JSON encoding and HTTP on loo
 vary their argument per repetition (employee, week, search term, cursor depth), like
 :mod:`bench.journal_queries` does for the bare queries, whose table this one can be read
 beside: the difference is what HTTP and rendering add.
+
+*Before and after.* ``--baseline REV`` also serves the code of a git revision (``git
+archive`` into a temporary directory, the same database file) from a second child process,
+and sends every request to both, one after the other with the same arguments: both sides see
+the same machine at the same moment, which matters more than anything else on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import os
-import platform
 import random
 import sqlite3
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -170,6 +180,7 @@ def changes_cases(rows: int) -> list[Case]:
 
 
 async def serve(path: Path, port_file: Path) -> None:
+    """The API over the file at ``path``, from whatever code ``sys.path`` finds first."""
     from aiohttp import web
 
     from config import HttpClient, HttpSettings, Settings
@@ -208,56 +219,58 @@ async def serve(path: Path, port_file: Path) -> None:
 # -- the client (parent process) ----------------------------------------------------------
 
 
-async def measure(base: str, cases: list[Case], repeat: int) -> list[tuple[str, float, float, int]]:
+Result = tuple[str, float, float, int]
+
+
+def _percentiles(timings: list[float]) -> tuple[float, float]:
+    p50 = statistics.median(timings)
+    p95 = statistics.quantiles(timings, n=20)[-1] if len(timings) > 1 else timings[0]
+    return p50, p95
+
+
+async def measure(bases: list[str], cases: list[Case], repeat: int) -> list[list[Result]]:
+    """Each case against every server in ``bases``, request by request in turn: one table per
+    server, in the order of ``bases``."""
     import aiohttp
 
-    results = []
+    results: list[list[Result]] = [[] for _ in bases]
     rnd = random.Random(11)
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    connector = aiohttp.TCPConnector(limit=1)
-    async with aiohttp.ClientSession(base, connector=connector, headers=headers) as session:
+    sessions = [
+        aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(limit=1), headers=headers)
+        for base in bases
+    ]
+    try:
         for case in cases:
-            timings = []
-            items = 0
+            timings: list[list[float]] = [[] for _ in bases]
+            items = [0 for _ in bases]
             for n in range(repeat + 1):
                 params = case.make(rnd)
-                began = time.perf_counter()
-                async with session.get(case.path, params=params) as response:
-                    body = await response.json()
-                elapsed = (time.perf_counter() - began) * 1000
-                if response.status != 200:
-                    raise SystemExit(f"{case.name}: {response.status} {body}")
-                if n:  # the first run warms the caches
-                    timings.append(elapsed)
-                    items += len(body["items"])
-            p50 = statistics.median(timings)
-            p95 = statistics.quantiles(timings, n=20)[-1] if len(timings) > 1 else timings[0]
-            results.append((case.name, p50, p95, items // repeat))
-            print(f"  {case.name:<32}{p50:>9.1f}{p95:>9.1f}{items // repeat:>7}", file=sys.stderr)
+                # Each server goes first on every other request: the one that reads a page of
+                # the file first warms the system's cache for the other.
+                order = list(enumerate(sessions))
+                if n % 2:
+                    order.reverse()
+                for index, session in order:
+                    began = time.perf_counter()
+                    async with session.get(case.path, params=params) as response:
+                        body = await response.json()
+                    elapsed = (time.perf_counter() - began) * 1000
+                    if response.status != 200:
+                        raise SystemExit(f"{case.name}: {response.status} {body}")
+                    if n:  # the first run warms the caches
+                        timings[index].append(elapsed)
+                        items[index] += len(body["items"])
+            line = f"  {case.name:<32}"
+            for index in range(len(bases)):
+                p50, p95 = _percentiles(timings[index])
+                results[index].append((case.name, p50, p95, items[index] // repeat))
+                line += f"{p50:>9.1f}{p95:>9.1f}{items[index] // repeat:>7}"
+            print(line, file=sys.stderr)
+    finally:
+        for session in sessions:
+            await session.close()
     return results
-
-
-def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = "?"
-    try:
-        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        memory = f"{pages / 2**30:.0f} GiB"
-    except (ValueError, OSError):
-        pass
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {memory} RAM; Python {platform.python_version()}, "
-        f"SQLite {sqlite3.sqlite_version}, {platform.system()} {platform.release()}; "
-        f"load average at the end {load} (other work on the machine skews p95)"
-    )
 
 
 def prepare(path: Path, rows: int, reuse: bool) -> Any:
@@ -290,21 +303,32 @@ def prepare(path: Path, rows: int, reuse: bool) -> Any:
     return synth
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=40)
-    parser.add_argument(
-        "--sqlite-path", type=Path, default=Path("/tmp/pbxjournal-http-bench.sqlite3")
-    )
-    parser.add_argument("--reuse", action="store_true", help="keep an already filled file")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve:
-        asyncio.run(serve(args.sqlite_path, args.port_file))
-        return
-    synth = prepare(args.sqlite_path, args.rows, args.reuse)
+@contextmanager
+def code_of(revision: str) -> Iterator[Path]:
+    """The tree of a git revision of this repository, in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="pbxjournal-baseline-") as tmp:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", "--format=tar", revision],
+            check=True,
+            capture_output=True,
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
+        yield Path(tmp)
+
+
+def short_revision(revision: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", revision],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+@contextmanager
+def api_server(path: Path, code: Path) -> Iterator[str]:
+    """The API over ``path`` served by the code under ``code``, in a child process."""
     with tempfile.TemporaryDirectory() as tmp:
         port_file = Path(tmp) / "port"
         child = subprocess.Popen(
@@ -312,8 +336,10 @@ def main() -> None:
                 sys.executable,
                 __file__,
                 "--serve",
+                "--code-root",
+                str(code),
                 "--sqlite-path",
-                str(args.sqlite_path),
+                str(path),
                 "--port-file",
                 str(port_file),
             ],
@@ -325,21 +351,117 @@ def main() -> None:
                 if child.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit("the API did not start")
                 time.sleep(0.1)
-            base = f"http://127.0.0.1:{port_file.read_text()}"
-            cases = calls_cases(args.rows, synth.pool, synth.customers) + changes_cases(args.rows)
-            print(f"== {args.rows:,} calls at {base}: case, p50, p95 (ms), items", file=sys.stderr)
-            results = asyncio.run(measure(base, cases, args.repeat))
+            yield f"http://127.0.0.1:{port_file.read_text()}"
         finally:
             child.terminate()
             child.wait(30)
-    print(
-        f"\n{args.rows:,} calls in SQLite, over HTTP on loopback, {args.repeat} requests per case"
+
+
+def report_text(
+    rows: int, repeat: int, results: list[list[Result]], baseline: str | None, load: str
+) -> str:
+    from bench import report
+
+    head = short_revision("HEAD")
+    if baseline is None:
+        columns = ["request", "p50 ms", "p95 ms", "items"]
+        lines = [[n, f"{p50:.1f}", f"{p95:.1f}", str(i)] for n, p50, p95, i in results[0]]
+        compared = f"The code of the working tree (at `{head}`)."
+    else:
+        columns = [
+            "request",
+            "before p50",
+            "after p50",
+            "after/before",
+            "before p95",
+            "after p95",
+            "items",
+        ]
+        lines = [
+            [
+                name,
+                f"{b50:.1f}",
+                f"{a50:.1f}",
+                f"{a50 / b50:.2f}",
+                f"{b95:.1f}",
+                f"{a95:.1f}",
+                str(i),
+            ]
+            for (name, b50, b95, _), (_, a50, a95, i) in zip(results[0], results[1], strict=True)
+        ]
+        compared = (
+            f"Before: `{short_revision(baseline)}`; after: the working tree (at `{head}`); "
+            "both served at once from two processes over the same file, each request sent to "
+            "one and then the other with the same arguments."
+        )
+    intro = report.prose(
+        f"""Machine: {report.machine()}, SQLite {sqlite3.sqlite_version}. Load average (1 min)
+        {load}: other work shares the machine, and it shows in the p95 column above all.
+
+        {rows:,} calls in SQLite (`bench.journal_queries`' rows: the 70 real calls copied over
+        a year, 40 % of the numbers bound to customers), the API in a child process as the
+        daemon runs it, one keep-alive connection, one request at a time; each case
+        {repeat} times (plus one warm-up) with varying arguments, timed from the request to
+        the last byte of the JSON body. Milliseconds. {compared}"""
     )
-    print(f"machine: {machine()}\n")
-    print(f"| {'request':<32} | {'p50 ms':>7} | {'p95 ms':>7} | {'items':>5} |")
-    print(f"|{'-' * 34}|{'-' * 9}|{'-' * 9}|{'-' * 7}|")
-    for name, p50, p95, items in results:
-        print(f"| {name:<32} | {p50:>7.1f} | {p95:>7.1f} | {items:>5} |")
+    return "\n\n".join(
+        [
+            "## HTTP API: GET /calls and GET /changes at a million calls",
+            f"Command: `{report.command_line()}`",
+            intro,
+            report.table(columns, lines),
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=40)
+    parser.add_argument(
+        "--sqlite-path", type=Path, default=Path("/tmp/pbxjournal-http-bench.sqlite3")
+    )
+    parser.add_argument("--reuse", action="store_true", help="keep an already filled file")
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also serve this git revision and compare the two"
+    )
+    parser.add_argument("--no-docs", action="store_true", help="do not touch docs/")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--code-root", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        # The code to serve comes first on the path: this tree's, or a baseline's.
+        code = (args.code_root or ROOT).resolve()
+        sys.path.insert(0, str(code))
+        import storage
+
+        if not Path(storage.__file__).resolve().is_relative_to(code):
+            raise SystemExit(f"serving {storage.__file__}, not the code under {code}")
+        asyncio.run(serve(args.sqlite_path, args.port_file))
+        return
+    synth = prepare(args.sqlite_path, args.rows, args.reuse)
+    load_before = os.getloadavg()[0]
+    cases = calls_cases(args.rows, synth.pool, synth.customers) + changes_cases(args.rows)
+    with ExitStack() as stack:
+        codes = [ROOT]
+        if args.baseline:
+            codes.insert(0, stack.enter_context(code_of(args.baseline)))
+        bases = [stack.enter_context(api_server(args.sqlite_path, code)) for code in codes]
+        names = ("before", "after") if args.baseline else ("",)
+        print(
+            f"== {args.rows:,} calls: case, then p50, p95 (ms), items "
+            + " | ".join(f"{name} {base}" for name, base in zip(names, bases, strict=True)),
+            file=sys.stderr,
+        )
+        results = asyncio.run(measure(bases, cases, args.repeat))
+    load = f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
+    text = report_text(args.rows, args.repeat, results, args.baseline, load)
+    print("\n" + text)
+    if not args.no_docs:
+        from bench import report
+
+        report.update_section("bench.http", text)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
 Not a test. Run it from the repository root:
 
     python bench/journal_queries.py                       # 1,000,000 calls, both engines
-    python bench/journal_queries.py --rows 100000 --engines sqlite
+    python bench/journal_queries.py --rows 100000 --engines sqlite --no-docs
+    python bench/journal_queries.py --engines sqlite --reuse   # an already filled file
+
+It writes its table to its section of docs/benchmarks.md (``--no-docs``: only prints it).
 
 PostgreSQL comes from ``--pg-url`` or ``PBXJOURNAL_TEST_PG_URL`` (``scripts/test-postgres``);
 its ``public`` schema is dropped and recreated. SQLite goes to ``--sqlite-path``.
@@ -546,7 +549,9 @@ async def main() -> None:
     parser.add_argument("--pg-url", default=os.environ.get("PBXJOURNAL_TEST_PG_URL"))
     parser.add_argument("--reuse", action="store_true", help="keep an already filled database")
     parser.add_argument("--no-plans", action="store_true")
+    parser.add_argument("--no-docs", action="store_true", help="do not touch docs/")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     synth = Synth(args.rows)
     report: dict[str, list[tuple[str, float, float, int]]] = {}
     for engine in args.engines.split(","):
@@ -567,6 +572,50 @@ async def main() -> None:
             f"{report[e][index][1]:>16.1f}{report[e][index][2]:>16.1f}" for e in engines
         )
         print(f"{name:<32}{cells}")
+    if not args.no_docs:
+        load = f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
+        write_docs(args.rows, args.repeat, report, load)
+
+
+def write_docs(
+    rows: int, repeat: int, results: dict[str, list[tuple[str, float, float, int]]], load: str
+) -> None:
+    """This benchmark's section of docs/benchmarks.md."""
+    from bench import report
+
+    engines = list(results)
+    header = ["case", *(f"{e} {p}" for e in engines for p in ("p50", "p95")), "rows"]
+    lines = [
+        [
+            name,
+            *(f"{results[e][index][k]:.1f}" for e in engines for k in (1, 2)),
+            str(results[engines[0]][index][3]),
+        ]
+        for index, (name, *_rest) in enumerate(results[engines[0]])
+    ]
+    intro = report.prose(
+        f"""Machine: {report.machine()}, SQLite {sqlite3.sqlite_version}. Load average (1 min)
+        {load}: other work shares the machine.
+
+        {rows:,} calls ({", ".join(engines)}): the 70 real calls copied over a year, numbers
+        drawn with a skew from a pool of {rows // 5:,}, 40 % of them bound to customers with
+        Cyrillic names, through the migrated schema, then `ANALYZE`. Each case is
+        `storage.queries.list_calls` — the page query and loading the 50 entries of the page,
+        what `GET /calls` costs before rendering and JSON — {repeat} times (plus one warm-up)
+        with varying arguments (employee, week, search term, cursor depth). Milliseconds; "rows"
+        is the page's length (a rare search term finds fewer than 50). The plans are printed by
+        the command (`EXPLAIN QUERY PLAN` / `EXPLAIN`); `bench.http_calls` measures the same
+        cases over HTTP."""
+    )
+    text = "\n\n".join(
+        [
+            "## Journal queries: a page of each filter and search at a million calls",
+            f"Command: `{report.command_line()}`",
+            intro,
+            report.table(header, lines),
+        ]
+    )
+    report.update_section("bench.queries", text)
 
 
 if __name__ == "__main__":
