@@ -26,7 +26,7 @@ writers; they receive its ``bump`` to version the rows they change.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -56,8 +56,10 @@ __all__ = [
     "bind_number",
     "call_search_text",
     "delete_customer",
+    "employee_names",
     "list_employees",
     "owner_of",
+    "owners_of",
     "refresh_numbers",
     "seed_employees",
     "unbind_number",
@@ -123,38 +125,54 @@ async def owner_of(session: AsyncSession, number: str | None) -> NumberOwner | N
     """Who ``number`` (normalised) is bound to now, if anyone."""
     if not number:
         return None
-    query = (
-        sa.select(PhoneNumber.customer_id, Customer.name, PhoneNumber.contact_id, Contact.name)
-        .join(Customer, Customer.id == PhoneNumber.customer_id)
-        .outerjoin(Contact, Contact.id == PhoneNumber.contact_id)
-        .where(PhoneNumber.number == number)
-    )
-    found = (await session.execute(query)).first()
-    if found is None:
-        return None
-    return NumberOwner(number, found[0], found[1], found[2], found[3])
+    return (await owners_of(session, [number])).get(number)
 
 
-async def _employee_names(session: AsyncSession, extensions: Iterable[str]) -> dict[str, str]:
+async def owners_of(session: AsyncSession, numbers: Iterable[str | None]) -> dict[str, NumberOwner]:
+    """Who each of ``numbers`` (normalised) is bound to now; unbound numbers are left out."""
+    wanted = sorted({n for n in numbers if n})
+    owners: dict[str, NumberOwner] = {}
+    for chunk in _chunks(wanted):
+        rows = await session.execute(
+            sa.select(
+                PhoneNumber.number,
+                PhoneNumber.customer_id,
+                Customer.name,
+                PhoneNumber.contact_id,
+                Contact.name,
+            )
+            .join(Customer, Customer.id == PhoneNumber.customer_id)
+            .outerjoin(Contact, Contact.id == PhoneNumber.contact_id)
+            .where(PhoneNumber.number.in_(chunk))
+        )
+        for number, customer_id, customer, contact_id, contact in rows:
+            owners[number] = NumberOwner(number, customer_id, customer, contact_id, contact)
+    return owners
+
+
+async def employee_names(session: AsyncSession, extensions: Iterable[str]) -> dict[str, str]:
+    """The name of the employee each of ``extensions`` belongs to (unknown ones left out)."""
     wanted = sorted(set(extensions))
-    if not wanted:
-        return {}
-    rows = await session.execute(
-        sa.select(EmployeeExtension.extension, Employee.name)
-        .join(Employee, Employee.id == EmployeeExtension.employee_id)
-        .where(EmployeeExtension.extension.in_(wanted))
-    )
-    return {extension: name for extension, name in rows}
+    names: dict[str, str] = {}
+    for chunk in _chunks(wanted):
+        rows = await session.execute(
+            sa.select(EmployeeExtension.extension, Employee.name)
+            .join(Employee, Employee.id == EmployeeExtension.employee_id)
+            .where(EmployeeExtension.extension.in_(chunk))
+        )
+        names.update((extension, name) for extension, name in rows)
+    return names
 
 
-async def call_search_text(
-    session: AsyncSession,
+def call_search_text(
     row: Call,
     extensions: Sequence[str],
     names: Sequence[str | None],
     region: str,
+    employees: Mapping[str, str],
 ) -> str:
-    employees = await _employee_names(session, extensions)
+    """The search text of a call row: its number, customer and contact names (``names``),
+    its employees' extensions and names (``employees``, from :func:`employee_names`)."""
     return search_text(
         number=row.number,
         number_raw=row.number_raw,
@@ -178,13 +196,10 @@ async def _recompute(
         )
         for call_id, extension in parts:
             extensions[call_id].append(extension)
-    owners: dict[str | None, NumberOwner | None] = {}
+    owners = await owners_of(session, (row.number for row in rows))
+    employees = await employee_names(session, (e for exts in extensions.values() for e in exts))
     for row in rows:
-        if row.number not in owners:
-            owners[row.number] = await owner_of(session, row.number)
-    employees = await _employee_names(session, (e for exts in extensions.values() for e in exts))
-    for row in rows:
-        owner = owners[row.number] if row.direction != "internal" else None
+        owner = owners.get(row.number) if row.direction != "internal" and row.number else None
         exts = extensions.get(row.id, [])
         names = [owner.customer_name, owner.contact_name] if owner else []
         text = search_text(

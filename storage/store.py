@@ -36,6 +36,7 @@ run in the same kind of transaction.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -127,6 +128,28 @@ _RULE_COLUMNS = (
 )
 
 
+_CHUNK = 500  # items per IN (...) list: far below SQLite's and asyncpg's parameter limits
+
+
+def _chunks(items: Sequence[str]) -> Iterable[list[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield list(items[start : start + _CHUNK])
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What one write transaction read once for all its calls."""
+
+    #: Each call's normalised external number (None: internal, or no number).
+    numbers: dict[str, str | None]
+    #: Rows of the batch's conversations, by conversation id (new ones added as written).
+    rows: dict[str, Call] = field(default_factory=dict)
+    owners: dict[str, NumberOwner] = field(default_factory=dict)
+    employees: dict[str, str] = field(default_factory=dict)
+    #: Every call of each number of the batch (the rules' columns only).
+    by_number: dict[str, list[Call]] = field(default_factory=dict)
+
+
 class SqlJournal:
     """The journal in a database, with the rules of DESIGN section 1."""
 
@@ -173,9 +196,7 @@ class SqlJournal:
         self, call: FinishedCall, recordings: Sequence[FoundRecording], now: float
     ) -> list[Change]:
         """Store a finished call; return every row that is new or changed, by version."""
-        async with self.transaction() as tx:
-            await self._write(tx, call, recordings, now)
-            return sorted(tx.changes)
+        return await self.write_many([(call, recordings)], now)
 
     async def write_many(
         self,
@@ -188,41 +209,72 @@ class SqlJournal:
         one fsync, and 1C sees them all at once. A row changed twice in the batch is reported
         once, with its last version. ``open_keys`` are the saved open-conversation states
         these calls replace: deleted in the same transaction, so that a restart can never
-        take back a conversation whose row is already written."""
+        take back a conversation whose row is already written.
+
+        What the batch needs from the database is read once for all of it (its rows if they
+        were written before, the owners of its numbers, its employees' names, the other
+        calls of its numbers), not once per call."""
         async with self.transaction() as tx:
+            batch = await self._prefetch(tx.session, [call for call, _ in items])
             for call, recordings in items:
-                await self._write(tx, call, recordings, now)
-            if open_keys:
+                await self._write(tx, batch, call, recordings, now)
+            for chunk in _chunks(list(open_keys)):
                 await tx.session.execute(
-                    sa.delete(OpenConversation).where(OpenConversation.key.in_(list(open_keys)))
+                    sa.delete(OpenConversation).where(OpenConversation.key.in_(chunk))
                 )
             latest: dict[int, Change] = {}
             for change in tx.changes:
                 latest[change.id] = change
             return sorted(latest.values())
 
+    def _number(self, call: FinishedCall) -> str | None:
+        if call.direction is Direction.INTERNAL:
+            return None
+        return normalize_number(call.external_number, self.region)
+
+    async def _prefetch(self, session: AsyncSession, calls: Sequence[FinishedCall]) -> _Batch:
+        batch = _Batch(numbers={call.conversation_id: self._number(call) for call in calls})
+        ids = sorted({call.conversation_id for call in calls})
+        for chunk in _chunks(ids):
+            found = await session.scalars(
+                sa.select(Call).where(Call.pbx == self.pbx, Call.conversation_id.in_(chunk))
+            )
+            batch.rows.update((row.conversation_id, row) for row in found)
+        numbers = sorted({n for n in batch.numbers.values() if n})
+        batch.owners = await directory.owners_of(session, numbers)
+        batch.employees = await directory.employee_names(
+            session, (p.extension for call in calls for p in call.participants)
+        )
+        for chunk in _chunks(numbers):
+            related = await session.scalars(
+                sa.select(Call).where(Call.number.in_(chunk)).options(load_only(*_RULE_COLUMNS))
+            )
+            for row in related:
+                batch.by_number.setdefault(row.number or "", []).append(row)
+        return batch
+
     async def _write(
         self,
         tx: WriteTransaction,
+        batch: _Batch,
         call: FinishedCall,
         recordings: Sequence[FoundRecording],
         now: float,
     ) -> None:
         session = tx.session
-        number = None
-        if call.direction is not Direction.INTERNAL:
-            number = normalize_number(call.external_number, self.region)
-        owner = await directory.owner_of(session, number)
+        number = batch.numbers[call.conversation_id]
+        owner = batch.owners.get(number) if number else None
         digest = fingerprint(call, recordings)
-        identity = (Call.pbx == self.pbx, Call.conversation_id == call.conversation_id)
-        row = await session.scalar(sa.select(Call).where(*identity))
+        row = batch.rows.get(call.conversation_id)
         customer_id = owner.customer_id if owner else None
         contact_id = owner.contact_id if owner else None
+        is_new = row is None
         parts_changed = row is None or row.fingerprint != digest
         if row is None:
             # Version -1 is provisional: _reevaluate gives the new row its real one below.
             row = Call(pbx=self.pbx, conversation_id=call.conversation_id, version=-1)
             row.status, row.attention, row.first_contact, row.settled = "lost", False, False, False
+            batch.rows[call.conversation_id] = row
             changed = True
         else:
             changed = (
@@ -232,6 +284,7 @@ class SqlJournal:
             )
             if parts_changed:
                 await self._delete_parts(session, row.id)
+        previous_number = row.number
         if changed:
             _fill_call(row, call, number)
             row.fingerprint = digest
@@ -239,38 +292,51 @@ class SqlJournal:
             row.customer_id, row.contact_id = customer_id, contact_id
             row.unregistered = call.direction is not Direction.INTERNAL and owner is None
             names = [owner.customer_name, owner.contact_name] if owner else []
-            row.search_text = await directory.call_search_text(
-                session, row, [p.extension for p in call.participants], names, self.region
+            row.search_text = directory.call_search_text(
+                row,
+                [p.extension for p in call.participants],
+                names,
+                self.region,
+                batch.employees,
             )
             session.add(row)
             await session.flush()
         if parts_changed:
-            await self._add_parts(session, row.id, call, recordings)
-        await self._reevaluate(tx, number, row, now, force=changed)
+            await self._add_parts(session, row.id, call, recordings, new=is_new)
+        if previous_number != row.number and not is_new:
+            # The row moved to another number: it is no longer one of the old number's calls.
+            old = batch.by_number.get(previous_number or "")
+            if old is not None and row in old:
+                old.remove(row)
+        related = [row]
+        if number is not None:
+            related = batch.by_number.setdefault(number, [])
+            if row not in related:
+                related.append(row)
+        self._reevaluate(tx, related, row, now, force=changed)
+        await session.flush()
 
-    async def _reevaluate(
-        self, tx: WriteTransaction, number: str | None, current: Call, now: float, *, force: bool
+    def _reevaluate(
+        self, tx: WriteTransaction, related: list[Call], current: Call, now: float, *, force: bool
     ) -> None:
-        session = tx.session
-        if number is None:
-            related = [current]
-        else:
-            query = sa.select(Call).where(Call.number == number).options(load_only(*_RULE_COLUMNS))
-            related = list((await session.scalars(query)).all())
-            if current not in related:
-                related.append(current)
+        """Apply the rules to every call of ``current``'s number (``related``, sorted here
+        in place); bump those whose verdict changed, and ``current`` if ``force``.
+
+        ``later_contact_at`` of a call is the start of the earliest answered call of the
+        number that started at or after it ended (the call back, DESIGN 1): one sorted list
+        of answered starts and a bisection per call, rather than a scan of every pair."""
         related.sort(key=lambda c: (c.started_at, c.id))
+        answered = [(c.started_at, c.id) for c in related if c.answered]
+        starts = [start for start, _ in answered]
         for index, entry in enumerate(related):
-            later = [
-                other.started_at
-                for other in related
-                if other is not entry and other.answered and other.started_at >= entry.ended_at
-            ]
+            at = bisect.bisect_left(starts, entry.ended_at)
+            while at < len(answered) and answered[at][1] == entry.id:
+                at += 1  # not its own call back
             facts = NumberFacts(
                 registered=entry.registered_at_end,
                 # Sorted by (started_at, id): everything before this one is earlier.
                 earlier_calls=index > 0,
-                later_contact_at=min(later) if later else None,
+                later_contact_at=starts[at] if at < len(answered) else None,
             )
             verdict = evaluate(
                 direction=Direction(entry.direction),
@@ -292,7 +358,6 @@ class SqlJournal:
             if before != after or (force and entry is current):
                 entry.status, entry.attention, entry.first_contact, entry.window_closes_at = after
                 tx.bump(entry)
-        await session.flush()
 
     async def _delete_parts(self, session: AsyncSession, call_id: int) -> None:
         for model in (CallParticipant, CallLeg, CallTransfer):
@@ -304,6 +369,8 @@ class SqlJournal:
         call_id: int,
         call: FinishedCall,
         recordings: Sequence[FoundRecording],
+        *,
+        new: bool = False,
     ) -> None:
         for ordinal, p in enumerate(call.participants):
             session.add(
@@ -340,18 +407,28 @@ class SqlJournal:
                     target_extension=note.target,
                 )
             )
-        await self._store_recordings(session, call_id, recordings)
+        await self._store_recordings(session, call_id, recordings, new=new)
 
     async def _store_recordings(
-        self, session: AsyncSession, call_id: int, recordings: Sequence[FoundRecording]
+        self,
+        session: AsyncSession,
+        call_id: int,
+        recordings: Sequence[FoundRecording],
+        *,
+        new: bool = False,
     ) -> None:
-        """Keep the id of a part the PBX announced again (1C may hold its URL)."""
-        known = {
-            r.pbx_path: r
-            for r in await session.scalars(
-                sa.select(CallRecording).where(CallRecording.call_id == call_id)
-            )
-        }
+        """Keep the id of a part the PBX announced again (1C may hold its URL); a new row
+        has none to look for."""
+        known = (
+            {}
+            if new
+            else {
+                r.pbx_path: r
+                for r in await session.scalars(
+                    sa.select(CallRecording).where(CallRecording.call_id == call_id)
+                )
+            }
+        )
         for found in recordings:
             stored = known.pop(found.pbx_path, None) or CallRecording(
                 call_id=call_id, pbx_path=found.pbx_path

@@ -229,8 +229,12 @@ async def test_concurrent_writers_hand_out_gap_free_versions_in_commit_order(
     writer_of: dict[int, int] = {}
     done = asyncio.Event()
 
+    # Each round starts the writers together, so their transactions really contend.
+    rounds = asyncio.Barrier(writers)
+
     async def write_calls(n: int, journal: SqlJournal) -> None:
         for k in range(per_writer):
+            await rounds.wait()
             number = f"+7916{n:03d}{k:04d}"
             call = make_call(IN, number, at("11-27 10:00") + k, answered=bool(k % 2))
             for change in await journal.write(call, [], call.ended_at):

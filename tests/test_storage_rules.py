@@ -163,3 +163,24 @@ async def test_rules(database: Database, case: Case) -> None:
         ids.append(call_id)
     assert len(set(ids)) == len(ids)
     assert await states(journal, ids) == list(case.expected)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+async def test_rules_in_one_batch(database: Database, case: Case) -> None:
+    """The daemon's writer hands calls over in batches: one transaction, in any order, read
+    once for the batch. The rows end up as when written one by one."""
+    journal = await make_journal(database, window_of(case))
+    if case.registered:
+        await journal.upsert_customer(
+            CustomerRecord("c1", "ООО Ромашка", ("+7 (916) 123-45-67",)),
+            now=at("11-01 09:00"),
+        )
+    calls = [
+        make_call(step.direction, step.number, at(step.when), answered=step.answered)
+        for step in case.steps
+    ]
+    # Newest first: the batch's own rows must count as calls of the number already.
+    await journal.write_many([(call, []) for call in reversed(calls)], calls[-1].ended_at)
+    ids = [await journal.id_of(call.conversation_id) for call in calls]
+    assert None not in ids and len(set(ids)) == len(ids)
+    assert await states(journal, [i for i in ids if i is not None]) == list(case.expected)
