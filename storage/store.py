@@ -545,14 +545,21 @@ class SqlJournal:
     async def sync_open(
         self, states: Mapping[str, dict[str, Any]], gone: Iterable[str], now: float
     ) -> None:
-        """Save the open conversations that changed and forget those merged away, at once."""
+        """Save the open conversations that changed and forget those merged away, at once:
+        one DELETE per 500 keys and one multi-row INSERT, not a SELECT and an UPDATE per
+        state (the daemon saves hundreds at a time, and a conversation never saved before
+        must not wait behind them)."""
+        keys = sorted(set(gone) | states.keys())
         async with self.transaction() as tx:
-            if gone := list(gone):
+            for chunk in _chunks(keys):
                 await tx.session.execute(
-                    sa.delete(OpenConversation).where(OpenConversation.key.in_(gone))
+                    sa.delete(OpenConversation).where(OpenConversation.key.in_(chunk))
                 )
-            for key, state in states.items():
-                await tx.session.merge(OpenConversation(key=key, state=state, updated_at=now))
+            if states:
+                await tx.session.execute(
+                    sa.insert(OpenConversation),
+                    [{"key": k, "state": v, "updated_at": now} for k, v in states.items()],
+                )
 
     # -- customers, numbers, employees (storage.directory) -----------------------------
 
