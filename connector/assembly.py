@@ -418,6 +418,19 @@ class CallAssembler:
             deadline = stale if deadline is None else min(deadline, stale)
         return deadline
 
+    def next_closing(self) -> float | None:
+        """When the next grace period runs out (None: none is running). Unlike
+        :meth:`next_deadline` it costs next to nothing (the heap's top, entries made obsolete
+        by a later change dropped on the way), so a timer can be re-armed with it often."""
+        closing = self._closing
+        while closing:
+            when, generation, key = closing[0]
+            conversation = self._conversations.get(key)
+            if conversation is not None and conversation.generation == generation:
+                return when
+            heapq.heappop(closing)
+        return None
+
     def close_all(self, now: float, *, approximate: bool = True) -> list[FinishedCall]:
         """End every open conversation at ``now`` (PBX restart, end of a replay)."""
         self._now = max(self._now, now)

@@ -52,8 +52,11 @@ __all__ = ["Daemon", "PbxClock", "run_daemon"]
 
 log = structlog.get_logger("pbxjournal")
 
-#: How often the grace-period timer looks at the assembler when nothing else happens.
+#: The grace-period timer sleeps until the next conversation's grace period runs out, but
+#: at most this long (expire() also looks for conversations gone silent)...
 TICK_SECONDS = 0.25
+#: ...and at least this long, so that a stream of deadlines does not keep the loop spinning.
+MIN_TICK_SECONDS = 0.002
 #: When the daemon refreshes the database planner's statistics: soon after start, then daily.
 MAINTENANCE_FIRST_SECONDS = 60.0
 MAINTENANCE_EVERY_SECONDS = 24 * 3600.0
@@ -125,7 +128,10 @@ class Daemon:
         self.connector = AmiConnector(settings.ami, self.handle, on_session=self._on_session)
         self.journal: SqlJournal | None = None
         self.writer: JournalWriter | None = None
-        #: Called with the entries of every committed batch (HTTP long-polls, tests).
+        #: Called with the changes of every committed batch, first thing after the commit
+        #: (the HTTP long-polls: 1C hears of a call before the daemon logs it).
+        self.commit_hooks: list[Callable[[list[Change]], None]] = []
+        #: Called with the entries of every committed batch (tests).
         self.listeners: list[Listener] = []
         self._stop = asyncio.Event()
         #: PBX time of the last disconnect, until the next resync has used it.
@@ -238,10 +244,7 @@ class Daemon:
             status=self,
             merged_cache=cache,
         )
-        feed = change_feed(app)
-        self.listeners.append(
-            lambda entries: feed.committed([Change(e.version, e.id) for e in entries])
-        )
+        self.commit_hooks.append(change_feed(app).committed)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.http.host, settings.http.port)
@@ -307,9 +310,22 @@ class Daemon:
         self._stop.set()
 
     async def _tick(self) -> None:
+        """Finish conversations the moment their grace period runs out.
+
+        Events close what is due as they arrive; this timer covers the quiet after the last
+        ``Hangup``. It sleeps until the next deadline, at most ``TICK_SECONDS`` and at most
+        the grace period: a conversation that starts closing meanwhile is due no sooner than
+        a grace period after its ``Hangup``, so the timer is up by then.
+        """
+        longest = min(TICK_SECONDS, max(self.settings.pbx.hangup_grace, MIN_TICK_SECONDS))
         while not self._stop.is_set():
+            delay = longest
+            now = self._clock.now()
+            due = self.assembler.next_closing()
+            if now is not None and due is not None:
+                delay = min(delay, max(MIN_TICK_SECONDS, due - now))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), TICK_SECONDS)
+                await asyncio.wait_for(self._stop.wait(), delay)
             now = self._clock.now()
             if now is not None:
                 self._submit(self.assembler.expire(now))
@@ -389,7 +405,13 @@ class Daemon:
             self._resync = None
 
     async def _on_written(self, changes: list[Change]) -> None:
-        """After each committed batch: one log line per call, then the listeners."""
+        """After each committed batch: the commit hooks, one log line per call, then the
+        listeners."""
+        for hook in list(self.commit_hooks):
+            try:
+                hook(changes)
+            except Exception:
+                log.exception("journal commit hook failed")
         if self.journal is None:
             return
         entries = await self.journal.entries([c.id for c in changes])

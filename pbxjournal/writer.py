@@ -2,11 +2,15 @@
 
 The AMI consumer must never wait for the database (Asterisk drops a manager session whose
 reader stalls), so finished calls go into a bounded in-memory queue and one writer task drains
-it in batches: what is waiting is written in one transaction, then the next batch. A single
-call is therefore visible as soon as its own transaction commits, and a burst costs one
-commit per batch instead of one per call. A batch holds as many calls as the database writes
-in about ``batch_seconds`` (measured as it goes, at most ``max_batch``): the open
-conversations are saved between batches, and a backlog must not hold them back for seconds.
+it in batches: what is waiting is written in one transaction, then the next batch, as soon
+as the previous one committed (no timer). A single call is therefore visible as soon as its
+own transaction commits, and a burst costs one commit per batch instead of one per call. A
+batch holds as many calls as the database writes in about ``batch_seconds`` (measured as it
+goes, at most ``max_batch``), 50 ms by default: a call that ends while a batch is being
+written waits for that batch and its own, and beyond a handful of calls a bigger batch saves
+nothing (the cost of a call is its queries, not the commit). The open conversations are saved
+between batches, in slices of the same length (below), so that neither waits long for the
+other.
 
 When the database refuses (locked beyond ``busy_timeout``, disk full, read-only file, a
 PostgreSQL failover), the writer says so loudly, keeps the batch, and retries with backoff;
@@ -20,7 +24,9 @@ The writer also settles attention windows: it sleeps until the journal's next wi
 And it keeps the open conversations in the database, so that a restart of the daemon loses no
 call in progress: every ``persist_interval`` it saves the conversations that changed, and the
 state of a conversation is deleted in the very transaction that writes its row. Both happen in
-this one task, so a saved state can never outlive the row that replaced it. A conversation the
+this one task, so a saved state can never outlive the row that replaced it: the states handed
+out wait in a queue and are saved a slice (one transaction) at a time between batches, and a
+batch drops the states of its calls still waiting there. A conversation the
 database has never seen is saved sooner, within ``persist_new_interval``: killed before that,
 the daemon would not even know after its restart that the call existed, and a short call that
 ended meanwhile would be lost; an older one only loses its latest changes, which the
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -76,7 +83,7 @@ class JournalWriter:
         on_written: OnWritten | None = None,
         max_pending: int = 100_000,
         max_batch: int = 500,
-        batch_seconds: float = 0.5,
+        batch_seconds: float = 0.05,
         retry_min: float = 0.5,
         retry_max: float = 30.0,
         open_changes: OpenChanges | None = None,
@@ -106,6 +113,15 @@ class JournalWriter:
         self.open_written = open_written
         self.persist_new_interval = persist_new_interval
         self._persist_everything = False
+        #: Open-conversation states handed out and not saved yet (key → state, oldest
+        #: first), keys whose saved state must go, and how many of both there are.
+        self._unsaved: dict[str, dict[str, Any]] = {}
+        self._unsaved_gone: set[str] = set()
+        self._unsaved_count = 0
+        #: Seconds one state takes to save, a moving average (a guess until measured).
+        self._state_seconds = 0.002
+        #: After a failed save: not before this (loop time).
+        self._persist_retry_at = 0.0
         self.stats = WriterStats()
         self._pending: deque[FinishedCall] = deque()
         self._wake = asyncio.Event()
@@ -163,22 +179,36 @@ class JournalWriter:
         next_persist = loop.time() + self.persist_interval
         next_new = loop.time() + self.persist_new_interval
         while True:
-            if loop.time() >= next_persist:
-                await self._persist_open()
-                next_persist = loop.time() + self.persist_interval
-                next_new = loop.time() + self.persist_new_interval
-            elif self.open_new is not None and loop.time() >= next_new:
-                await self._persist_open(new_only=True)
-                next_new = loop.time() + self.persist_new_interval
+            # 1. Hand out the open conversations whose save is due; they are saved a slice
+            # at a time, between batches, so neither waits long for the other.
+            now = loop.time()
+            if now >= next_persist and not self._unsaved:
+                self._take_open()
+                next_persist = now + self.persist_interval
+                next_new = now + self.persist_new_interval
+            elif self.open_new is not None and now >= next_new:
+                self._take_open(new_only=True)
+                next_new = now + self.persist_new_interval
+            if self._closing and not self._pending and not self._persist_everything:
+                # Shutdown: every open conversation, changed or not, with what is waiting.
+                self._persist_everything = True
+                self._take_open()
+            # 2. One slice of them.
+            if self._unsaved_count and now >= self._persist_retry_at:
+                await self._save_open_slice()
+            # 3. One batch of finished calls.
             if not self._pending:
+                if self._unsaved_count and now >= self._persist_retry_at:
+                    continue
                 if self._closing:
-                    self._persist_everything = True
-                    await self._persist_open()
                     self._idle.set()
                     return
                 self._idle.set()
                 self._wake.clear()
-                wake_at = next_persist if self.open_new is None else min(next_persist, next_new)
+                # A full round waits for the states still unsaved (after a failed save).
+                wake_at = self._persist_retry_at if self._unsaved_count else next_persist
+                if self.open_new is not None:
+                    wake_at = min(wake_at, next_new)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), max(0.0, wake_at - loop.time()))
                 continue
@@ -216,6 +246,11 @@ class JournalWriter:
             self.stats.last_error = None
             for _ in batch:
                 self._pending.popleft()
+            # Their rows replaced their saved states in that transaction: a state of theirs
+            # still waiting for its slice would bring them back.
+            for call in batch:
+                self._unsaved.pop(call.conversation_id, None)
+            self._unsaved_count = len(self._unsaved) + len(self._unsaved_gone)
             if self.open_written is not None:
                 self.open_written([call.conversation_id for call in batch])
             self.stats.calls_written += len(batch)
@@ -236,9 +271,12 @@ class JournalWriter:
             else (),
         )
 
-    async def _persist_open(self, *, new_only: bool = False) -> None:
-        """Save the open conversations that changed (all of them at shutdown), or only
-        those the database has never seen."""
+    def _take_open(self, *, new_only: bool = False) -> None:
+        """Take the open conversations that changed (all of them at shutdown), or only those
+        the database has never seen, into the states to save.
+
+        A newer state replaces a state of the same conversation still waiting; those never
+        saved yet go first. A key to delete drops the state waiting under it."""
         if self.open_changes is None:
             return
         if new_only:
@@ -254,17 +292,45 @@ class JournalWriter:
             states, gone = self.open_changes()
         if not states and not gone:
             return
+        older = self._unsaved
+        for key in gone:
+            older.pop(key, None)
+        if new_only:
+            states.update((k, v) for k, v in older.items() if k not in states)
+            self._unsaved = states
+        else:
+            older.update(states)
+        self._unsaved_gone |= gone
+        self._unsaved_count = len(self._unsaved) + len(self._unsaved_gone)
+
+    async def _save_open_slice(self) -> None:
+        """Save the next states waiting, as many as the database saves in about
+        ``batch_seconds``, with every key to delete, in one transaction."""
+        loop = asyncio.get_running_loop()
+        size = max(1, int(self.batch_seconds / self._state_seconds))
+        keys = list(itertools.islice(self._unsaved, size))
+        states = {key: self._unsaved[key] for key in keys}
+        gone = self._unsaved_gone
         prefix = self.open_prefix
+        began = loop.time()
         try:
             await self.journal.sync_open(
                 {prefix + k: v for k, v in states.items()}, {prefix + k for k in gone}, self.clock()
             )
         except Exception as exc:
-            # Nothing is lost yet: the next round saves every open conversation.
-            self._persist_everything = True
+            # Nothing is lost: the states wait for the next try, newer ones replacing them.
+            self._persist_retry_at = loop.time() + self.persist_new_interval
             log.warning("saving open conversations failed", error=f"{type(exc).__name__}: {exc}")
             return
-        self._persist_everything = False
+        if keys:
+            per_state = (loop.time() - began) / len(keys)
+            self._state_seconds = 0.7 * self._state_seconds + 0.3 * max(per_state, 1e-5)
+        for key in keys:
+            # A batch written meanwhile may have dropped it already.
+            if self._unsaved.get(key) is states[key]:
+                del self._unsaved[key]
+        self._unsaved_gone = self._unsaved_gone - gone
+        self._unsaved_count = len(self._unsaved) + len(self._unsaved_gone)
 
     def _find_all(self, batch: list[FinishedCall]) -> list[list[FoundRecording]]:
         # Blocking stat() calls: a worker thread, never the event loop.

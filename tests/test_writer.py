@@ -126,3 +126,55 @@ async def test_a_backlog_is_written_in_short_batches_so_open_conversations_are_s
     during = [began, *(t for t in saves if began <= t <= drained), drained]
     assert drained - began > 2.0
     assert max(b - a for a, b in itertools.pairwise(during)) < 1.2
+
+
+async def test_a_finished_call_is_written_between_slices_of_a_long_save_of_open_conversations(
+    tmp_path: Path,
+) -> None:
+    settings = daemon_settings(5038, tmp_path / "journal.sqlite3")
+    call, *_ = assemble_capture("17-burst-50-mixed").calls
+    loop = asyncio.get_running_loop()
+    # 400 open conversations changed since the last save, the finished call's among them
+    # (it was open then): far more than one slice of about 50 ms saves.
+    states: dict[str, dict[str, Any]] = {f"open-{n}": {"n": n} for n in range(400)}
+    states[call.conversation_id] = {"n": -1}
+    handed_out: list[dict[str, dict[str, Any]]] = [states]
+    slices: list[tuple[float, int]] = []
+    written_at: list[float] = []
+
+    def open_changes() -> tuple[dict[str, dict[str, Any]], set[str]]:
+        return (handed_out.pop() if handed_out else {}), set()
+
+    async with open_journal(settings) as journal:
+        sync_open = journal.sync_open
+
+        async def slow_sync(saving: Any, gone: Any, now: float) -> None:
+            await asyncio.sleep(0.002 * len(saving))  # a database 2 ms per state
+            await sync_open(saving, gone, now)
+            slices.append((loop.time(), len(saving)))
+
+        journal.sync_open = slow_sync  # type: ignore[method-assign]
+        writer = JournalWriter(
+            journal,
+            RecordingFinder([]),
+            lambda: call.ended_at + 10,
+            on_written=lambda changes: written_at.append(loop.time()),
+            open_changes=open_changes,
+            open_prefix="main/",
+            persist_interval=0.05,  # the round is due at once
+        )
+        task = asyncio.create_task(writer.run())
+        await until(lambda: len(slices) >= 2)
+        writer.submit([call])
+        await asyncio.wait_for(writer.flush(), 20)
+        await until(lambda: sum(n for _, n in slices) >= 400)
+        await writer.close()
+        await task
+        saved = await journal.load_open("main/")
+    # The call did not wait for the whole round: it went in between two slices...
+    assert written_at and written_at[0] < slices[-1][0]
+    assert len(slices) >= 4
+    # ...and its state, still waiting for its slice, was dropped with its row written: no
+    # saved state outlives the row (a restart would take the call back a second time).
+    assert call.conversation_id not in {key.removeprefix("main/") for key in saved}
+    assert len(saved) == 400
