@@ -25,6 +25,9 @@ name stays the caller's. The company's own numbers (``7495777…``) are kept.
 template, starts it when its previous copy has ended plus a pause a little longer than the
 assembler's grace period, so about ``concurrency`` conversations are open at any moment.
 Each copy gets fresh ids from global counters and its times shifted by whole microseconds.
+With ``rate`` instead, copies start at a steady pace, ``rate`` per second (each at a random
+moment of its own 1/``rate`` slot), however long they last: the load of a PBX taking that
+many calls a second, where the number open at once follows from the calls' lengths.
 
 *Output.* The copies are merged by time (a heap over the copies that have started, so memory
 holds only the open ones) and written as a ``.ami`` capture with the banner and login answer
@@ -505,9 +508,11 @@ def plan(
     concurrency: int = 500,
     seed: int = 0,
     start: float | None = None,
+    rate: float | None = None,
 ) -> list[Instance]:
     """The copies to make, in order of their start: ``calls`` of them, or enough to reach
-    ``events`` messages (default one million)."""
+    ``events`` messages (default one million); ``rate`` copies started per second instead
+    of ``concurrency`` lanes."""
     return list(
         iter_plan(
             templates,
@@ -516,6 +521,7 @@ def plan(
             concurrency=concurrency,
             seed=seed,
             start=start,
+            rate=rate,
         )
     )
 
@@ -528,17 +534,25 @@ def iter_plan(
     concurrency: int = 500,
     seed: int = 0,
     start: float | None = None,
+    rate: float | None = None,
 ) -> Iterator[Instance]:
     """:func:`plan`, one copy at a time (a million calls do not fit in memory as a list)."""
     if not templates:
         raise ValueError("no call templates")
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
+    if rate is not None and rate <= 0:
+        raise ValueError("rate must be positive")
     if calls is None and events is None:
         events = 1_000_000
     rng = random.Random(seed)
     allocator = _Allocator(rng)
     start_us = round(start * 1e6) if start is not None else min(t.start_us for t in templates)
+    if rate is not None:
+        yield from _steady(
+            templates, rng, allocator, start_us=start_us, rate=rate, calls=calls, events=events
+        )
+        return
     mean_span = sum(t.span_us for t in templates) // len(templates)
     # Lanes start spread over one mean call, so the PBX ramps up instead of 500 calls at once.
     lanes = [(start_us + rng.randrange(mean_span + 1), lane) for lane in range(concurrency)]
@@ -559,6 +573,31 @@ def iter_plan(
         total += template.events
         pause = rng.randrange(pause_min, pause_max)
         heapq.heappush(lanes, (free_at + template.span_us + pause, lane))
+
+
+def _steady(
+    templates: Sequence[CallTemplate],
+    rng: random.Random,
+    allocator: _Allocator,
+    *,
+    start_us: int,
+    rate: float,
+    calls: int | None,
+    events: int | None,
+) -> Iterator[Instance]:
+    """Copies started ``rate`` per second, each at a random moment of its own slot."""
+    slot = 1e6 / rate
+    made = 0
+    total = 0
+    while (calls is not None and made < calls) or (
+        calls is None and events is not None and total < events
+    ):
+        at = start_us + int(made * slot + rng.random() * slot)
+        template = templates[rng.randrange(len(templates))]
+        static = tuple(allocator.values(template.static_keys, at - template.start_us))
+        yield Instance(made, template, at, static)
+        made += 1
+        total += template.events
 
 
 def render(
@@ -690,6 +729,7 @@ def build_capture(
     traces: Path = TRACES,
     templates: Sequence[CallTemplate] | None = None,
     journal_only: bool = False,
+    rate: float | None = None,
 ) -> SyntheticCapture:
     """Write a synthetic capture and its expected summary; see :func:`plan`.
 
@@ -701,7 +741,9 @@ def build_capture(
     skipped: list[str] = []
     if templates is None:
         templates = load_templates(traces, skipped=skipped)
-    instances = plan(templates, calls=calls, events=events, concurrency=concurrency, seed=seed)
+    instances = plan(
+        templates, calls=calls, events=events, concurrency=concurrency, seed=seed, rate=rate
+    )
     path = Path(path)
     count, size = _write(instances, path, recvlog=recvlog, journal_only=journal_only)
     expected = tuple(instance.expected() for instance in instances)
@@ -712,6 +754,7 @@ def build_capture(
         "generator": "bench.synth",
         "seed": seed,
         "concurrency": concurrency,
+        "rate": rate,
         "requested": {"calls": calls, "events": events},
         "journal_only": journal_only,
         "events": count,
@@ -784,6 +827,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     size.add_argument("--events", type=int, help="at least this many messages (default 1e6)")
     size.add_argument("--calls", type=int, help="exactly this many calls")
     parser.add_argument("--concurrency", type=int, default=500, help="calls open at once")
+    parser.add_argument(
+        "--rate", type=float, help="calls started per second, instead of --concurrency"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-recvlog", action="store_true", help="write no .recvlog")
     parser.add_argument("--traces", type=Path, default=TRACES, help="the real captures")
@@ -796,6 +842,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         recvlog=not args.no_recvlog,
         traces=args.traces,
+        rate=args.rate,
     )
     print(
         f"{result.path}: {result.events} events, {len(result.calls)} calls, "

@@ -36,7 +36,8 @@ For tests: :attr:`FakePbx.ignore_actions` names actions that get no answer (a st
 :meth:`FakePbx.discard_until` loses messages as an outage would, :meth:`FakePbx.crash` kills
 the PBX without a ``Shutdown``, :meth:`FakePbx.inject`
 writes arbitrary bytes (malformed messages) to the clients, and ``chunker`` splits
-each message written into pieces (to cut multi-byte characters between TCP reads).
+each message written into pieces (to cut multi-byte characters between TCP reads). For
+benchmarks, :attr:`FakePbx.on_sent` is told of each stream message once it is written.
 """
 
 from __future__ import annotations
@@ -225,7 +226,12 @@ class FakePbx:
         #: bytes rather than one write per message (0: per message). A benchmark needs it:
         #: one system call per message caps this fake far below what a real Asterisk sends.
         self.batch_bytes = batch_bytes
+        #: Called with each stream message right after it was handed to the clients' sockets
+        #: (with ``batch_bytes``: when its piece was), or lost while nobody listened; a
+        #: benchmark notes there when the PBX "sent" an event. Must be quick.
+        self.on_sent: Callable[[AmiMessage], None] | None = None
         self._batch: list[bytes] = []
+        self._batch_messages: list[AmiMessage] = []
         self._batch_size = 0
         #: Lower-case action names the fake reads and never answers.
         self.ignore_actions: set[str] = set()
@@ -429,10 +435,14 @@ class FakePbx:
             # the stream and the PBX's state disagree.
             self._batch.append(data)
             self._batch_size += len(data)
+            if self.on_sent is not None and item.message is not None:
+                self._batch_messages.append(item.message)
             if self._batch_size >= self.batch_bytes:
                 await self._flush()
             return
         await self._send_stream(data, 1)
+        if self.on_sent is not None and item.message is not None:
+            self.on_sent(item.message)
 
     async def _flush(self) -> None:
         if not self._batch:
@@ -442,6 +452,10 @@ class FakePbx:
         self._batch = []
         self._batch_size = 0
         await self._send_stream(data, count)
+        messages, self._batch_messages = self._batch_messages, []
+        if self.on_sent is not None:
+            for message in messages:
+                self.on_sent(message)
 
     async def _send_stream(self, data: bytes, count: int) -> None:
         delivered = False
