@@ -19,7 +19,14 @@ the last event, with its CPU time beside the wall time:
     routing without parsing, the queue, parsing and normalising the journal events.
 (c) ``pipeline`` — the same feeding :class:`pbxjournal.pipeline.JournalPipeline` with the
     in-memory journal: assembler, recordings finder (no directories), rules, journal rows.
-    The SQL journals plug in next to it (see :data:`JOURNALS`).
+(c) ``sqlite`` — the daemon itself (:class:`pbxjournal.daemon.Daemon`, what ``pbxjournal run``
+    runs, with its HTTP server, resynchronisation at login, grace timer, the writer's batches
+    and the saving of open conversations) on a fresh SQLite file, migrated before the clock
+    starts; timed until its clean stop after the last event, when every call is a committed
+    row (checked: ``calls`` holds exactly the capture's calls, ``open_conversations`` is
+    empty).
+(d) ``postgres`` — the same on a fresh PostgreSQL database (``--postgres URL``: made next to
+    the one the URL names, dropped afterwards; ``scripts/test-postgres`` prints such a URL).
 
 The modes run round-robin (0, a, b, c, 0, a, b, c, ...) so that a noisy neighbour hits them
 alike; the table shows the median of the runs, the ratio to (a), and whether any session was
@@ -41,28 +48,40 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+import sqlalchemy as sa
 from panoramisk import Manager
 
 from bench import report
+from bench.databases import scratch_database
 from bench.synth import ensure_capture
-from config import AmiSettings, Settings
+from config import AmiSettings, Settings, load_settings
 from connector.ami import AmiConnector
 from connector.capture import iter_capture_messages
 from connector.events import AmiEvent, is_journal_message, parse_message
+from pbxjournal.daemon import Daemon
+from pbxjournal.dbtools import open_journal
+from pbxjournal.logs import configure_logging
+from storage.engine import open_database
 
-__all__ = ["JOURNALS", "main"]
+__all__ = ["main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 USERNAME = "bench"
 SECRET = "bench-secret"
-MODES = ("wire", "panoramisk", "transport", "pipeline")
+MODES = ("wire", "panoramisk", "transport", "pipeline", "sqlite", "postgres")
+#: The modes that run the daemon on a database (the others need none).
+DAEMON_MODES = ("sqlite", "postgres")
+#: A daemon mode that handles no event for this long has lost part of the stream.
+STALL_SECONDS = 30.0
 LABELS = {
     "wire": "(0) wire: the fake PBX's own ceiling",
     "panoramisk": "(a) panoramisk alone, no-op callback",
     "transport": "(b) our transport + parser, no-op handler",
-    "pipeline": "(c) whole pipeline, in-memory journal",
+    "pipeline": "(p) the pipeline alone, in-memory journal",
+    "sqlite": "(c) the daemon, to committed SQLite rows",
+    "postgres": "(d) the daemon, to committed PostgreSQL rows",
 }
 #: Issue 7: the whole pipeline at half the transport's ceiling at least, and at 20 times the
 #: 2,100 events/s the real Asterisk peaked at, on one core.
@@ -337,14 +356,6 @@ async def run_connector(
     }
 
 
-class Journal(Protocol):
-    """What mode (c) and its SQL siblings feed: events in, calls written at the end."""
-
-    async def start(self) -> None: ...
-    def handle(self, event: AmiEvent) -> None: ...
-    async def finish(self) -> dict[str, Any]: ...
-
-
 class MemoryJournalRun:
     """(c) The daemon's pipeline with the in-memory journal (every row kept, by design)."""
 
@@ -370,25 +381,115 @@ class MemoryJournalRun:
         }
 
 
-# -- (c)/(d) hook: the SQL journals ----------------------------------------------------
-# storage/store.py's SqlJournal (SQLite, PostgreSQL) plugs in here as "sqlite"/"postgres",
-# wired the way the daemon wires it: start() opens the journal (pbxjournal.dbtools.open_journal
-# on a fresh SQLite file or PostgreSQL database: migrated, employees seeded) and starts a
-# pbxjournal.writer.JournalWriter task; handle() feeds the assembler synchronously (as
-# MemoryJournalRun does) and hands finished calls to JournalWriter.submit — the event loop
-# never waits for the database (Asterisk drops a reader that stalls past writetimeout);
-# finish() drains the assembler, submits the rest, awaits JournalWriter.flush() and returns
-# {"calls": rows committed}. The run is timed until then, so (c)/(d) measure "to committed
-# rows" as issue 7 asks. Add the modes to MODES and LABELS and a --database URL option that
-# reaches the client's command line.
-JOURNALS: dict[str, Callable[[], Journal]] = {"pipeline": MemoryJournalRun}
+# -- (c)/(d): the daemon itself, to committed SQLite or PostgreSQL rows ------------------
 
 
-async def run_client(mode: str, port: int, facts: StreamFacts) -> Measure:
-    journal = JOURNALS[mode]() if mode in JOURNALS else None
-    if journal is not None:
-        await journal.start()
+class CountingDaemon(Daemon):
+    """The daemon, counting the stream's journal events it handled (not the answers to its
+    own resynchronisation, whose ``ActionID`` is one of its own, nor ``FullyBooted``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.stream_events = 0
+
+    def handle(self, event: AmiEvent) -> None:
+        if event.name != "FullyBooted" and not event.get("ActionID").startswith("pbxjournal-"):
+            self.stream_events += 1
+        super().handle(event)
+
+
+def _daemon_settings(port: int, url: str) -> Settings:
+    environ = {
+        "PBXJOURNAL_AMI__HOST": "127.0.0.1",
+        "PBXJOURNAL_AMI__PORT": str(port),
+        "PBXJOURNAL_AMI__USERNAME": USERNAME,
+        "PBXJOURNAL_AMI__SECRET": SECRET,
+        "PBXJOURNAL_STORAGE__URL": url,
+        "PBXJOURNAL_HTTP__LISTEN": "127.0.0.1:0",
+    }
+    return load_settings(None, environ=environ)
+
+
+async def run_daemon(port: int, facts: StreamFacts, url: str) -> tuple[dict[str, Any], float]:
+    """(c)/(d) ``pbxjournal run``'s :class:`~pbxjournal.daemon.Daemon`, in this process, on a
+    journal migrated beforehand; timed from its start to its clean stop once the stream's last
+    event is handled: the stop finishes the conversations still in their grace period and
+    waits for the writer, so every call is a committed row when the clock stops. Returns the
+    details and the wall seconds."""
+    settings = _daemon_settings(port, url)
+    configure_logging(settings.log.level, settings.log.format)
+    async with open_journal(settings):  # migrate and seed before the clock starts
+        pass
+    daemon = CountingDaemon(settings)
+    began = time.perf_counter()
+    running = asyncio.create_task(daemon.run(), name="bench-daemon")
+    # Polling a counter that no event announces; every 5 ms against a run of tens of seconds.
+    progress, stalled_since = -1, time.perf_counter()
+    while daemon.stream_events < facts.journal_events:
+        if running.done():
+            running.result()
+            raise RuntimeError("the daemon stopped before the end of the stream")
+        if daemon.stream_events != progress:
+            progress, stalled_since = daemon.stream_events, time.perf_counter()
+        elif time.perf_counter() - stalled_since > STALL_SECONDS:
+            daemon.stop()
+            await running
+            raise RuntimeError(
+                f"no event for {STALL_SECONDS:.0f} s: {daemon.stream_events} of "
+                f"{facts.journal_events} journal events handled, "
+                f"{daemon.connector.stats.messages_received} messages received"
+            )
+        await asyncio.sleep(0.005)
+    daemon.stop()
+    await asyncio.wait_for(running, timeout=600)
+    seconds = time.perf_counter() - began
+    database = open_database(url)
+    try:
+        async with database.engine.connect() as connection:
+            rows = (await connection.execute(sa.text("SELECT count(*) FROM calls"))).scalar_one()
+            left = (
+                await connection.execute(sa.text("SELECT count(*) FROM open_conversations"))
+            ).scalar_one()
+    finally:
+        await database.dispose()
+    stats = daemon.connector.stats
+    assert daemon.writer is not None
+    return (
+        {
+            "journal_events": daemon.stream_events,
+            "messages_received": stats.messages_received,
+            "malformed": stats.malformed,
+            "handler_errors": stats.handler_errors,
+            "reconnects": stats.reconnects,
+            "queue_high_water": stats.queue_high_water,
+            "calls": int(rows),
+            "open_conversations": int(left),
+            "writer_batches": daemon.writer.stats.batches,
+            "writer_pending_high_water": daemon.writer.stats.pending_high_water,
+            "writer_failures": daemon.writer.stats.failures,
+        },
+        seconds,
+    )
+
+
+async def run_client(
+    mode: str, port: int, facts: StreamFacts, postgres: str | None = None
+) -> Measure:
     measure = Measure(mode, facts.events)
+    if mode in DAEMON_MODES:
+        with tempfile.TemporaryDirectory(prefix="pbxjournal-ingest-") as workdir:
+            url, drop = await scratch_database(
+                postgres if mode == "postgres" else None, Path(workdir), "ingest"
+            )
+            try:
+                began_cpu = time.process_time()
+                measure.details, measure.seconds = await run_daemon(port, facts, url)
+                measure.cpu_seconds = time.process_time() - began_cpu
+            finally:
+                if drop is not None:
+                    await drop()
+        return measure
+    journal = MemoryJournalRun() if mode == "pipeline" else None
     began_cpu = time.process_time()
     began = time.perf_counter()
     if mode == "wire":
@@ -430,7 +531,9 @@ class Row:
         return report.median([m.cpu_seconds / m.seconds for m in self.measures if m.seconds])
 
 
-def _run_one(mode: str, server: Server, facts: StreamFacts) -> tuple[Measure, list[str]]:
+def _run_one(
+    mode: str, server: Server, facts: StreamFacts, postgres: str | None
+) -> tuple[Measure, list[str]]:
     before = server.ask("stats")
     result = subprocess.run(
         [
@@ -443,6 +546,7 @@ def _run_one(mode: str, server: Server, facts: StreamFacts) -> tuple[Measure, li
             str(server.port),
             "--facts",
             json.dumps([facts.events, facts.journal_events, facts.calls]),
+            *(["--postgres", postgres] if postgres and mode == "postgres" else []),
         ],
         capture_output=True,
         text=True,
@@ -469,8 +573,15 @@ def _run_one(mode: str, server: Server, facts: StreamFacts) -> tuple[Measure, li
         problems.append(f"{sent} of {server.stream} events sent")
     if measure.details.get("reconnects"):
         problems.append(f"{measure.details['reconnects']} reconnects")
-    if mode == "pipeline" and measure.details.get("calls") != facts.calls:
+    if mode in ("pipeline", *DAEMON_MODES) and measure.details.get("calls") != facts.calls:
         problems.append(f"{measure.details.get('calls')} calls of {facts.calls}")
+    if measure.details.get("open_conversations"):
+        problems.append(f"{measure.details['open_conversations']} conversations left open")
+    if measure.details.get("handler_errors") or measure.details.get("writer_failures"):
+        problems.append(
+            f"{measure.details.get('handler_errors', 0)} handler errors, "
+            f"{measure.details.get('writer_failures', 0)} failed writes"
+        )
     return measure, problems
 
 
@@ -495,6 +606,9 @@ def benchmark(args: argparse.Namespace) -> int:
     if unknown:
         print(f"unknown modes {unknown}; choose from {', '.join(MODES)}", file=sys.stderr)
         return 2
+    if "postgres" in modes and not args.postgres:
+        print("mode postgres left out: no --postgres URL", flush=True)
+        modes.remove("postgres")
     load_before = os.getloadavg()[0]
     server = Server(capture)
     print(f"fake PBX loaded the stream in {server.load_seconds:.0f} s", flush=True)
@@ -502,7 +616,7 @@ def benchmark(args: argparse.Namespace) -> int:
     try:
         for round_no in range(1, args.runs + 1):
             for mode in modes:
-                measure, problems = _run_one(mode, server, facts)
+                measure, problems = _run_one(mode, server, facts, args.postgres)
                 rows[mode].measures.append(measure)
                 rows[mode].dropped.extend(problems)
                 print(
@@ -559,28 +673,38 @@ def render(
         lines,
     )
     verdict = ""
-    if "pipeline" in rows and base:
-        pipeline = rows["pipeline"]
+    if base:
 
         def said(ok: bool) -> str:
             return "met" if ok else "NOT met"
 
-        verdict = (
-            f"\nGoals (issue 7). (c) ≥ {GOAL_RATIO} × (a): {pipeline.rate / base.rate:.2f} × by "
-            f"the wall clock ({said(pipeline.rate >= GOAL_RATIO * base.rate)}), "
-            f"{pipeline.cpu_rate / base.cpu_rate:.2f} × per CPU second "
-            f"({said(pipeline.cpu_rate >= GOAL_RATIO * base.cpu_rate)}). (c) ≥ "
-            f"{GOAL_RATE:,.0f} events/s on one core: {pipeline.cpu_rate:,.0f} per CPU second, "
-            f"what one core does ({said(pipeline.cpu_rate >= GOAL_RATE)}); "
-            f"{pipeline.rate:,.0f}/s by the wall clock with the client busy "
-            f"{pipeline.busy:.0%} of the time ({said(pipeline.rate >= GOAL_RATE)}"
-            + (
-                "; below 100 %: waiting for the fake or for a CPU)."
-                if pipeline.busy < 0.9
-                else ")."
+        for mode in ("pipeline", *DAEMON_MODES):
+            if mode not in rows:
+                continue
+            row = rows[mode]
+            name = LABELS[mode].split(" ", 1)
+            verdict += (
+                f"\n{name[0]} {name[1]}: ≥ {GOAL_RATIO} × (a)? {row.rate / base.rate:.2f} × by "
+                f"the wall clock ({said(row.rate >= GOAL_RATIO * base.rate)}), "
+                f"{row.cpu_rate / base.cpu_rate:.2f} × per CPU second "
+                f"({said(row.cpu_rate >= GOAL_RATIO * base.cpu_rate)}). ≥ "
+                f"{GOAL_RATE:,.0f} events/s on one core? {row.cpu_rate:,.0f} per CPU second, "
+                f"what one core does ({said(row.cpu_rate >= GOAL_RATE)}); "
+                f"{row.rate:,.0f}/s by the wall clock with the client busy "
+                f"{row.busy:.0%} of the time ({said(row.rate >= GOAL_RATE)}"
+                + (
+                    "; below 100 %: waiting for the fake, the database or a CPU)."
+                    if row.busy < 0.9
+                    else ")."
+                )
+                + "\n"
             )
-            + "\n"
-        )
+        verdict = "Goals (issue 7)." + verdict if verdict else ""
+    databases = (
+        f"PostgreSQL: {_postgres_version(args.postgres)} on this machine, sharing its cores."
+        if "postgres" in rows
+        else "PostgreSQL: not run (no `--postgres URL`)."
+    )
     intro = report.prose(
         f"""
 Machine: {report.machine()}. Load average (1 min) {load[0]:.2f} before, {load[1]:.2f} after:
@@ -599,14 +723,32 @@ disturbs less; "client busy" is CPU time over wall time (below 100 %: the client
 the fake or for a CPU). Median of {args.runs} runs, modes round-robin; "× (a)" is the ratio
 to panoramisk alone.
 
-Not measured here yet: the pipeline to committed SQLite rows and to PostgreSQL (issue 7's (c)
-and (d)); `bench/ingest.py` has the hook for them (`JOURNALS`).
+The daemon modes run `pbxjournal run`'s daemon in the client process (HTTP server, logging at
+info to a pipe, the resynchronisation at login, the grace timer, the writer's batches, the
+saving of open conversations) on a fresh, migrated journal, and are timed from the daemon's
+start to its clean stop after the last event: the stop finishes the conversations still in
+their grace period and waits for the writer, so the clock stops when every call is a committed
+row (checked after each run: the table holds the capture's calls exactly, nothing is left in
+`open_conversations`). {databases}
 """
     )
     return (
         "## Ingest: AMI events per second over loopback TCP\n\n"
         f"{intro}\n\n{table}\n\n{report.prose(verdict) if verdict else ''}\n"
     )
+
+
+def _postgres_version(url: str) -> str:
+    async def ask() -> str:
+        database = open_database(url)
+        try:
+            async with database.engine.connect() as connection:
+                version = await connection.execute(sa.text("SHOW server_version"))
+                return f"PostgreSQL {version.scalar_one()}"
+        finally:
+            await database.dispose()
+
+    return asyncio.run(ask())
 
 
 # --------------------------------------------------------------------------------------
@@ -627,12 +769,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--capture", type=Path, help="where to keep the synthetic capture")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="a PostgreSQL URL for mode (d) (scripts/test-postgres prints one); without it "
+        "mode (d) is left out",
+    )
     serve_parser = sub.add_parser("serve", help=argparse.SUPPRESS)
     serve_parser.add_argument("capture", type=Path)
     client_parser = sub.add_parser("client", help=argparse.SUPPRESS)
     client_parser.add_argument("mode", choices=MODES)
     client_parser.add_argument("--port", type=int, required=True)
     client_parser.add_argument("--facts", required=True)
+    client_parser.add_argument("--postgres")
     args = parser.parse_args(argv)
     if args.command == "serve":
         asyncio.run(serve(args.capture))
@@ -640,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "client":
         events, journal, calls = json.loads(args.facts)
         facts = StreamFacts(events, journal, calls)
-        measure = asyncio.run(run_client(args.mode, args.port, facts))
+        measure = asyncio.run(run_client(args.mode, args.port, facts, args.postgres))
         _say(
             {
                 "events": measure.events,
