@@ -124,3 +124,26 @@ def test_the_recvlog_describes_the_capture(synthetic: Path) -> None:
     # Read through the recvlog (which checks it covers the file exactly): every message once.
     messages = sum(1 for _ in iter_capture_messages(synthetic))
     assert messages == load_expected(synthetic)["events"] + 2  # + login answer, FullyBooted
+
+
+def test_a_journal_only_capture_keeps_what_the_assembler_reads(
+    tmp_path: Path, templates: list[CallTemplate]
+) -> None:
+    full = build_capture(
+        tmp_path / "full.ami", calls=60, concurrency=20, seed=5, templates=templates
+    )
+    lean = build_capture(
+        tmp_path / "lean.ami",
+        calls=60,
+        concurrency=20,
+        seed=5,
+        templates=templates,
+        journal_only=True,
+    )
+    assert lean.calls == full.calls
+    assert lean.events < full.events / 2
+    raws = [m.raw for m in iter_capture_messages(lean.path)][2:]  # login answer, FullyBooted
+    assert all(is_journal_message(raw) for raw in raws)
+    rows, _, _, left_open = replay(lean.path)
+    assert sorted(r.conversation_id for r in rows) == sorted(c.conversation_id for c in lean.calls)
+    assert left_open == 0
