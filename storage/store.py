@@ -150,6 +150,18 @@ class _Batch:
     by_number: dict[str, list[Call]] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class _Staged:
+    """A call of a write batch whose row is up to date, its parts and verdict to follow."""
+
+    row: Call
+    call: FinishedCall
+    recordings: Sequence[FoundRecording]
+    new: bool
+    parts_changed: bool
+    changed: bool
+
+
 class SqlJournal:
     """The journal in a database, with the rules of DESIGN section 1."""
 
@@ -215,11 +227,30 @@ class SqlJournal:
         were written before, the owners of its numbers, its employees' names, the other
         calls of its numbers), not once per call."""
         async with self.transaction() as tx:
-            batch = await self._prefetch(tx.session, [call for call, _ in items])
+            session = tx.session
+            batch = await self._prefetch(session, [call for call, _ in items])
+            staged: dict[str, _Staged] = {}
             for call, recordings in items:
-                await self._write(tx, batch, call, recordings, now)
+                await self._stage(tx, batch, staged, call, recordings)
+            # The new rows of the whole batch in one multi-row INSERT (their ids come back).
+            await session.flush()
+            for item in staged.values():
+                if item.parts_changed:
+                    await self._add_parts(
+                        session, item.row.id, item.call, item.recordings, new=item.new
+                    )
+            forced = {id(item.row) for item in staged.values() if item.changed}
+            numbers_done: set[str] = set()
+            for item in staged.values():
+                number = item.row.number
+                if number is None:
+                    self._reevaluate(tx, [item.row], forced, now)
+                elif number not in numbers_done:
+                    numbers_done.add(number)
+                    self._reevaluate(tx, batch.by_number[number], forced, now)
+            await session.flush()
             for chunk in _chunks(list(open_keys)):
-                await tx.session.execute(
+                await session.execute(
                     sa.delete(OpenConversation).where(OpenConversation.key.in_(chunk))
                 )
             latest: dict[int, Change] = {}
@@ -253,26 +284,32 @@ class SqlJournal:
                 batch.by_number.setdefault(row.number or "", []).append(row)
         return batch
 
-    async def _write(
+    async def _stage(
         self,
         tx: WriteTransaction,
         batch: _Batch,
+        staged: dict[str, _Staged],
         call: FinishedCall,
         recordings: Sequence[FoundRecording],
-        now: float,
     ) -> None:
+        """Bring the call's row up to date (a new one gets a provisional version, negative
+        and unique in the transaction, until the rules give it its real one); its parts and
+        its number's verdicts follow once the batch's rows have their ids."""
         session = tx.session
         number = batch.numbers[call.conversation_id]
         owner = batch.owners.get(number) if number else None
         digest = fingerprint(call, recordings)
         row = batch.rows.get(call.conversation_id)
+        earlier = staged.get(call.conversation_id)
+        if earlier is not None and earlier.new:
+            await session.flush()  # the same conversation twice in a batch: its id first
         customer_id = owner.customer_id if owner else None
         contact_id = owner.contact_id if owner else None
         is_new = row is None
         parts_changed = row is None or row.fingerprint != digest
         if row is None:
-            # Version -1 is provisional: _reevaluate gives the new row its real one below.
-            row = Call(pbx=self.pbx, conversation_id=call.conversation_id, version=-1)
+            row = Call(pbx=self.pbx, conversation_id=call.conversation_id)
+            row.version = -(len(batch.rows) + 1)
             row.status, row.attention, row.first_contact, row.settled = "lost", False, False, False
             batch.rows[call.conversation_id] = row
             changed = True
@@ -282,7 +319,7 @@ class SqlJournal:
                 or row.number != number
                 or (row.customer_id, row.contact_id) != (customer_id, contact_id)
             )
-            if parts_changed:
+            if parts_changed and not (earlier is not None and earlier.new):
                 await self._delete_parts(session, row.id)
         previous_number = row.number
         if changed:
@@ -300,27 +337,30 @@ class SqlJournal:
                 batch.employees,
             )
             session.add(row)
-            await session.flush()
-        if parts_changed:
-            await self._add_parts(session, row.id, call, recordings, new=is_new)
         if previous_number != row.number and not is_new:
             # The row moved to another number: it is no longer one of the old number's calls.
             old = batch.by_number.get(previous_number or "")
             if old is not None and row in old:
                 old.remove(row)
-        related = [row]
         if number is not None:
             related = batch.by_number.setdefault(number, [])
             if row not in related:
                 related.append(row)
-        self._reevaluate(tx, related, row, now, force=changed)
-        await session.flush()
+        staged[call.conversation_id] = _Staged(
+            row=row,
+            call=call,
+            recordings=recordings,
+            new=is_new or (earlier is not None and earlier.new),
+            parts_changed=parts_changed or (earlier is not None and earlier.parts_changed),
+            changed=changed or (earlier is not None and earlier.changed),
+        )
 
     def _reevaluate(
-        self, tx: WriteTransaction, related: list[Call], current: Call, now: float, *, force: bool
+        self, tx: WriteTransaction, related: list[Call], forced: set[int], now: float
     ) -> None:
-        """Apply the rules to every call of ``current``'s number (``related``, sorted here
-        in place); bump those whose verdict changed, and ``current`` if ``force``.
+        """Apply the rules to every call of one number (``related``, sorted here in place);
+        bump those whose verdict changed, and those in ``forced`` (by ``id()``: the rows the
+        batch changed).
 
         ``later_contact_at`` of a call is the start of the earliest answered call of the
         number that started at or after it ended (the call back, DESIGN 1): one sorted list
@@ -355,7 +395,7 @@ class SqlJournal:
                 verdict.window_closes_at,
             )
             entry.settled = verdict.settled
-            if before != after or (force and entry is current):
+            if before != after or id(entry) in forced:
                 entry.status, entry.attention, entry.first_contact, entry.window_closes_at = after
                 tx.bump(entry)
 
@@ -442,7 +482,6 @@ class SqlJournal:
             session.add(stored)
         for gone in known.values():
             await session.delete(gone)
-        await session.flush()
 
     # -- the attention window -------------------------------------------------------------
 
