@@ -57,7 +57,6 @@ import platform
 import random
 import shlex
 import signal
-import socket
 import sqlite3
 import sys
 import tempfile
@@ -70,6 +69,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from bench.daemons import child_env, free_port, pbxjournal_command
 from bench.databases import scratch_database
 from bench.synth import GRACE, build_capture, load_expected, load_templates, plan
 from connector.assembly import Direction
@@ -150,14 +150,14 @@ class DaemonProcess:
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
-            *_pbxjournal_command(),
+            *pbxjournal_command(),
             "run",
             "--config",
             str(self.config),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             cwd=ROOT,
-            env=_child_env(),
+            env=child_env(),
         )
         self.starts += 1
         self._expect_exit = False
@@ -226,26 +226,6 @@ class DaemonProcess:
             self.errors.append(record)
 
 
-def _pbxjournal_command() -> list[str]:
-    script = Path(sys.executable).with_name("pbxjournal")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "pbxjournal"]
-
-
-def _child_env() -> dict[str, str]:
-    path = os.environ.get("PYTHONPATH")
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + (os.pathsep + path if path else ""))
-    for key in [k for k in env if k.startswith("PBXJOURNAL_")]:
-        del env[key]  # the configuration file is the whole configuration
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def write_config(path: Path, *, port: int, url: str, recordings: Path) -> None:
     employees = "\n".join(f'{ext} = "{name}"' for ext, name in EMPLOYEES.items())
     path.write_text(
@@ -273,7 +253,7 @@ directories = ["{recordings}"]
 url = "{url}"
 
 [http]
-listen = "127.0.0.1:{_free_port()}"
+listen = "127.0.0.1:{free_port()}"
 
 [employees]
 {employees}

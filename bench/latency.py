@@ -45,11 +45,10 @@ import json
 import math
 import os
 import signal
-import socket
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +56,8 @@ from typing import Any
 import aiohttp
 
 from bench import report
+from bench.daemons import child_env, free_port, pbxjournal_command
+from bench.databases import scratch_database
 from bench.synth import CallTemplate, Instance, build_capture, load_templates, plan
 from config.settings import PbxSettings
 from connector.events import AmiMessage, parse_message
@@ -167,26 +168,6 @@ def last_hangups(instances: Sequence[Instance]) -> dict[str, str]:
 # The daemon, the client
 
 
-def _pbxjournal_command() -> list[str]:
-    script = Path(sys.executable).with_name("pbxjournal")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "pbxjournal"]
-
-
-def _child_env() -> dict[str, str]:
-    path = os.environ.get("PYTHONPATH")
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + (os.pathsep + path if path else ""))
-    for key in [k for k in env if k.startswith("PBXJOURNAL_")]:
-        del env[key]  # the configuration file is the whole configuration
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def write_config(path: Path, *, ami_port: int, http_port: int, url: str, grace: float) -> None:
     employees = "\n".join(f'{ext} = "{name}"' for ext, name in EMPLOYEES.items())
     path.write_text(
@@ -251,7 +232,7 @@ class Child:
             stdout=stdout,
             stderr=None if stdout is asyncio.subprocess.PIPE else asyncio.subprocess.STDOUT,
             cwd=ROOT,
-            env=_child_env(),
+            env=child_env(),
         )
         if self.process.stdout is not None:
             self._reader = asyncio.create_task(self._read(), name=f"{self.name}-stdout")
@@ -414,7 +395,7 @@ async def run(args: argparse.Namespace, rate: float, workdir: Path) -> Result:
     )
     result.events = synthetic.events
     ends = last_hangups(plan(templates, calls=calls, seed=args.seed, rate=rate))
-    url, drop_database = await _database(args.postgres, workdir)
+    url, drop_database = await scratch_database(args.postgres, workdir, "latency")
     if args.postgres:
         result.database = "PostgreSQL"
     (workdir / "recordings").mkdir(exist_ok=True)
@@ -423,7 +404,7 @@ async def run(args: argparse.Namespace, rate: float, workdir: Path) -> Result:
     pbx.on_sent = wire.sent
     pbx.hold()  # until the daemon and the client are ready
     ami_port = await pbx.start()
-    http_port = _free_port()
+    http_port = free_port()
     config = workdir / "pbxjournal.toml"
     write_config(config, ami_port=ami_port, http_port=http_port, url=url, grace=args.grace)
     log_path = workdir / "daemon.log"
@@ -445,7 +426,7 @@ async def run(args: argparse.Namespace, rate: float, workdir: Path) -> Result:
     try:
         with log_path.open("wb") as log_file:
             await daemon.start(
-                *_pbxjournal_command(), "run", "--config", str(config), stdout=log_file
+                *pbxjournal_command(), "run", "--config", str(config), stdout=log_file
             )
         await _until(lambda: pbx.logins > 0 or not daemon.running, 60.0, "the daemon to log in")
         deadline = time.monotonic() + 60.0
@@ -517,49 +498,11 @@ async def run(args: argparse.Namespace, rate: float, workdir: Path) -> Result:
             result.not_seen += 1
         else:
             result.latencies.append(visible - sent[0])
-            deadline = wire.passed(sent[1] + args.grace)
-            if deadline is not None:
-                result.after_deadline.append(visible - deadline)
+            due = wire.passed(sent[1] + args.grace)
+            if due is not None:
+                result.after_deadline.append(visible - due)
     result.window = args.seconds
     return result
-
-
-async def _database(
-    postgres: str | None, workdir: Path
-) -> tuple[str, Callable[[], Awaitable[None]] | None]:
-    """The journal's URL, and how to drop it afterwards (PostgreSQL)."""
-    if not postgres:
-        return f"sqlite+aiosqlite:///{workdir / 'journal.sqlite3'}", None
-    import asyncpg  # type: ignore[import-untyped]
-    from sqlalchemy.engine import make_url
-
-    base = make_url(postgres)
-    name = f"{base.database}_latency_{os.getpid()}"
-
-    async def admin(*statements: str) -> None:
-        connection = await asyncpg.connect(
-            user=base.username,
-            password=base.password,
-            host=base.host,
-            port=base.port,
-            database=base.database,
-        )
-        try:
-            for statement in statements:
-                await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    await admin(
-        f"DROP DATABASE IF EXISTS {name}",
-        f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' "
-        "LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'",
-    )
-
-    async def drop() -> None:
-        await admin(f"DROP DATABASE IF EXISTS {name}")
-
-    return base.set(database=name).render_as_string(False), drop
 
 
 # --------------------------------------------------------------------------------------

@@ -64,10 +64,15 @@ def machine() -> str:
 
 
 def command_line() -> str:
-    """How this benchmark was started, as a shell command from the repository root."""
+    """How this benchmark was started, as a shell command from the repository root; a
+    database URL with a password in it is written as the command that prints the test one."""
     module = sys.modules["__main__"].__spec__
     head = ["python", "-m", module.name] if module is not None else ["python", sys.argv[0]]
-    return shlex.join([*head, *sys.argv[1:]])
+    marker = "\0database-url\0"
+    args = [marker if re.match(r"^[a-z+]+://[^/@]*:[^/@]*@", a) else a for a in sys.argv[1:]]
+    return shlex.join([*head, *args]).replace(
+        shlex.quote(marker), '"$(scripts/test-postgres)"'
+    )
 
 
 def median(values: Sequence[float]) -> float:
