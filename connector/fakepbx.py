@@ -78,7 +78,8 @@ Chunker = Callable[[bytes], Iterable[bytes]]
 
 #: Pacing at ``speed > 0``: gaps are slept once they add up to this much...
 _MIN_SLEEP = 0.002
-#: ...and at most this much oversleeping is made up by sending without a pause.
+#: ...and at most this much oversleeping is made up by sending without a pause (the
+#: default of ``max_catch_up``).
 _MAX_CATCH_UP = 0.05
 
 
@@ -210,6 +211,7 @@ class FakePbx:
         boot_uptime: float = 3600.0,
         chunker: Chunker | None = None,
         batch_bytes: int = 0,
+        max_catch_up: float = _MAX_CATCH_UP,
     ) -> None:
         if speed < 0:
             raise ValueError(f"speed must be >= 0, got {speed}")
@@ -226,6 +228,11 @@ class FakePbx:
         #: bytes rather than one write per message (0: per message). A benchmark needs it:
         #: one system call per message caps this fake far below what a real Asterisk sends.
         self.batch_bytes = batch_bytes
+        #: Seconds of oversleeping (a loaded machine) the stream makes up by sending without
+        #: a pause. Small by default, so that a stall does not end in a burst; a benchmark that
+        #: needs the PBX's clock (the events' ``Timestamp``) to keep up with the wall clock
+        #: raises it.
+        self.max_catch_up = max_catch_up
         #: Called with each stream message right after it was handed to the clients' sockets
         #: (with ``batch_bytes``: when its piece was), or lost while nobody listened; a
         #: benchmark notes there when the PBX "sent" an event. Must be quick.
@@ -422,7 +429,7 @@ class FakePbx:
         loop = asyncio.get_running_loop()
         began = loop.time()
         await asyncio.sleep(self._owed)
-        self._owed = max(-_MAX_CATCH_UP, self._owed - (loop.time() - began))
+        self._owed = max(-self.max_catch_up, self._owed - (loop.time() - began))
 
     def _listeners(self) -> list[_Client]:
         return [c for c in self._clients if c.logged_in and not c.gone]
