@@ -70,9 +70,7 @@ def command_line() -> str:
     head = ["python", "-m", module.name] if module is not None else ["python", sys.argv[0]]
     marker = "\0database-url\0"
     args = [marker if re.match(r"^[a-z+]+://[^/@]*:[^/@]*@", a) else a for a in sys.argv[1:]]
-    return shlex.join([*head, *args]).replace(
-        shlex.quote(marker), '"$(scripts/test-postgres)"'
-    )
+    return shlex.join([*head, *args]).replace(shlex.quote(marker), '"$(scripts/test-postgres)"')
 
 
 def median(values: Sequence[float]) -> float:
