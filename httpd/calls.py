@@ -217,9 +217,18 @@ async def get_changes(request: web.Request) -> web.Response:
     deadline = time.monotonic() + wait
     woke = False
     while True:
-        async with journal.database.sessions() as session:
-            entries, last = await changes(session, since, limit)
-            employees = await load_employee_directory(session) if entries else None
+        # The rows a long-poll wakes for were just read back by the daemon: no query for them.
+        remembered = feed.recent(since, limit)
+        if remembered is not None:
+            entries, last = remembered
+            employees = None
+            if entries:
+                async with journal.database.sessions() as session:
+                    employees = await load_employee_directory(session)
+        else:
+            async with journal.database.sessions() as session:
+                entries, last = await changes(session, since, limit)
+                employees = await load_employee_directory(session) if entries else None
         remaining = deadline - time.monotonic()
         if entries or remaining <= 0:
             break

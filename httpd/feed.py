@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ from typing import Any
 import structlog
 from sqlalchemy.engine import make_url
 
+from storage.journal import JournalEntry
 from storage.store import Change, SqlJournal
 
 __all__ = ["CHANNEL", "ChangeFeed", "FeedTiming"]
@@ -45,6 +47,8 @@ log = structlog.get_logger("pbxjournal.http")
 
 #: The PostgreSQL notification channel (payload: the newest committed version).
 CHANNEL = "pbxjournal_changes"
+#: How many of the last committed row versions the feed keeps to answer long-polls from.
+RECENT_ENTRIES = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,10 @@ class ChangeFeed:
         self.listening = False
         self.notifications_received = 0
         self.probes = 0
+        #: Probes that found a version nobody had told the feed of (another process's commit).
+        self.probe_finds = 0
+        #: The entries of the last versions committed here, by version (see :meth:`recent`).
+        self._recent: OrderedDict[int, JournalEntry] = OrderedDict()
 
     # -- writers ------------------------------------------------------------------------
 
@@ -107,6 +115,44 @@ class ChangeFeed:
         self.version = version
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+
+    def remember(self, entries: Iterable[JournalEntry]) -> None:
+        """The rows of a batch this process just committed, as read back after the commit:
+        a long-poll it wakes can be answered from them instead of from the database. A row
+        is kept under the version it was read with; a version never changes its row."""
+        recent = self._recent
+        for entry in sorted(entries, key=lambda e: e.version):
+            recent[entry.version] = entry
+            recent.move_to_end(entry.version)
+        while len(recent) > RECENT_ENTRIES:
+            recent.popitem(last=False)
+
+    def recent(self, since: int, limit: int) -> tuple[list[JournalEntry], int] | None:
+        """What ``storage.queries.changes(session, since, limit)`` would answer, if every
+        version from ``since`` up to the newest the feed knows is among the remembered rows;
+        None otherwise (a version committed by another path or process, or evicted).
+
+        The versions are gap-free and each belongs to one row state, so the remembered ones
+        in order, less the rows that reappear at a later version, are the page."""
+        last = self.version
+        recent = self._recent
+        if since >= last or since + 1 not in recent:
+            return None
+        versions = range(since + 1, last + 1)
+        if any(v not in recent for v in versions):
+            return None
+        newest: dict[int, int] = {}
+        for version in versions:
+            newest[recent[version].id] = version
+        page: list[JournalEntry] = []
+        for version in versions:
+            entry = recent[version]
+            if newest[entry.id] != version:
+                continue  # the row changed again later: it is shown at its newest version
+            page.append(entry)
+            if len(page) == limit:
+                return page, version
+        return page, last
 
     # -- readers ------------------------------------------------------------------------
 
@@ -166,6 +212,8 @@ class ChangeFeed:
         """Read the committed version now and wake waiters if it moved."""
         self.probes += 1
         version = await self.journal.last_version()
+        if version > self.version:
+            self.probe_finds += 1
         self.advance(version)
         return version
 
@@ -180,14 +228,16 @@ class ChangeFeed:
             await asyncio.sleep(delay)
             if self._waiters == 0:
                 continue
-            before = self.version
+            finds = self.probe_finds
             try:
                 await self.probe()
             except Exception as exc:
                 log.warning("change feed: version probe failed", error=str(exc))
                 delay = self.timing.probe_max
                 continue
-            moved = self.version > before
+            # Fast again only when the probe found what this process did not commit itself
+            # (another writer is active): this process's own commits wake waiters directly.
+            moved = self.probe_finds > finds
             delay = self.timing.probe_min if moved else min(delay * 2, self.timing.probe_max)
 
     def _on_notification(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:

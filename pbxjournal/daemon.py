@@ -40,6 +40,7 @@ from connector.assembly import ChannelClassifier, FinishedCall
 from connector.events import AmiEvent
 from connector.live import snapshot as live_snapshot
 from httpd.app import change_feed, init_app
+from httpd.feed import ChangeFeed
 from pbxjournal.dbtools import open_journal
 from pbxjournal.logs import configure_logging, mask_number
 from pbxjournal.pipeline import build_assembler, build_finder, employee_directory
@@ -133,6 +134,7 @@ class Daemon:
         self.commit_hooks: list[Callable[[list[Change]], None]] = []
         #: Called with the entries of every committed batch (tests).
         self.listeners: list[Listener] = []
+        self._feed: ChangeFeed | None = None
         self._stop = asyncio.Event()
         #: PBX time of the last disconnect, until the next resync has used it.
         self._lost_since: float | None = None
@@ -244,7 +246,8 @@ class Daemon:
             status=self,
             merged_cache=cache,
         )
-        self.commit_hooks.append(change_feed(app).committed)
+        self._feed = change_feed(app)
+        self.commit_hooks.append(self._feed.committed)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.http.host, settings.http.port)
@@ -405,8 +408,15 @@ class Daemon:
             self._resync = None
 
     async def _on_written(self, changes: list[Change]) -> None:
-        """After each committed batch: the commit hooks, one log line per call, then the
+        """After each committed batch: its rows read back (the change feed keeps them for the
+        long-polls), the commit hooks (which wake those), one log line per call, then the
         listeners."""
+        entries: list[JournalEntry] = []
+        if self.journal is not None:
+            entries = await self.journal.entries([c.id for c in changes])
+        if self._feed is not None:
+            # Read back once: the long-polls woken below are answered from these rows.
+            self._feed.remember(entries)
         for hook in list(self.commit_hooks):
             try:
                 hook(changes)
@@ -414,7 +424,6 @@ class Daemon:
                 log.exception("journal commit hook failed")
         if self.journal is None:
             return
-        entries = await self.journal.entries([c.id for c in changes])
         numbers = self.settings.log.numbers
         for entry in entries:
             call = to_call_object(entry, self.settings.pbx.tz, self._employees)

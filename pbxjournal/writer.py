@@ -7,8 +7,12 @@ as the previous one committed (no timer). A single call is therefore visible as 
 own transaction commits, and a burst costs one commit per batch instead of one per call. A
 batch holds as many calls as the database writes in about ``batch_seconds`` (measured as it
 goes, at most ``max_batch``), 50 ms by default: a call that ends while a batch is being
-written waits for that batch and its own, and beyond a handful of calls a bigger batch saves
-nothing (the cost of a call is its queries, not the commit). The open conversations are saved
+written waits for that batch and its own. Under a steady stream of calls, though, a batch
+would start the moment the previous one committed, with one or two calls in it, and the
+fixed cost of a batch (the transaction, the reads it makes for all its calls, the readback
+for the log, the wake-up of 1C's long-polls) would be paid that many times: batches start at
+least ``min_batch_interval`` apart (40 ms by default), so that the calls ending meanwhile
+share one. A call ending on a quiet line waits for nothing. The open conversations are saved
 between batches, in slices of the same length (below), so that neither waits long for the
 other.
 
@@ -41,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -84,6 +89,7 @@ class JournalWriter:
         max_pending: int = 100_000,
         max_batch: int = 500,
         batch_seconds: float = 0.05,
+        min_batch_interval: float = 0.04,
         retry_min: float = 0.5,
         retry_max: float = 30.0,
         open_changes: OpenChanges | None = None,
@@ -101,6 +107,8 @@ class JournalWriter:
         self.max_pending = max_pending
         self.max_batch = max_batch
         self.batch_seconds = batch_seconds
+        self.min_batch_interval = min_batch_interval
+        self._last_batch_at = -math.inf
         #: Seconds one call takes to write, a moving average (a guess until measured).
         self._call_seconds = 0.02
         self.retry_min = retry_min
@@ -213,8 +221,12 @@ class JournalWriter:
                     await asyncio.wait_for(self._wake.wait(), max(0.0, wake_at - loop.time()))
                 continue
             size = max(1, min(self.max_batch, int(self.batch_seconds / self._call_seconds)))
+            gather = self._last_batch_at + self.min_batch_interval - loop.time()
+            if gather > 0 and not self._closing and len(self._pending) < size:
+                # The previous batch began a moment ago: let the calls ending now join this one.
+                await asyncio.sleep(gather)
             batch = [self._pending[i] for i in range(min(size, len(self._pending)))]
-            began = loop.time()
+            began = self._last_batch_at = loop.time()
             try:
                 changes = await self._write(batch)
             except Exception as exc:  # the database said no: keep the batch, retry

@@ -19,12 +19,14 @@ import pytest
 from connector.assembly import Direction
 from httpd.app import change_feed, init_app
 from httpd.keys import WORKERS
+from storage import queries
 from storage.engine import open_database
 from tests.calls import at, make_call
 from tests.db import ENGINES, make_journal
 from tests.http_support import Api, Maker
 
 _numbers = itertools.count(1)
+OUT = Direction.OUTGOING
 
 
 def new_call(started: float | None = None, *, number: str | None = None) -> Any:
@@ -377,3 +379,56 @@ async def test_changes_parameters_are_checked(make_api: Maker) -> None:
     ):
         error = await api.get(f"/api/v1/changes?{query}", status=400)
         assert query.split("=")[0] in error["error"]["message"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_the_feeds_remembered_rows_answer_as_the_database_would(
+    engine: str, make_api: Maker
+) -> None:
+    """The daemon reads back each batch it commits and the feed keeps those rows, so that the
+    long-polls it wakes are answered without a query. Every page the feed answers from them
+    is the page the database gives: the same rows at the same versions, a row changed again
+    later shown once at its newest version, the same cursor."""
+    api = await make_api(engine)
+    journal, feed = api.journal, change_feed(api.app)
+    start = await journal.last_version()
+    feed.advance(start)
+    missed = make_call(Direction.INCOMING, "+79990000001", at("11-28 10:00"), answered=False)
+    batches = [
+        [new_call(), new_call(), missed],
+        [new_call()],
+        # The call back turns the missed call from lost to no_answer: that row again.
+        [make_call(OUT, "+79990000001", at("11-28 10:05"), answered=True), new_call()],
+        [new_call(), new_call(), new_call()],
+    ]
+    for batch in batches:
+        written = await journal.write_many([(c, []) for c in batch], batch[0].ended_at)
+        feed.remember(await journal.entries([c.id for c in written]))
+        feed.committed(written)
+    last = feed.version
+    assert last == start + 10  # 9 new rows, one of them bumped again
+
+    async def from_database(since: int, limit: int) -> tuple[list[tuple[int, int]], int]:
+        async with journal.database.sessions() as session:
+            entries, cursor = await queries.changes(session, since, limit)
+        return [(e.id, e.version) for e in entries], cursor
+
+    for since in range(start, last + 1):
+        for limit in (1, 2, 3, 500):
+            remembered = feed.recent(since, limit)
+            if since == last:
+                assert remembered is None  # nothing newer: the database says how far it is
+                continue
+            assert remembered is not None, (since, limit)
+            entries, cursor = remembered
+            assert ([(e.id, e.version) for e in entries], cursor) == await from_database(
+                since, limit
+            ), (since, limit)
+    assert feed.recent(start - 1, 500) is None  # older than what the feed remembers
+
+    # A version committed by another path (a comment) is not among them: from the database.
+    some = (await journal.entries([c.id for c in written]))[0]
+    feed.committed([await journal.set_comment(some.id, "перезвонить", time.time())])
+    assert feed.recent(start, 500) is None
+    items, cursor = await drain(api, start)
+    assert cursor == last + 1 and items[-1]["comment"] == "перезвонить"
