@@ -137,6 +137,7 @@ class JournalWriter:
         self._idle.set()
         self._closing = False
         self._window_changed = asyncio.Event()
+        self._settling = True
 
     @property
     def pending(self) -> int:
@@ -174,6 +175,10 @@ class JournalWriter:
             try:
                 await self._write_loop()
             finally:
+                # Python 3.11's wait_for can swallow a cancellation that arrives as the event
+                # it waits on is set (after every batch): the flag ends the loop regardless.
+                self._settling = False
+                self._window_changed.set()
                 settler.cancel()
 
     async def close(self) -> None:
@@ -353,7 +358,7 @@ class JournalWriter:
 
     async def _settle_windows(self) -> None:
         """Sleep until the next attention window closes; settle; repeat."""
-        while True:
+        while self._settling:
             self._window_changed.clear()
             try:
                 closes = await self.journal.next_window_close()

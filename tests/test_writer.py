@@ -178,3 +178,36 @@ async def test_a_finished_call_is_written_between_slices_of_a_long_save_of_open_
     # saved state outlives the row (a restart would take the call back a second time).
     assert call.conversation_id not in {key.removeprefix("main/") for key in saved}
     assert len(saved) == 400
+
+
+async def test_calls_ending_just_after_a_batch_share_the_next_one(tmp_path: Path) -> None:
+    """Under a steady stream a batch would start the moment the previous one committed, one
+    call each: the calls ending within ``min_batch_interval`` of a batch's start share the
+    next batch; a call on a quiet line is written at once."""
+    settings = daemon_settings(5038, tmp_path / "journal.sqlite3")
+    calls = sorted(assemble_capture("17-burst-50-mixed").calls, key=lambda c: c.ended_at)
+    written: list[int] = []
+
+    async def on_written(changes: list[Any]) -> None:
+        written.append(len(changes))
+
+    async with open_journal(settings) as journal:
+        writer = JournalWriter(
+            journal,
+            RecordingFinder([]),
+            lambda: calls[-1].ended_at + 10,
+            on_written=on_written,
+            batch_seconds=10.0,  # batches as big as they come
+            min_batch_interval=1.0,  # long enough that no scheduling hiccup splits them
+        )
+        task = asyncio.create_task(writer.run())
+        writer.submit(calls[:1])
+        await until(lambda: writer.stats.batches == 1)
+        for call in calls[1:4]:  # three calls end one after the other right after it
+            writer.submit([call])
+            await asyncio.sleep(0.01)
+        await until(lambda: writer.stats.batches == 2)
+        await writer.close()
+        await task
+    assert writer.stats.calls_written == 4
+    assert writer.stats.batches == 2  # not four
