@@ -42,6 +42,7 @@ import asyncio
 import base64
 import bisect
 import contextlib
+import gc
 import json
 import math
 import os
@@ -409,6 +410,11 @@ async def run(args: argparse.Namespace, rate: float, workdir: Path) -> Result:
     pbx.on_sent = wire.sent
     pbx.hold()  # until the daemon and the client are ready
     ami_port = await pbx.start()
+    # The capture, the plan and the fake's stream are hundreds of MB of objects: a full
+    # collection over them stalls this process (the PBX) for a second and more, and the
+    # stream then arrives in a burst. Asterisk does not pause so; nothing here is garbage.
+    gc.collect()
+    gc.freeze()
     http_port = free_port()
     config = workdir / "pbxjournal.toml"
     write_config(config, ami_port=ami_port, http_port=http_port, url=url, grace=args.grace)
@@ -472,6 +478,7 @@ async def run(args: argparse.Namespace, rate: float, workdir: Path) -> Result:
         await client.stop("stdin")
         result.daemon_exit = await daemon.stop("signal")
         await pbx.close()
+        gc.unfreeze()
         if drop_database is not None:
             await drop_database()
     result.logins = pbx.logins
