@@ -217,6 +217,8 @@ class FakePbx:
             raise ValueError(f"speed must be >= 0, got {speed}")
         if batch_bytes < 0:
             raise ValueError(f"batch_bytes must be >= 0, got {batch_bytes}")
+        if max_catch_up < 0:
+            raise ValueError(f"max_catch_up must be >= 0, got {max_catch_up}")
         self.host = host
         self.port = port
         self.username = username

@@ -6,7 +6,10 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from connector.capture import iter_capture_messages
 from connector.events import parse_message
@@ -160,6 +163,37 @@ async def test_a_dense_stream_keeps_its_pace_at_high_speed() -> None:
         await client.close()
     recorded = pace_of(*captures) / speed  # about 0.55 s
     assert recorded * 0.9 <= elapsed <= recorded * 1.5 + 0.1
+
+
+async def test_a_stall_is_made_up_only_as_far_as_max_catch_up_allows() -> None:
+    """A loaded machine stalls the fake for 0.4 s early in a 0.55 s stream: by default the
+    stream goes on at its pace and ends late (no burst after a stall); with ``max_catch_up``
+    it sends what fell due without a pause and ends on time, its clock back on the wall's."""
+    captures = (trace("17"),)
+    speed = 40.0
+    expected = stream_of(*captures)
+
+    async def elapsed(**kwargs: float) -> float:
+        async with serving(FakePbx(list(captures), speed=speed, **kwargs)) as fake:
+            client = await RawClient.connect(fake.port)
+            await client.login()
+            await client.read()  # FullyBooted
+            loop = asyncio.get_running_loop()
+            await read_stream(client, 1)
+            started = loop.time()
+            time.sleep(0.4)  # noqa: ASYNC251 - the whole loop stalls on purpose, the fake with it
+            await read_stream(client, len(expected) - 1)
+            taken = loop.time() - started
+            await client.close()
+        return taken
+
+    recorded = pace_of(*captures) / speed  # about 0.55 s
+    paced = await elapsed()
+    caught_up = await elapsed(max_catch_up=5.0)
+    assert paced >= recorded + 0.3
+    assert caught_up <= recorded * 1.3 + 0.1
+    with pytest.raises(ValueError, match="max_catch_up"):
+        FakePbx(list(captures), max_catch_up=-1.0)
 
 
 async def test_at_speed_zero_the_stream_waits_for_the_next_login_after_a_drop() -> None:
