@@ -300,9 +300,9 @@ class SqlJournal:
         owner = batch.owners.get(number) if number else None
         digest = fingerprint(call, recordings)
         row = batch.rows.get(call.conversation_id)
+        # The same conversation twice in a batch: the second call adds to what the first did.
         earlier = staged.get(call.conversation_id)
-        if earlier is not None and earlier.new:
-            await session.flush()  # the same conversation twice in a batch: its id first
+        added = earlier is not None and earlier.new  # its row inserted by this batch, no parts
         customer_id = owner.customer_id if owner else None
         contact_id = owner.contact_id if owner else None
         is_new = row is None
@@ -319,7 +319,7 @@ class SqlJournal:
                 or row.number != number
                 or (row.customer_id, row.contact_id) != (customer_id, contact_id)
             )
-            if parts_changed and not (earlier is not None and earlier.new):
+            if parts_changed and not added:
                 await self._delete_parts(session, row.id)
         previous_number = row.number
         if changed:
@@ -350,7 +350,7 @@ class SqlJournal:
             row=row,
             call=call,
             recordings=recordings,
-            new=is_new or (earlier is not None and earlier.new),
+            new=is_new or added,
             parts_changed=parts_changed or (earlier is not None and earlier.parts_changed),
             changed=changed or (earlier is not None and earlier.changed),
         )

@@ -322,3 +322,26 @@ async def test_call_detail_has_the_timeline_of_a_blind_transfer(journal: SqlJour
     assert [leg["extension"] for leg in timeline["legs"]] == ["101", "103"]
     assert [t["kind"] for t in timeline["transfers"]] == ["blind"]
     assert detail["employees"][1]["name"] == "Sidorova Maria"
+
+
+async def test_the_same_conversation_twice_in_one_batch_is_one_row_as_last_written(
+    journal: SqlJournal,
+) -> None:
+    """A batch may hold a conversation twice (written again after a late merge): one row,
+    with the last call's fields and parts only, one change."""
+    first = make_call(IN, "+79161110000", at("11-28 10:00"), answered=False, extension="101")
+    again = make_call(
+        IN,
+        "+79161110000",
+        at("11-28 10:00"),
+        answered=True,
+        extension="102",
+        conversation_id=first.conversation_id,
+    )
+    written = await journal.write_many([(first, []), (again, [])], again.ended_at)
+    assert len(written) == 1
+    (entry,) = await journal.entries([written[0].id])
+    assert entry.version == written[0].version
+    assert entry.call == again
+    # Written again on its own, the row is as it was: nothing to change.
+    assert await journal.write_many([(again, [])], again.ended_at) == []
