@@ -69,7 +69,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench.daemons import child_env, free_port, pbxjournal_command
+from bench.daemons import child_env, free_port, pbxjournal_command, write_config
 from bench.databases import scratch_database
 from bench.synth import GRACE, build_capture, load_expected, load_templates, plan
 from connector.assembly import Direction
@@ -83,13 +83,6 @@ DOC = ROOT / "docs" / "chaos.md"
 USERNAME = "chaos"
 SECRET = "chaos-secret"
 PBX_NAME = "chaos"
-EMPLOYEES = {
-    "101": "Ivanova Anna",
-    "102": "Petrov Ivan",
-    "103": "Sidorova Maria",
-    "104": "Kuznetsov Dmitry",
-    "105": "Smirnova Olga",
-}
 _WRITER = inspect.signature(JournalWriter).parameters
 #: Wall seconds between two saves of the open conversations that changed (the writer's).
 PERSIST_SECONDS = float(_WRITER["persist_interval"].default)
@@ -226,47 +219,6 @@ class DaemonProcess:
             self.errors.append(record)
 
 
-def write_config(path: Path, *, port: int, url: str, recordings: Path) -> None:
-    employees = "\n".join(f'{ext} = "{name}"' for ext, name in EMPLOYEES.items())
-    path.write_text(
-        f"""# Written by bench/chaos.py
-[ami]
-host = "127.0.0.1"
-port = {port}
-username = "{USERNAME}"
-secret = "{SECRET}"
-connect_timeout = "5s"
-action_timeout = "10s"
-ping_interval = "5s"
-ping_timeout = "5s"
-reconnect_min = 0.2
-reconnect_max = 1.0
-
-[pbx]
-name = "{PBX_NAME}"
-hangup_grace = "{GRACE:g}s"
-
-[recordings]
-directories = ["{recordings}"]
-
-[storage]
-url = "{url}"
-
-[http]
-listen = "127.0.0.1:{free_port()}"
-
-[employees]
-{employees}
-
-[log]
-level = "info"
-format = "json"
-numbers = "full"
-""",
-        "utf-8",
-    )
-
-
 # --------------------------------------------------------------------------------------
 # The run
 
@@ -277,8 +229,8 @@ class Outage:
     start: float  # PBX time of the fault
     end: float | None  # PBX time of the next login
     #: A kill: the daemon's own PBX clock at its last save of open conversations (how far
-    #: it had really got, whatever the fake had sent), and the conversations it had saved,
-    #: open or written, read from the journal it left.
+    #: it had really got, whatever the fake had sent), and the conversations it had saved
+    #: open, read from the journal it left.
     saved_at: float | None = None
     saved: frozenset[str] = frozenset()
 
@@ -312,7 +264,26 @@ async def run(args: argparse.Namespace, workdir: Path) -> Result:
     say(f"loading the fake PBX: {synthetic.events} messages")
     port = await pbx.start()
     config = workdir / "pbxjournal.toml"
-    write_config(config, port=port, url=url, recordings=recordings)
+    write_config(
+        config,
+        ami_port=port,
+        username=USERNAME,
+        secret=SECRET,
+        pbx_name=PBX_NAME,
+        grace=GRACE,
+        url=url,
+        recordings=recordings,
+        http_port=free_port(),
+        ami={
+            "connect_timeout": "5s",
+            "action_timeout": "10s",
+            "ping_interval": "5s",
+            "ping_timeout": "5s",
+            "reconnect_min": 0.2,
+            "reconnect_max": 1.0,
+        },
+        log={"numbers": "full"},
+    )
     daemon = DaemonProcess(config, workdir / "daemon.log")
     length = pbx.stream_length
     low, high = int(length * 0.02), int(length * 0.98)
@@ -394,7 +365,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> Result:
 
 async def _saved(url: str) -> tuple[float | None, list[str]]:
     """What a killed daemon left in the journal: its PBX clock at its last save of open
-    conversations, and the conversation ids it had saved (open ones and written rows)."""
+    conversations, and the conversations it had saved open (a written row cannot go missing,
+    so the rows need not be read)."""
     database = open_database(url)
     try:
         async with database.sessions() as session:
@@ -403,8 +375,6 @@ async def _saved(url: str) -> tuple[float | None, list[str]]:
             )
             keys = await session.execute(sa.text("SELECT key FROM open_conversations"))
             ids = [key.split("/", 1)[1] for key in keys.scalars()]
-            rows = await session.execute(sa.text("SELECT conversation_id FROM calls"))
-            ids.extend(rows.scalars())
     finally:
         await database.dispose()
     return (None if saved_at is None else float(saved_at)), ids
@@ -556,7 +526,7 @@ async def analyse(workdir: Path, url: str | None = None) -> Result:
     blinds = _merged(
         [(known_until(o) - blind[o.kind], (o.end or o.start) + after) for o in outages]
     )
-    # Every call a killed daemon had saved (open, or its row written).
+    # Every call a killed daemon had saved open.
     saved = {owner.get(i, i) for o in outages for i in o.saved}
 
     rows_of: dict[str, list[Row]] = {}

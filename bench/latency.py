@@ -58,7 +58,7 @@ from typing import Any
 import aiohttp
 
 from bench import report
-from bench.daemons import child_env, free_port, pbxjournal_command
+from bench.daemons import child_env, free_port, pbxjournal_command, write_config
 from bench.databases import scratch_database
 from bench.synth import CallTemplate, Instance, build_capture, load_templates, plan
 from config.settings import PbxSettings
@@ -76,13 +76,6 @@ CATCH_UP = 5.0
 HTTP_USER = "1c"
 HTTP_PASSWORD = "latency-secret"
 PBX_NAME = "latency"
-EMPLOYEES = {
-    "101": "Ivanova Anna",
-    "102": "Petrov Ivan",
-    "103": "Sidorova Maria",
-    "104": "Kuznetsov Dmitry",
-    "105": "Smirnova Olga",
-}
 #: The daemon's default grace period, which the goal is stated against.
 GRACE = float(PbxSettings().hangup_grace)
 #: Goal (issue 7): p99 of the latency at most the grace period plus this.
@@ -170,45 +163,6 @@ def last_hangups(instances: Sequence[Instance]) -> dict[str, str]:
 
 # --------------------------------------------------------------------------------------
 # The daemon, the client
-
-
-def write_config(path: Path, *, ami_port: int, http_port: int, url: str, grace: float) -> None:
-    employees = "\n".join(f'{ext} = "{name}"' for ext, name in EMPLOYEES.items())
-    path.write_text(
-        f"""# Written by bench/latency.py
-[ami]
-host = "127.0.0.1"
-port = {ami_port}
-username = "{USERNAME}"
-secret = "{SECRET}"
-
-[pbx]
-name = "{PBX_NAME}"
-hangup_grace = "{grace:g}s"
-
-[recordings]
-directories = ["{path.parent / "recordings"}"]
-
-[storage]
-url = "{url}"
-
-[http]
-listen = "127.0.0.1:{http_port}"
-
-[[http.clients]]
-name = "1c"
-username = "{HTTP_USER}"
-password = "{HTTP_PASSWORD}"
-
-[employees]
-{employees}
-
-[log]
-level = "info"
-format = "json"
-""",
-        "utf-8",
-    )
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -417,7 +371,18 @@ async def run(args: argparse.Namespace, rate: float, workdir: Path) -> Result:
     gc.freeze()
     http_port = free_port()
     config = workdir / "pbxjournal.toml"
-    write_config(config, ami_port=ami_port, http_port=http_port, url=url, grace=args.grace)
+    write_config(
+        config,
+        ami_port=ami_port,
+        username=USERNAME,
+        secret=SECRET,
+        pbx_name=PBX_NAME,
+        grace=args.grace,
+        url=url,
+        recordings=workdir / "recordings",
+        http_port=http_port,
+        http_clients={"name": "1c", "username": HTTP_USER, "password": HTTP_PASSWORD},
+    )
     log_path = workdir / "daemon.log"
     seen_count = 0
 
