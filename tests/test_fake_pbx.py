@@ -51,6 +51,25 @@ async def read_stream(client: RawClient, count: int) -> list[bytes]:
     return messages
 
 
+async def stream_seconds(fake: FakePbx, count: int, *, stall: float = 0.0) -> float:
+    """Log in to ``fake`` and read its stream of ``count`` messages: the seconds from the
+    first message to the last. ``stall`` blocks the event loop (the fake with it) that long
+    right after the first message, as a loaded machine would."""
+    async with serving(fake):
+        client = await RawClient.connect(fake.port)
+        await client.login()
+        await client.read()  # FullyBooted
+        loop = asyncio.get_running_loop()
+        await read_stream(client, 1)
+        started = loop.time()
+        if stall:
+            time.sleep(stall)  # noqa: ASYNC251 - the whole loop stalls on purpose
+        await read_stream(client, count - 1)
+        elapsed = loop.time() - started
+        await client.close()
+    return elapsed
+
+
 async def test_login_is_answered_like_asterisk_and_followed_by_fully_booted() -> None:
     async with serving(FakePbx([])) as fake:
         reader, writer = await asyncio.open_connection("127.0.0.1", fake.port)
@@ -131,16 +150,7 @@ async def test_captures_play_one_after_another_at_the_recorded_pace_divided_by_s
     captures = (trace("04"), trace("09"))
     speed = 20.0
     expected = stream_of(*captures)
-    async with serving(FakePbx(list(captures), speed=speed)) as fake:
-        client = await RawClient.connect(fake.port)
-        await client.login()
-        await client.read()  # FullyBooted
-        loop = asyncio.get_running_loop()
-        await read_stream(client, 1)
-        started = loop.time()
-        await read_stream(client, len(expected) - 1)
-        elapsed = loop.time() - started
-        await client.close()
+    elapsed = await stream_seconds(FakePbx(list(captures), speed=speed), len(expected))
     recorded = pace_of(*captures) / speed  # about 0.2 s
     assert recorded * 0.9 <= elapsed <= recorded * 1.5 + 0.1
 
@@ -151,16 +161,7 @@ async def test_a_dense_stream_keeps_its_pace_at_high_speed() -> None:
     captures = (trace("17"),)
     speed = 40.0
     expected = stream_of(*captures)
-    async with serving(FakePbx(list(captures), speed=speed)) as fake:
-        client = await RawClient.connect(fake.port)
-        await client.login()
-        await client.read()  # FullyBooted
-        loop = asyncio.get_running_loop()
-        await read_stream(client, 1)
-        started = loop.time()
-        await read_stream(client, len(expected) - 1)
-        elapsed = loop.time() - started
-        await client.close()
+    elapsed = await stream_seconds(FakePbx(list(captures), speed=speed), len(expected))
     recorded = pace_of(*captures) / speed  # about 0.55 s
     assert recorded * 0.9 <= elapsed <= recorded * 1.5 + 0.1
 
@@ -171,25 +172,12 @@ async def test_a_stall_is_made_up_only_as_far_as_max_catch_up_allows() -> None:
     it sends what fell due without a pause and ends on time, its clock back on the wall's."""
     captures = (trace("17"),)
     speed = 40.0
-    expected = stream_of(*captures)
-
-    async def elapsed(**kwargs: float) -> float:
-        async with serving(FakePbx(list(captures), speed=speed, **kwargs)) as fake:
-            client = await RawClient.connect(fake.port)
-            await client.login()
-            await client.read()  # FullyBooted
-            loop = asyncio.get_running_loop()
-            await read_stream(client, 1)
-            started = loop.time()
-            time.sleep(0.4)  # noqa: ASYNC251 - the whole loop stalls on purpose, the fake with it
-            await read_stream(client, len(expected) - 1)
-            taken = loop.time() - started
-            await client.close()
-        return taken
-
+    count = len(stream_of(*captures))
     recorded = pace_of(*captures) / speed  # about 0.55 s
-    paced = await elapsed()
-    caught_up = await elapsed(max_catch_up=5.0)
+    paced = await stream_seconds(FakePbx(list(captures), speed=speed), count, stall=0.4)
+    caught_up = await stream_seconds(
+        FakePbx(list(captures), speed=speed, max_catch_up=5.0), count, stall=0.4
+    )
     assert paced >= recorded + 0.3
     assert caught_up <= recorded * 1.3 + 0.1
     with pytest.raises(ValueError, match="max_catch_up"):
