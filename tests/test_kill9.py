@@ -26,7 +26,6 @@ import contextlib
 import json
 import random
 import signal
-import socket
 import sqlite3
 import sys
 from collections import Counter
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.daemons import free_port, pbxjournal_command
 from bench.synth import build_capture, load_templates, plan
 from connector.fakepbx import FakePbx
 from tests.scenarios import EMPLOYEES, assemble_capture, capture
@@ -67,10 +67,8 @@ class Daemon:
     reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        script = Path(sys.executable).with_name("pbxjournal")
-        command = [str(script)] if script.exists() else [sys.executable, "-m", "pbxjournal"]
         self.process = await asyncio.create_subprocess_exec(
-            *command,
+            *pbxjournal_command(),
             "run",
             "--config",
             str(self.config),
@@ -100,13 +98,6 @@ class Daemon:
         ]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _config(path: Path, port: int, database: Path) -> Path:
     employees = "\n".join(f'{ext} = "{name}"' for ext, name in EMPLOYEES.items())
     path.write_text(
@@ -125,7 +116,7 @@ directories = ["{path.parent}"]
 url = "sqlite+aiosqlite:///{database}"
 
 [http]
-listen = "127.0.0.1:{_free_port()}"
+listen = "127.0.0.1:{free_port()}"
 
 [employees]
 {employees}
