@@ -32,7 +32,7 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import load_only
+from sqlalchemy.orm import Session, load_only
 
 from storage.models import (
     Call,
@@ -60,6 +60,8 @@ __all__ = [
     "list_employees",
     "owner_of",
     "owners_of",
+    "read_employee_names",
+    "read_owners",
     "refresh_numbers",
     "seed_employees",
     "unbind_number",
@@ -130,10 +132,15 @@ async def owner_of(session: AsyncSession, number: str | None) -> NumberOwner | N
 
 async def owners_of(session: AsyncSession, numbers: Iterable[str | None]) -> dict[str, NumberOwner]:
     """Who each of ``numbers`` (normalised) is bound to now; unbound numbers are left out."""
+    return await session.run_sync(read_owners, list(numbers))
+
+
+def read_owners(session: Session, numbers: Iterable[str | None]) -> dict[str, NumberOwner]:
+    """:func:`owners_of` in a synchronous session (the batch writer's thread)."""
     wanted = sorted({n for n in numbers if n})
     owners: dict[str, NumberOwner] = {}
     for chunk in _chunks(wanted):
-        rows = await session.execute(
+        rows = session.execute(
             sa.select(
                 PhoneNumber.number,
                 PhoneNumber.customer_id,
@@ -152,10 +159,15 @@ async def owners_of(session: AsyncSession, numbers: Iterable[str | None]) -> dic
 
 async def employee_names(session: AsyncSession, extensions: Iterable[str]) -> dict[str, str]:
     """The name of the employee each of ``extensions`` belongs to (unknown ones left out)."""
+    return await session.run_sync(read_employee_names, list(extensions))
+
+
+def read_employee_names(session: Session, extensions: Iterable[str]) -> dict[str, str]:
+    """:func:`employee_names` in a synchronous session (the batch writer's thread)."""
     wanted = sorted(set(extensions))
     names: dict[str, str] = {}
     for chunk in _chunks(wanted):
-        rows = await session.execute(
+        rows = session.execute(
             sa.select(EmployeeExtension.extension, Employee.name)
             .join(Employee, Employee.id == EmployeeExtension.employee_id)
             .where(EmployeeExtension.extension.in_(chunk))

@@ -42,7 +42,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from connector.assembly import (
     Direction,
@@ -93,6 +93,7 @@ __all__ = [
     "load_entries",
     "load_recording",
     "parse_time_bound",
+    "read_entries",
 ]
 
 KINDS = frozenset({"incoming", "outgoing", "missed", "lost"})
@@ -503,13 +504,20 @@ async def load_entries(session: AsyncSession, ids: Sequence[int]) -> list[Journa
     """The entries of ``ids``, in that order (missing ids are left out)."""
     if not ids:
         return []
+    return await session.run_sync(read_entries, list(ids))
+
+
+def read_entries(session: Session, ids: Sequence[int]) -> list[JournalEntry]:
+    """:func:`load_entries` in a synchronous session (the batch writer's thread)."""
+    if not ids:
+        return []
     wanted = list(ids)
-    rows = {row[0]: row for row in await session.execute(_ENTRY, {"ids": wanted})}
+    rows = {row[0]: row for row in session.execute(_ENTRY, {"ids": wanted})}
     if not rows:
         return []
     wanted = [call_id for call_id in wanted if call_id in rows]
     participants: dict[int, list[Participant]] = defaultdict(list)
-    for call_id, extension, role, placed, rang, answered_at, rang_at, talk in await session.execute(
+    for call_id, extension, role, placed, rang, answered_at, rang_at, talk in session.execute(
         _PARTICIPANTS, {"ids": wanted}
     ):
         participants[call_id].append(
@@ -524,12 +532,12 @@ async def load_entries(session: AsyncSession, ids: Sequence[int]) -> list[Journa
             )
         )
     legs: dict[int, list[Leg]] = defaultdict(list)
-    for call_id, extension, connected_at, disconnected_at in await session.execute(
+    for call_id, extension, connected_at, disconnected_at in session.execute(
         _LEGS, {"ids": wanted}
     ):
         legs[call_id].append(Leg(extension, connected_at, disconnected_at))
     transfers: dict[int, list[TransferNote]] = defaultdict(list)
-    for call_id, kind, at, by, target in await session.execute(_TRANSFERS, {"ids": wanted}):
+    for call_id, kind, at, by, target in session.execute(_TRANSFERS, {"ids": wanted}):
         transfers[call_id].append(TransferNote(kind, at, by, target))
     recordings: dict[int, list[StoredRecording]] = defaultdict(list)
     for (
@@ -542,7 +550,7 @@ async def load_entries(session: AsyncSession, ids: Sequence[int]) -> list[Journa
         offset,
         duration,
         size,
-    ) in await session.execute(_RECORDINGS, {"ids": wanted}):
+    ) in session.execute(_RECORDINGS, {"ids": wanted}):
         found = FoundRecording(
             part=part,
             pbx_path=pbx_path,

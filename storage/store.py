@@ -38,14 +38,14 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hashlib
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import load_only
+from sqlalchemy.orm import Session, load_only
 
 from connector.assembly import Direction, FinishedCall
 from connector.recordings import FoundRecording
@@ -64,7 +64,7 @@ from storage.models import (
     OpenConversation,
 )
 from storage.numbers import normalize_number
-from storage.queries import load_entries, load_recording
+from storage.queries import load_entries, load_recording, read_entries
 from storage.rules import AttentionWindow, NumberFacts, evaluate
 
 __all__ = [
@@ -76,7 +76,11 @@ __all__ = [
     "SqlJournal",
     "UnknownCall",
     "WriteTransaction",
+    "WrittenBatch",
 ]
+
+_S = TypeVar("_S", AsyncSession, Session)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -92,18 +96,33 @@ class UnknownCall(LookupError):
 
 
 @dataclass(slots=True)
-class WriteTransaction:
+class WriteTransaction(Generic[_S]):
     """A write in progress: its session and the versions it hands out."""
 
-    session: AsyncSession
+    session: _S
     last_version: int
     changes: list[Change] = field(default_factory=list)
+    #: The earliest attention window still open among the rows bumped (for the settler).
+    earliest_window: float | None = None
 
     def bump(self, call: Call) -> None:
         """Give ``call`` the next version and record the change."""
         self.last_version += 1
         call.version = self.last_version
         self.changes.append(Change(self.last_version, call.id))
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenBatch:
+    """What :meth:`SqlJournal.write_batch` committed."""
+
+    #: Every row that is new or changed, once, with its last version, by version.
+    changes: list[Change]
+    #: Those rows as committed (read in the same transaction), when asked for.
+    entries: list[JournalEntry]
+    #: The earliest attention window the batch opened or moved, if any is still open: the
+    #: settler needs to look again only if it is earlier than the one it waits for.
+    earliest_window: float | None
 
 
 def fingerprint(call: FinishedCall, recordings: Sequence[FoundRecording]) -> str:
@@ -178,7 +197,7 @@ class SqlJournal:
     # -- transactions -------------------------------------------------------------------
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[WriteTransaction]:
+    async def transaction(self) -> AsyncIterator[WriteTransaction[AsyncSession]]:
         """A write transaction holding the version lock; commits on success."""
         async with (
             self._write_lock,
@@ -194,6 +213,18 @@ class SqlJournal:
             yield tx
             if tx.last_version != state.last_version:
                 state.last_version = tx.last_version
+
+    async def _run_write(self, work: Callable[[WriteTransaction[Any], Session], _T]) -> _T:
+        """Run blocking ORM ``work`` in a write transaction: on SQLite as one call in the
+        batch thread (see :mod:`storage.engine`: one thread hop, not one per cursor call),
+        on PostgreSQL through ``run_sync`` on the event loop's connection."""
+        database = self.database
+        if database.batch_sessions is not None:
+            sessions = database.batch_sessions
+            async with self._write_lock:
+                return await database.in_batch_thread(lambda: _sync_transaction(sessions, work))
+        async with self.transaction() as tx:
+            return await tx.session.run_sync(lambda session: work(tx, session))
 
     async def last_version(self) -> int:
         async with self.database.sessions() as session:
@@ -217,85 +248,113 @@ class SqlJournal:
         *,
         open_keys: Sequence[str] = (),
     ) -> list[Change]:
+        """Store several finished calls in one transaction; see :meth:`write_batch`."""
+        return (await self.write_batch(items, now, open_keys=open_keys)).changes
+
+    async def write_batch(
+        self,
+        items: Sequence[tuple[FinishedCall, Sequence[FoundRecording]]],
+        now: float,
+        *,
+        open_keys: Sequence[str] = (),
+        read_back: bool = False,
+    ) -> WrittenBatch:
         """Store several finished calls in one transaction (the daemon's batches): one commit,
         one fsync, and 1C sees them all at once. A row changed twice in the batch is reported
         once, with its last version. ``open_keys`` are the saved open-conversation states
         these calls replace: deleted in the same transaction, so that a restart can never
-        take back a conversation whose row is already written.
+        take back a conversation whose row is already written. ``read_back``: the changed
+        rows come back as entries too, read in the same transaction (for the log and the
+        long-polls, without another query).
 
         What the batch needs from the database is read once for all of it (its rows if they
         were written before, the owners of its numbers, its employees' names, the other
         calls of its numbers), not once per call."""
-        async with self.transaction() as tx:
-            session = tx.session
-            batch = await self._prefetch(session, [call for call, _ in items])
-            staged: dict[str, _Staged] = {}
-            for call, recordings in items:
-                await self._stage(tx, batch, staged, call, recordings)
-            # The new rows of the whole batch in one multi-row INSERT (their ids come back).
-            await session.flush()
-            for item in staged.values():
-                if item.parts_changed:
-                    await self._add_parts(
-                        session, item.row.id, item.call, item.recordings, new=item.new
-                    )
-            forced = {id(item.row) for item in staged.values() if item.changed}
-            numbers_done: set[str] = set()
-            for item in staged.values():
-                number = item.row.number
-                if number is None:
-                    self._reevaluate(tx, [item.row], forced, now)
-                elif number not in numbers_done:
-                    numbers_done.add(number)
-                    self._reevaluate(tx, batch.by_number[number], forced, now)
-            await session.flush()
-            for chunk in _chunks(list(open_keys)):
-                await session.execute(
-                    sa.delete(OpenConversation).where(OpenConversation.key.in_(chunk))
-                )
-            latest: dict[int, Change] = {}
-            for change in tx.changes:
-                latest[change.id] = change
-            return sorted(latest.values())
+        items = list(items)
+        keys = list(open_keys)
+        return await self._run_write(
+            lambda tx, session: self._write_batch(
+                tx, session, items, now, open_keys=keys, read_back=read_back
+            )
+        )
+
+    def _write_batch(
+        self,
+        tx: WriteTransaction[Any],
+        session: Session,
+        items: Sequence[tuple[FinishedCall, Sequence[FoundRecording]]],
+        now: float,
+        *,
+        open_keys: Sequence[str],
+        read_back: bool,
+    ) -> WrittenBatch:
+        batch = self._prefetch(session, [call for call, _ in items])
+        staged: dict[str, _Staged] = {}
+        for call, recordings in items:
+            self._stage(tx, session, batch, staged, call=call, recordings=recordings)
+        # The new rows of the whole batch in one multi-row INSERT (their ids come back).
+        session.flush()
+        for item in staged.values():
+            if item.parts_changed:
+                self._add_parts(session, item.row.id, item.call, item.recordings, new=item.new)
+        forced = {id(item.row) for item in staged.values() if item.changed}
+        numbers_done: set[str] = set()
+        for item in staged.values():
+            number = item.row.number
+            if number is None:
+                self._reevaluate(tx, [item.row], forced, now)
+            elif number not in numbers_done:
+                numbers_done.add(number)
+                self._reevaluate(tx, batch.by_number[number], forced, now)
+        session.flush()
+        for chunk in _chunks(list(open_keys)):
+            session.execute(sa.delete(OpenConversation).where(OpenConversation.key.in_(chunk)))
+        latest: dict[int, Change] = {}
+        for change in tx.changes:
+            latest[change.id] = change
+        changes = sorted(latest.values())
+        entries = read_entries(session, [c.id for c in changes]) if read_back else []
+        return WrittenBatch(changes, entries, tx.earliest_window)
 
     def _number(self, call: FinishedCall) -> str | None:
         if call.direction is Direction.INTERNAL:
             return None
         return normalize_number(call.external_number, self.region)
 
-    async def _prefetch(self, session: AsyncSession, calls: Sequence[FinishedCall]) -> _Batch:
+    def _prefetch(self, session: Session, calls: Sequence[FinishedCall]) -> _Batch:
         batch = _Batch(numbers={call.conversation_id: self._number(call) for call in calls})
         ids = sorted({call.conversation_id for call in calls})
         for chunk in _chunks(ids):
-            found = await session.scalars(
+            found = session.scalars(
                 sa.select(Call).where(Call.pbx == self.pbx, Call.conversation_id.in_(chunk))
             )
             batch.rows.update((row.conversation_id, row) for row in found)
         numbers = sorted({n for n in batch.numbers.values() if n})
-        batch.owners = await directory.owners_of(session, numbers)
-        batch.employees = await directory.employee_names(
+        batch.owners = directory.read_owners(session, numbers)
+        batch.employees = directory.read_employee_names(
             session, (p.extension for call in calls for p in call.participants)
         )
         for chunk in _chunks(numbers):
-            related = await session.scalars(
+            related = session.scalars(
                 sa.select(Call).where(Call.number.in_(chunk)).options(load_only(*_RULE_COLUMNS))
             )
             for row in related:
                 batch.by_number.setdefault(row.number or "", []).append(row)
         return batch
 
-    async def _stage(
+    def _stage(
         self,
-        tx: WriteTransaction,
+        tx: WriteTransaction[Any],
+        session: Session,
         batch: _Batch,
         staged: dict[str, _Staged],
+        *,
         call: FinishedCall,
         recordings: Sequence[FoundRecording],
     ) -> None:
         """Bring the call's row up to date (a new one gets a provisional version, negative
         and unique in the transaction, until the rules give it its real one); its parts and
         its number's verdicts follow once the batch's rows have their ids."""
-        session = tx.session
         number = batch.numbers[call.conversation_id]
         owner = batch.owners.get(number) if number else None
         digest = fingerprint(call, recordings)
@@ -320,7 +379,7 @@ class SqlJournal:
                 or (row.customer_id, row.contact_id) != (customer_id, contact_id)
             )
             if parts_changed and not added:
-                await self._delete_parts(session, row.id)
+                self._delete_parts(session, row.id)
         previous_number = row.number
         if changed:
             _fill_call(row, call, number)
@@ -356,7 +415,7 @@ class SqlJournal:
         )
 
     def _reevaluate(
-        self, tx: WriteTransaction, related: list[Call], forced: set[int], now: float
+        self, tx: WriteTransaction[Any], related: list[Call], forced: set[int], now: float
     ) -> None:
         """Apply the rules to every call of one number (``related``, sorted here in place);
         bump those whose verdict changed, and those in ``forced`` (by ``id()``: the rows the
@@ -398,14 +457,18 @@ class SqlJournal:
             if before != after or id(entry) in forced:
                 entry.status, entry.attention, entry.first_contact, entry.window_closes_at = after
                 tx.bump(entry)
+                closes = verdict.window_closes_at
+                if closes is not None and not verdict.settled:
+                    earliest = tx.earliest_window
+                    tx.earliest_window = closes if earliest is None else min(earliest, closes)
 
-    async def _delete_parts(self, session: AsyncSession, call_id: int) -> None:
+    def _delete_parts(self, session: Session, call_id: int) -> None:
         for model in (CallParticipant, CallLeg, CallTransfer):
-            await session.execute(sa.delete(model).where(model.call_id == call_id))
+            session.execute(sa.delete(model).where(model.call_id == call_id))
 
-    async def _add_parts(
+    def _add_parts(
         self,
-        session: AsyncSession,
+        session: Session,
         call_id: int,
         call: FinishedCall,
         recordings: Sequence[FoundRecording],
@@ -447,11 +510,11 @@ class SqlJournal:
                     target_extension=note.target,
                 )
             )
-        await self._store_recordings(session, call_id, recordings, new=new)
+        self._store_recordings(session, call_id, recordings, new=new)
 
-    async def _store_recordings(
+    def _store_recordings(
         self,
-        session: AsyncSession,
+        session: Session,
         call_id: int,
         recordings: Sequence[FoundRecording],
         *,
@@ -464,7 +527,7 @@ class SqlJournal:
             if new
             else {
                 r.pbx_path: r
-                for r in await session.scalars(
+                for r in session.scalars(
                     sa.select(CallRecording).where(CallRecording.call_id == call_id)
                 )
             }
@@ -481,7 +544,7 @@ class SqlJournal:
             stored.size = found.size
             session.add(stored)
         for gone in known.values():
-            await session.delete(gone)
+            session.delete(gone)
 
     # -- the attention window -------------------------------------------------------------
 
@@ -589,16 +652,15 @@ class SqlJournal:
         state (the daemon saves hundreds at a time, and a conversation never saved before
         must not wait behind them)."""
         keys = sorted(set(gone) | states.keys())
-        async with self.transaction() as tx:
+        rows = [{"key": k, "state": v, "updated_at": now} for k, v in states.items()]
+
+        def work(_tx: WriteTransaction[Any], session: Session) -> None:
             for chunk in _chunks(keys):
-                await tx.session.execute(
-                    sa.delete(OpenConversation).where(OpenConversation.key.in_(chunk))
-                )
-            if states:
-                await tx.session.execute(
-                    sa.insert(OpenConversation),
-                    [{"key": k, "state": v, "updated_at": now} for k, v in states.items()],
-                )
+                session.execute(sa.delete(OpenConversation).where(OpenConversation.key.in_(chunk)))
+            if rows:
+                session.execute(sa.insert(OpenConversation), rows)
+
+        await self._run_write(work)
 
     # -- customers, numbers, employees (storage.directory) -----------------------------
 
@@ -675,3 +737,21 @@ def _fill_call(row: Call, call: FinishedCall, number: str | None) -> None:
     row.queues = list(call.queues)
     row.announced_recordings = [[r.path, r.started_at, r.channel] for r in call.recordings]
     row.recording_hints = list(call.recording_hints)
+
+
+def _sync_transaction(
+    sessions: Callable[[], Session], work: Callable[[WriteTransaction[Any], Session], _T]
+) -> _T:
+    """:meth:`SqlJournal.transaction` for the batch thread: the version lock, ``work``, the
+    new last version, commit (or rollback on any error)."""
+    with sessions() as session, session.begin():
+        state = session.scalar(
+            sa.select(JournalState).where(JournalState.id == 1).with_for_update()
+        )
+        if state is None:
+            raise RuntimeError("journal_state is missing: run `pbxjournal migrate`")
+        tx = WriteTransaction(session, state.last_version)
+        result = work(tx, session)
+        if tx.last_version != state.last_version:
+            state.last_version = tx.last_version
+        return result
