@@ -47,7 +47,7 @@ from pbxjournal.pipeline import build_assembler, build_finder, employee_director
 from pbxjournal.sdnotify import Notifier
 from pbxjournal.writer import JournalWriter
 from storage.journal import JournalEntry, to_call_object
-from storage.store import Change, SqlJournal
+from storage.store import Change, SqlJournal, WrittenBatch
 
 __all__ = ["Daemon", "PbxClock", "run_daemon"]
 
@@ -407,13 +407,12 @@ class Daemon:
             self.assembler.adopt_recordings(resync.variables, self._pbx_now())
             self._resync = None
 
-    async def _on_written(self, changes: list[Change]) -> None:
-        """After each committed batch: its rows read back (the change feed keeps them for the
-        long-polls), the commit hooks (which wake those), one log line per call, then the
-        listeners."""
-        entries: list[JournalEntry] = []
-        if self.journal is not None:
-            entries = await self.journal.entries([c.id for c in changes])
+    async def _on_written(self, written: WrittenBatch) -> None:
+        """After each committed batch: its rows as read back in its transaction (the change
+        feed keeps them for the long-polls), the commit hooks (which wake those), one log
+        line per call, then the listeners."""
+        changes = written.changes
+        entries = written.entries
         if self._feed is not None:
             # Read back once: the long-polls woken below are answered from these rows.
             self._feed.remember(entries)

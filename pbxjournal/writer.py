@@ -23,7 +23,8 @@ the AMI session is untouched and the calls wait in the queue. Only if the queue 
 naming it. Health reports the database as not writable while writes fail.
 
 The writer also settles attention windows: it sleeps until the journal's next window closes
-(``SqlJournal.next_window_close``), not polling the table.
+(``SqlJournal.next_window_close``), not polling the table, and looks again only when a batch
+opened a window that closes earlier than the one it waits for.
 
 And it keeps the open conversations in the database, so that a restart of the daemon loses no
 call in progress: every ``persist_interval`` it saves the conversations that changed, and the
@@ -56,13 +57,14 @@ import structlog
 
 from connector.assembly import FinishedCall
 from connector.recordings import FoundRecording, RecordingFinder
-from storage.store import Change, SqlJournal
+from storage.store import SqlJournal, WrittenBatch
 
 __all__ = ["JournalWriter", "WriterStats"]
 
 log = structlog.get_logger("pbxjournal.writer")
 
-OnWritten = Callable[[list[Change]], Awaitable[None] | None]
+#: Called after each committed batch that changed rows, with the rows read back.
+OnWritten = Callable[[WrittenBatch], Awaitable[None] | None]
 #: Open conversations changed since the last call (key → state) and keys merged away.
 OpenChanges = Callable[[], tuple[dict[str, dict[str, Any]], set[str]]]
 
@@ -137,6 +139,8 @@ class JournalWriter:
         self._idle.set()
         self._closing = False
         self._window_changed = asyncio.Event()
+        #: The earliest window close the settler last read (None: no open window).
+        self._next_close: float | None = None
         self._settling = True
 
     @property
@@ -233,7 +237,7 @@ class JournalWriter:
             batch = [self._pending[i] for i in range(min(size, len(self._pending)))]
             began = self._last_batch_at = loop.time()
             try:
-                changes = await self._write(batch)
+                written = await self._write(batch)
             except Exception as exc:  # the database said no: keep the batch, retry
                 failures += 1
                 self.stats.failures += 1
@@ -272,20 +276,23 @@ class JournalWriter:
                 self.open_written([call.conversation_id for call in batch])
             self.stats.calls_written += len(batch)
             self.stats.batches += 1
-            self._window_changed.set()
-            if changes and self.on_written is not None:
-                result = self.on_written(changes)
+            opened = written.earliest_window
+            if opened is not None and (self._next_close is None or opened < self._next_close):
+                self._window_changed.set()  # earlier than the settler's timer: look again
+            if written.changes and self.on_written is not None:
+                result = self.on_written(written)
                 if isinstance(result, Awaitable):
                     await result
 
-    async def _write(self, batch: list[FinishedCall]) -> list[Change]:
+    async def _write(self, batch: list[FinishedCall]) -> WrittenBatch:
         found = await asyncio.to_thread(self._find_all, batch)
-        return await self.journal.write_many(
+        return await self.journal.write_batch(
             list(zip(batch, found, strict=True)),
             self.clock(),
             open_keys=[self.open_prefix + call.conversation_id for call in batch]
             if self.open_changes is not None
             else (),
+            read_back=self.on_written is not None,
         )
 
     def _take_open(self, *, new_only: bool = False) -> None:
@@ -365,6 +372,7 @@ class JournalWriter:
             except Exception as exc:
                 log.warning("cannot read the next window close", error=str(exc))
                 closes = None
+            self._next_close = closes
             now = self.clock()
             wait = 3600.0 if closes is None else max(0.05, min(3600.0, closes - now))
             if closes is not None and closes <= now:

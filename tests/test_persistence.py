@@ -260,17 +260,17 @@ async def test_a_finished_call_the_writer_had_not_reached_survives_a_kill_whole(
     # A backlog: another call's batch takes a second, and the writer never gets past the
     # batch after it. The call ends meanwhile and waits in the queue.
     (other,) = assemble_capture("01-incoming-answered-direct").calls
-    write_many = journal.write_many
+    write_batch = journal.write_batch
     stuck = asyncio.Event()
 
     async def behind(items: Any, now: float, **kwargs: Any) -> Any:
         if other in [call for call, _ in items]:
             await asyncio.sleep(1.0)
-            return await write_many(items, now, **kwargs)
+            return await write_batch(items, now, **kwargs)
         await stuck.wait()
         raise AssertionError("unreachable")
 
-    journal.write_many = behind  # type: ignore[method-assign]
+    journal.write_batch = behind  # type: ignore[method-assign]
     writer.submit([other])
     pbx.release()  # the transfer, the hangups
     await asyncio.wait_for(pbx.wait_done(), 10)

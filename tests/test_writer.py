@@ -16,6 +16,7 @@ import storage.engine
 from connector.recordings import RecordingFinder
 from pbxjournal.dbtools import open_journal
 from pbxjournal.writer import JournalWriter
+from storage.store import WrittenBatch
 from tests.daemon_support import daemon_settings
 from tests.scenarios import RECORDINGS, assemble_capture
 
@@ -42,7 +43,7 @@ async def test_locked_database_holds_calls_and_writes_them_when_it_frees(
             journal,
             finder,
             lambda: calls[-1].ended_at + 10,
-            on_written=lambda changes: committed.extend(c.id for c in changes),
+            on_written=lambda written: committed.extend(c.id for c in written.changes),
             retry_min=0.05,
             retry_max=0.2,
             max_pending=3,
@@ -100,13 +101,13 @@ async def test_a_backlog_is_written_in_short_batches_so_open_conversations_are_s
         return {}, set()
 
     async with open_journal(settings) as journal:
-        write_many = journal.write_many
+        write_batch = journal.write_batch
 
         async def slow(*args: Any, **kwargs: Any) -> Any:
             await asyncio.sleep(0.01 * len(args[0]))  # a database 10 ms slower per call
-            return await write_many(*args, **kwargs)
+            return await write_batch(*args, **kwargs)
 
-        journal.write_many = slow  # type: ignore[method-assign]
+        journal.write_batch = slow  # type: ignore[method-assign]
         writer = JournalWriter(
             journal,
             RecordingFinder([]),
@@ -158,7 +159,7 @@ async def test_a_finished_call_is_written_between_slices_of_a_long_save_of_open_
             journal,
             RecordingFinder([]),
             lambda: call.ended_at + 10,
-            on_written=lambda changes: written_at.append(loop.time()),
+            on_written=lambda _written: written_at.append(loop.time()),
             open_changes=open_changes,
             open_prefix="main/",
             persist_interval=0.05,  # the round is due at once
@@ -188,8 +189,8 @@ async def test_calls_ending_just_after_a_batch_share_the_next_one(tmp_path: Path
     calls = sorted(assemble_capture("17-burst-50-mixed").calls, key=lambda c: c.ended_at)
     written: list[int] = []
 
-    async def on_written(changes: list[Any]) -> None:
-        written.append(len(changes))
+    async def on_written(batch: WrittenBatch) -> None:
+        written.append(len(batch.changes))
 
     async with open_journal(settings) as journal:
         writer = JournalWriter(
