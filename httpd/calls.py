@@ -217,15 +217,22 @@ async def get_changes(request: web.Request) -> web.Response:
     deadline = time.monotonic() + wait
     woke = False
     while True:
-        # The rows a long-poll wakes for were just read back by the daemon: no query for them.
-        remembered = feed.recent(since, limit)
+        if wait > 0 and since == feed.version:
+            # Nothing beyond what the feed knows (its probe and NOTIFY bring other processes'
+            # commits): straight to the wait, no query.
+            remembered: tuple[list[JournalEntry], int] | None = ([], since)
+        else:
+            # The rows a long-poll wakes for were just read back by the daemon: no query.
+            remembered = feed.recent(since, limit)
         if remembered is not None:
+            feed.answers_from_memory += 1
             entries, last = remembered
             employees = None
             if entries:
                 async with journal.database.sessions() as session:
                     employees = await load_employee_directory(session)
         else:
+            feed.answers_from_database += 1
             async with journal.database.sessions() as session:
                 entries, last = await changes(session, since, limit)
                 employees = await load_employee_directory(session) if entries else None

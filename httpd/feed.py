@@ -87,6 +87,10 @@ class ChangeFeed:
         self.probes = 0
         #: Probes that found a version nobody had told the feed of (another process's commit).
         self.probe_finds = 0
+        #: Reads of ``/changes`` answered without a query (the remembered rows, or nothing
+        #: beyond the feed's version), and those that queried the database.
+        self.answers_from_memory = 0
+        self.answers_from_database = 0
         #: The entries of the last versions committed here, by version (see :meth:`recent`).
         self._recent: OrderedDict[int, JournalEntry] = OrderedDict()
 

@@ -66,6 +66,15 @@ class _DaemonCollector(Collector):
                 "Newest journal version this process knows to be committed.",
                 value=self.feed.version,
             )
+            reads = CounterMetricFamily(
+                "pbxjournal_changes_reads",
+                "Reads of GET /changes, by source: memory (the rows the daemon just wrote, or "
+                "nothing new) or database.",
+                labels=["source"],
+            )
+            reads.add_metric(["memory"], self.feed.answers_from_memory)
+            reads.add_metric(["database"], self.feed.answers_from_database)
+            yield reads
             yield GaugeMetricFamily(
                 "pbxjournal_changes_waiting",
                 "Long-polls of GET /changes waiting for a change now.",

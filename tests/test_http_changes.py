@@ -279,10 +279,17 @@ async def test_long_poll_wakes_within_100_ms_of_a_new_call(engine: str, make_api
 async def test_long_poll_times_out_empty_and_reports_the_version(make_api: Maker) -> None:
     api = await make_api()
     _, last = await drain(api)
+    feed = change_feed(api.app)
+    queried = feed.answers_from_database
     began = time.perf_counter()
     page = await api.get("/api/v1/changes", params={"since": last, "wait": 0.3})
     assert page == {"items": [], "last_version": last}
     assert 0.29 <= time.perf_counter() - began < 2
+    # At the feed's version a long-poll goes straight to its wait: no query...
+    assert feed.answers_from_database == queried
+    # ...but a plain poll asks the database (another process may have written).
+    assert await api.get("/api/v1/changes", params={"since": last}) == page
+    assert feed.answers_from_database == queried + 1
 
 
 async def test_many_waiting_clients_cost_one_probe_not_one_each(make_api: Maker) -> None:
