@@ -82,6 +82,7 @@ TECHNICAL_TECHNOLOGIES: frozenset[str] = frozenset(
 )
 
 _RECENTLY_FINISHED = 20_000  # uniqueids remembered to ignore their late events
+_BRIDGE_SWEEP_EVERY = 256  # conversations forgotten between two sweeps of empty bridges
 
 
 class ChannelKind(enum.Enum):
@@ -283,6 +284,8 @@ class _Conversation:
     #: Bumped whenever the conversation changes, so stale heap entries are recognised.
     generation: int = 0
     approximate_end: bool = False
+    #: Bridges its channels entered (not saved: a restored one relies on the full sweep).
+    bridges: set[str] = field(default_factory=set)
 
 
 class CallAssembler:
@@ -310,6 +313,7 @@ class CallAssembler:
         #: bridge id → uniqueids in it; only basic bridges merge conversations.
         self._bridges: dict[str, set[str]] = {}
         self._bridge_types: dict[str, str] = {}
+        self._forgotten = 0
         self._closing: list[tuple[float, int, str]] = []
         self._finished_ids: OrderedDict[str, None] = OrderedDict()
         self._stale_check_at = 0.0
@@ -362,6 +366,11 @@ class CallAssembler:
     @property
     def open_channels(self) -> int:
         return len(self._channels)
+
+    @property
+    def open_bridges(self) -> int:
+        """Bridges known and not destroyed (an empty one goes with its last conversation)."""
+        return len(self._bridges)
 
     def feed(self, event: AmiEvent, now: float) -> list[FinishedCall]:
         """Consume one event; return conversations finished by ``now``.
@@ -727,6 +736,7 @@ class CallAssembler:
         a.recording_hints.update(b.recording_hints)
         a.pending_filename.update(b.pending_filename)
         a.queues.update(b.queues)
+        a.bridges |= b.bridges
         a.transfers.extend(b.transfers)
         a.transfers.sort(key=lambda note: note.at)
         a.approximate_end = a.approximate_end or b.approximate_end
@@ -859,6 +869,7 @@ class CallAssembler:
                     self._merge(channel.conversation, other.conversation)
         members.add(channel.uniqueid)
         channel.bridge = bridge
+        channel.conversation.bridges.add(bridge)
         if channel.rang_at is not None and channel.ring_ended_at is None:
             channel.ring_ended_at = event.time
         self._update_talk(channel.conversation, event.time)
@@ -1213,9 +1224,11 @@ class CallAssembler:
         return number or trunk.caller_num or trunk.exten or None
 
     def _forget(self, conversation: _Conversation) -> None:
+        touched = conversation.bridges
         for uniqueid, channel in conversation.channels.items():
             self._channels.pop(uniqueid, None)
             if channel.bridge is not None:
+                touched.add(channel.bridge)
                 self._leave_bridge(channel)
             self._finished_ids[uniqueid] = None
         while len(self._finished_ids) > _RECENTLY_FINISHED:
@@ -1226,10 +1239,17 @@ class CallAssembler:
         self._conversations.pop(conversation.key, None)
         self._dirty.discard(conversation.key)
         self._new.discard(conversation.key)
-        # Bridges emptied by this conversation and never destroyed must not pile up.
-        for bridge in [b for b, members in self._bridges.items() if not members]:
-            del self._bridges[bridge]
-            self._bridge_types.pop(bridge, None)
+        # Bridges emptied by this conversation and never destroyed must not pile up: those
+        # its channels entered now, every empty one now and then (a restored conversation
+        # does not know its past bridges; a bridge nobody entered). A sweep per conversation
+        # would cost as many steps as there are live bridges, for every call.
+        self._forgotten += 1
+        if self._forgotten % _BRIDGE_SWEEP_EVERY == 0:
+            touched = {b for b, members in self._bridges.items() if not members}
+        for bridge in touched:
+            if not self._bridges.get(bridge, True):
+                del self._bridges[bridge]
+                self._bridge_types.pop(bridge, None)
 
 
 def _ended_unseen(channels: list[_Channel]) -> bool:

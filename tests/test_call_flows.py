@@ -205,6 +205,46 @@ def test_calls_up_when_the_pbx_shuts_down_end_there_marked_approximate() -> None
     assert assembler.expire(shutdown_at + 60) == []
 
 
+@pytest.mark.parametrize(
+    "slug",
+    ["01-incoming-answered-direct", "12-incoming-attended-transfer", "16-ivr-localchannel-to-102"],
+)
+def test_bridges_go_with_their_conversation(slug: str) -> None:
+    """The daemon does not read BridgeDestroy (not a journal event): the bridges go when
+    their conversation is forgotten, and so does an empty bridge nobody entered, at the next
+    sweep."""
+    kept = list(events_of(capture(slug).read_bytes()))
+    assert {"BridgeCreate", "BridgeEnter"} <= {e.name for e in kept}
+    assert "BridgeDestroy" not in {e.name for e in kept}
+    replay = assemble(kept)
+    assert replay.calls and replay.assembler.open_conversations == 0
+    assert replay.assembler.open_bridges == 0
+    # A bridge created and never entered nor destroyed: gone after enough other calls.
+    assembler = new_assembler()
+    at = kept[0].time
+    orphan = AmiEvent(
+        name="BridgeCreate",
+        time=at,
+        headers={"Event": "BridgeCreate", "BridgeUniqueid": "orphan", "BridgeType": "basic"},
+        timestamped=True,
+    )
+    assembler.feed(orphan, at)
+    assert assembler.open_bridges == 1
+    calls = 0
+    for copy in range(300):
+        for event in kept:
+            headers = {
+                k: (f"{v}-{copy}" if k.endswith(("niqueid", "inkedid")) else v)
+                for k, v in event.headers.items()
+            }
+            copied = AmiEvent(event.name, event.time, headers, event.multi, event.timestamped)
+            calls += len(assembler.feed(copied, at))
+        calls += len(assembler.expire(kept[-1].time + 3600))
+        if assembler.open_bridges == 0:
+            break
+    assert calls >= 1 and assembler.open_bridges == 0
+
+
 def test_an_originate_that_leads_nowhere_leaves_no_ghost_row() -> None:
     # Only the Local pair of a click-to-call whose employee leg was never created.
     events = [
