@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
@@ -66,6 +68,15 @@ SQLITE_MIN_VERSION = (3, 34, 0)
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 _T = TypeVar("_T")
+
+
+def _json_text(value: Any) -> str:
+    """JSON columns' serializer: orjson (the saved open conversations are most of what the
+    daemon encodes), the standard library for what orjson refuses."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value)
 
 
 class DatabaseError(Exception):
@@ -149,8 +160,12 @@ def open_database(url: str, *, echo: bool = False) -> Database:
             )
         if parsed.database in (None, "", ":memory:"):
             raise DatabaseError("SQLite journal needs a file path, not an in-memory database")
-        engine = create_async_engine(parsed, echo=echo, pool_size=4, max_overflow=4)
-        writer = create_async_engine(parsed, echo=echo, pool_size=1, max_overflow=0)
+        engine = create_async_engine(
+            parsed, echo=echo, pool_size=4, max_overflow=4, json_serializer=_json_text
+        )
+        writer = create_async_engine(
+            parsed, echo=echo, pool_size=1, max_overflow=0, json_serializer=_json_text
+        )
         _sqlite_setup(engine.sync_engine, "BEGIN")
         _sqlite_setup(writer.sync_engine, "BEGIN IMMEDIATE")
         # The batch writer's engine: the same file through the synchronous driver, used only
@@ -162,6 +177,7 @@ def open_database(url: str, *, echo: bool = False) -> Database:
             pool_size=1,
             max_overflow=0,
             connect_args={"check_same_thread": False},
+            json_serializer=_json_text,
         )
         _sqlite_setup(batch, "BEGIN IMMEDIATE")
         batch_sessions = sessionmaker(batch, expire_on_commit=False)
@@ -176,6 +192,7 @@ def open_database(url: str, *, echo: bool = False) -> Database:
             echo=echo,
             pool_pre_ping=True,
             connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}},
+            json_serializer=_json_text,
         )
         writer = engine
         batch_sessions = None
