@@ -35,7 +35,6 @@ from storage.queries import (
     changes,
     decode_cursor,
     list_calls,
-    load_employee_directory,
     load_entries,
     parse_time_bound,
 )
@@ -126,7 +125,7 @@ async def list_journal(request: web.Request) -> web.Response:
     journal = request.app[JOURNAL]
     async with journal.database.sessions() as session:
         page = await list_calls(session, where, limit=limit, cursor=cursor, region=journal.region)
-        employees = await load_employee_directory(session)
+    employees = await journal.employee_directory()
     return json_response(
         {
             "items": [render(request, entry, employees) for entry in page.entries],
@@ -193,7 +192,7 @@ async def get_call(request: web.Request) -> web.Response:
     journal = request.app[JOURNAL]
     async with journal.database.sessions() as session:
         found = await load_entries(session, [call_id])
-        employees = await load_employee_directory(session)
+    employees = await journal.employee_directory()
     if not found:
         raise ApiError(404, "call_not_found", f"no call {call_id}")
     entry = found[0]
@@ -227,15 +226,12 @@ async def get_changes(request: web.Request) -> web.Response:
         if remembered is not None:
             feed.answers_from_memory += 1
             entries, last = remembered
-            employees = None
-            if entries:
-                async with journal.database.sessions() as session:
-                    employees = await load_employee_directory(session)
+            employees = await journal.employee_directory() if entries else None
         else:
             feed.answers_from_database += 1
             async with journal.database.sessions() as session:
                 entries, last = await changes(session, since, limit)
-                employees = await load_employee_directory(session) if entries else None
+            employees = await journal.employee_directory() if entries else None
         remaining = deadline - time.monotonic()
         if entries or remaining <= 0:
             break

@@ -30,7 +30,7 @@ from httpd.errors import ApiError
 from httpd.keys import JOURNAL, MERGE_SLOTS, MERGED, SETTINGS, WORKERS
 from httpd.params import Query, path_int
 from storage.journal import JournalEntry, StoredRecording
-from storage.queries import load_employee_directory, load_entries
+from storage.queries import load_entries
 
 __all__ = ["attachment_header", "content_type_of", "download_name", "routes"]
 
@@ -123,7 +123,7 @@ async def get_merged_recording(request: web.Request) -> web.StreamResponse:
     journal = request.app[JOURNAL]
     async with journal.database.sessions() as session:
         found = await load_entries(session, [call_id])
-        employees = await load_employee_directory(session)
+    employees = await journal.employee_directory()
     if not found:
         raise ApiError(404, "call_not_found", f"no call {call_id}")
     entry = found[0]

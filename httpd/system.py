@@ -14,7 +14,6 @@ from httpd.openapi import document
 from httpd.params import Query
 from storage.journal import EmployeeDirectory, format_time
 from storage.numbers import normalize_number
-from storage.queries import load_employee_directory
 
 __all__ = ["routes"]
 
@@ -86,7 +85,6 @@ async def live_calls(request: web.Request) -> web.Response:
         return json_response({"available": False, "items": []})
     conversations = list(source())
     journal = request.app[JOURNAL]
-    async with journal.database.sessions() as session:
-        employees = await load_employee_directory(session)
+    employees = await journal.employee_directory()
     items = [await _live_item(request, c, employees) for c in conversations]
     return json_response({"available": True, "items": items})

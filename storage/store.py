@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hashlib
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -52,7 +53,7 @@ from connector.recordings import FoundRecording
 from storage import directory
 from storage.directory import ContactRecord, CustomerRecord, EmployeeRecord, NumberOwner
 from storage.engine import Database
-from storage.journal import JournalEntry, StoredRecording
+from storage.journal import EmployeeDirectory, JournalEntry, StoredRecording
 from storage.models import (
     Call,
     CallComment,
@@ -64,7 +65,7 @@ from storage.models import (
     OpenConversation,
 )
 from storage.numbers import normalize_number
-from storage.queries import load_entries, load_recording, read_entries
+from storage.queries import load_employee_directory, load_entries, load_recording, read_entries
 from storage.rules import AttentionWindow, NumberFacts, evaluate
 
 __all__ = [
@@ -147,6 +148,9 @@ _RULE_COLUMNS = (
 )
 
 
+#: How long :meth:`SqlJournal.employee_directory` answers from what it read (seconds).
+DIRECTORY_SECONDS = 2.0
+
 _CHUNK = 500  # items per IN (...) list: far below SQLite's and asyncpg's parameter limits
 
 
@@ -193,6 +197,10 @@ class SqlJournal:
         self.region = region
         # One writer per process; across processes the journal_state lock serialises.
         self._write_lock = asyncio.Lock()
+        #: (monotonic time read, directory) of :meth:`employee_directory`, and a counter
+        #: of the changes made here (a read that began before one must not be kept).
+        self._directory: tuple[float, EmployeeDirectory] | None = None
+        self._directory_changes = 0
 
     # -- transactions -------------------------------------------------------------------
 
@@ -708,13 +716,39 @@ class SqlJournal:
 
     async def upsert_employee(self, employee: EmployeeRecord) -> None:
         """Name and extensions of one employee; calls' search text follows, versions do not."""
-        async with self.transaction() as tx:
-            await directory.upsert_employee(tx.session, employee, self.region)
+        try:
+            async with self.transaction() as tx:
+                await directory.upsert_employee(tx.session, employee, self.region)
+        finally:
+            self._forget_directory()
 
     async def seed_employees(self, employees: Iterable[EmployeeRecord]) -> int:
         """Add configured employees and extensions the database does not know yet."""
-        async with self.transaction() as tx:
-            return await directory.seed_employees(tx.session, employees, self.region)
+        try:
+            async with self.transaction() as tx:
+                return await directory.seed_employees(tx.session, employees, self.region)
+        finally:
+            self._forget_directory()
+
+    async def employee_directory(self) -> EmployeeDirectory:
+        """Extension → employee, for rendering calls: read at most every
+        ``DIRECTORY_SECONDS`` (every answer of the API needs it; it changes rarely), at once
+        after a change made through this journal. Another process's change (``pbxjournal``
+        tools on the same database) shows within that time."""
+        now = time.monotonic()
+        cached = self._directory
+        if cached is not None and now - cached[0] < DIRECTORY_SECONDS:
+            return cached[1]
+        changes = self._directory_changes
+        async with self.database.sessions() as session:
+            found = await load_employee_directory(session)
+        if changes == self._directory_changes:
+            self._directory = (now, found)
+        return found
+
+    def _forget_directory(self) -> None:
+        self._directory = None
+        self._directory_changes += 1
 
     async def employees(self) -> list[EmployeeRecord]:
         async with self.database.sessions() as session:
