@@ -174,6 +174,28 @@ class _Batch:
 
 
 @dataclass(slots=True)
+class _Parts:
+    """The parts of a batch's calls, as rows to insert: one executemany per table rather
+    than an ORM object each."""
+
+    participants: list[dict[str, Any]] = field(default_factory=list)
+    legs: list[dict[str, Any]] = field(default_factory=list)
+    transfers: list[dict[str, Any]] = field(default_factory=list)
+    recordings: list[dict[str, Any]] = field(default_factory=list)
+
+    def insert(self, session: Session) -> None:
+        connection = session.connection()
+        for model, rows in (
+            (CallParticipant, self.participants),
+            (CallLeg, self.legs),
+            (CallTransfer, self.transfers),
+            (CallRecording, self.recordings),
+        ):
+            if rows:
+                connection.execute(sa.insert(model), rows)
+
+
+@dataclass(slots=True)
 class _Staged:
     """A call of a write batch whose row is up to date, its parts and verdict to follow."""
 
@@ -302,9 +324,13 @@ class SqlJournal:
             self._stage(tx, session, batch, staged, call=call, recordings=recordings)
         # The new rows of the whole batch in one multi-row INSERT (their ids come back).
         session.flush()
+        parts = _Parts()
         for item in staged.values():
             if item.parts_changed:
-                self._add_parts(session, item.row.id, item.call, item.recordings, new=item.new)
+                self._add_parts(
+                    session, item.row.id, item.call, item.recordings, new=item.new, parts=parts
+                )
+        parts.insert(session)
         forced = {id(item.row) for item in staged.values() if item.changed}
         numbers_done: set[str] = set()
         for item in staged.values():
@@ -482,64 +508,72 @@ class SqlJournal:
         recordings: Sequence[FoundRecording],
         *,
         new: bool = False,
+        parts: _Parts,
     ) -> None:
-        for ordinal, p in enumerate(call.participants):
-            session.add(
-                CallParticipant(
-                    call_id=call_id,
-                    ordinal=ordinal,
-                    extension=p.extension,
-                    role=p.role.value,
-                    placed=p.placed,
-                    rang=p.rang,
-                    answered_at=p.answered_at,
-                    rang_at=p.rang_at,
-                    talk_seconds=p.talk_seconds,
-                )
+        """Queue the call's parts in ``parts`` (inserted for the whole batch at once); the
+        recordings of a row written before go through :meth:`_store_recordings`."""
+        parts.participants.extend(
+            {
+                "call_id": call_id,
+                "ordinal": ordinal,
+                "extension": p.extension,
+                "role": p.role.value,
+                "placed": p.placed,
+                "rang": p.rang,
+                "answered_at": p.answered_at,
+                "rang_at": p.rang_at,
+                "talk_seconds": p.talk_seconds,
+            }
+            for ordinal, p in enumerate(call.participants)
+        )
+        parts.legs.extend(
+            {
+                "call_id": call_id,
+                "ordinal": ordinal,
+                "extension": leg.extension,
+                "connected_at": leg.connected_at,
+                "disconnected_at": leg.disconnected_at,
+            }
+            for ordinal, leg in enumerate(call.legs)
+        )
+        parts.transfers.extend(
+            {
+                "call_id": call_id,
+                "ordinal": ordinal,
+                "kind": note.kind,
+                "at": note.at,
+                "by_extension": note.by,
+                "target_extension": note.target,
+            }
+            for ordinal, note in enumerate(call.transfers)
+        )
+        if new:
+            parts.recordings.extend(
+                {
+                    "call_id": call_id,
+                    "pbx_path": found.pbx_path,
+                    "part": found.part,
+                    "file_path": str(found.file),
+                    "started_at": found.started_at,
+                    "offset_seconds": found.offset_seconds,
+                    "duration_seconds": found.duration_seconds,
+                    "size": found.size,
+                }
+                for found in recordings
             )
-        for ordinal, leg in enumerate(call.legs):
-            session.add(
-                CallLeg(
-                    call_id=call_id,
-                    ordinal=ordinal,
-                    extension=leg.extension,
-                    connected_at=leg.connected_at,
-                    disconnected_at=leg.disconnected_at,
-                )
-            )
-        for ordinal, note in enumerate(call.transfers):
-            session.add(
-                CallTransfer(
-                    call_id=call_id,
-                    ordinal=ordinal,
-                    kind=note.kind,
-                    at=note.at,
-                    by_extension=note.by,
-                    target_extension=note.target,
-                )
-            )
-        self._store_recordings(session, call_id, recordings, new=new)
+        else:
+            self._store_recordings(session, call_id, recordings)
 
     def _store_recordings(
-        self,
-        session: Session,
-        call_id: int,
-        recordings: Sequence[FoundRecording],
-        *,
-        new: bool = False,
+        self, session: Session, call_id: int, recordings: Sequence[FoundRecording]
     ) -> None:
-        """Keep the id of a part the PBX announced again (1C may hold its URL); a new row
-        has none to look for."""
-        known = (
-            {}
-            if new
-            else {
-                r.pbx_path: r
-                for r in session.scalars(
-                    sa.select(CallRecording).where(CallRecording.call_id == call_id)
-                )
-            }
-        )
+        """Keep the id of a part the PBX announced again (1C may hold its URL)."""
+        known = {
+            r.pbx_path: r
+            for r in session.scalars(
+                sa.select(CallRecording).where(CallRecording.call_id == call_id)
+            )
+        }
         for found in recordings:
             stored = known.pop(found.pbx_path, None) or CallRecording(
                 call_id=call_id, pbx_path=found.pbx_path
@@ -779,13 +813,18 @@ def _sync_transaction(
     """:meth:`SqlJournal.transaction` for the batch thread: the version lock, ``work``, the
     new last version, commit (or rollback on any error)."""
     with sessions() as session, session.begin():
-        state = session.scalar(
-            sa.select(JournalState).where(JournalState.id == 1).with_for_update()
-        )
-        if state is None:
+        last = session.execute(
+            sa.select(JournalState.last_version).where(JournalState.id == 1).with_for_update()
+        ).scalar()
+        if last is None:
             raise RuntimeError("journal_state is missing: run `pbxjournal migrate`")
-        tx = WriteTransaction(session, state.last_version)
+        tx = WriteTransaction(session, int(last))
         result = work(tx, session)
-        if tx.last_version != state.last_version:
-            state.last_version = tx.last_version
+        if tx.last_version != last:
+            session.execute(
+                sa.update(JournalState)
+                .where(JournalState.id == 1)
+                .values(last_version=tx.last_version)
+                .execution_options(synchronize_session=False)
+            )
         return result
