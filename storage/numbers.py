@@ -9,6 +9,8 @@ compares equal to itself, and a number with no digits at all (``anonymous``) is 
 
 from __future__ import annotations
 
+import functools
+
 import phonenumbers
 
 __all__ = ["digits_of", "normalize_number"]
@@ -22,6 +24,12 @@ def normalize_number(raw: str | None, region: str = "RU") -> str | None:
     """E.164 for a possible phone number, its digits otherwise, None when it has none."""
     if not raw:
         return None
+    return _normalize(raw, region)
+
+
+@functools.lru_cache(maxsize=65536)
+def _normalize(raw: str, region: str) -> str | None:
+    # phonenumbers takes ~0.1 ms a number; the same numbers come back all day.
     digits = digits_of(raw)
     if not digits:
         return None

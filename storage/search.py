@@ -21,6 +21,7 @@ shortest terms are reported so the query module can fall back to a bounded subst
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -52,16 +53,24 @@ def number_forms(number: str | None, raw: str | None, region: str) -> list[str]:
     forms: list[str] = []
     if number:
         forms.append(digits_of(number))
-        try:
-            parsed = phonenumbers.parse(number, region)
-        except phonenumbers.NumberParseException:
-            parsed = None
-        if parsed is not None and phonenumbers.is_possible_number(parsed):
-            national = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL)
-            forms.append(digits_of(national))
+        national = _national_digits(number, region)
+        if national is not None:
+            forms.append(national)
     if raw:
         forms.append(digits_of(raw))
     return [form for index, form in enumerate(forms) if form and form not in forms[:index]]
+
+
+@functools.lru_cache(maxsize=65536)
+def _national_digits(number: str, region: str) -> str | None:
+    """The digits of the national form (``8 (916) ...``), cached: phonenumbers takes ~0.1 ms."""
+    try:
+        parsed = phonenumbers.parse(number, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return digits_of(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL))
 
 
 def search_text(
