@@ -9,9 +9,13 @@ with a separate connection; after it, ``PRAGMA integrity_check`` must say ``ok``
 read before must still be there, and no saved open conversation may belong to a call already
 written (the two are replaced in one transaction).
 
-The fake is held while the daemon is down, so only what the dead process held is lost: the
-messages it had received and not acted on, and what it had learnt since it last saved its
-open conversations (new ones within 0.25 s plus one batch of writes, the others every 2 s).
+The fake is held while the daemon is down, and after its login until it has the PBX's channel
+list (its resynchronisation), so only what the dead process held is lost: the messages it had
+received and not acted on, and what it had learnt since it last saved its open conversations
+(new ones within 0.25 s plus one batch of writes, the others every 2 s). Released at the login,
+the stream would run on before the PBX lists its channels: a call that only hangs up meanwhile
+is in no list, and its ``BridgeLeave`` and ``Hangup`` open no conversation — a daemon that
+logged in while it went on would never know it.
 At the end every conversation is in the journal once — no row of no call, nothing left in
 ``open_conversations`` — except what such a loss explains, each checked against when the fake
 sent the call and when each daemon lived: a call is missing only if no daemon that knew it (up
@@ -89,6 +93,10 @@ class Daemon:
         code = await asyncio.wait_for(self.process.wait(), 60)
         await self.reader
         return code
+
+    def resynced(self, since: int) -> bool:
+        """Whether a line from ``since`` on says it applied the PBX's channel list."""
+        return any('"event": "AMI resync"' in line for line in self.lines[since:])
 
     def errors(self) -> list[str]:
         return [
@@ -229,10 +237,12 @@ async def test_sigkill_during_a_write_burst_loses_no_committed_call(tmp_path: Pa
     most_committed = 0
     try:
         for kill in range(KILLS):
-            logins = pbx.logins
+            logins, lines = pbx.logins, len(daemon.lines)
             await daemon.start()
             await _until(lambda: pbx.logins > logins, "the daemon to log in")  # noqa: B023
             logged_in = loop.time()
+            # Every call alive at its login is in the channel list it gets (the stream waits).
+            await _until(lambda: daemon.resynced(lines), "the daemon's resync")  # noqa: B023
             pbx.release()
             await asyncio.sleep(rng.uniform(0.1, 0.8))
             # The PBX waits while the daemon is down (as at speed 0): only what the dead
@@ -251,10 +261,11 @@ async def test_sigkill_during_a_write_burst_loses_no_committed_call(tmp_path: Pa
             assert not written & set(after.saved), f"kill {kill}: a written call is saved open"
             most_committed = max(most_committed, len(before.ids))
         assert pbx.position < pbx.stream_length, "the burst ended before the last kill"
-        logins = pbx.logins
+        logins, lines = pbx.logins, len(daemon.lines)
         await daemon.start()
         await _until(lambda: pbx.logins > logins, "the daemon to log in")
         lives.append((loop.time(), float("inf")))
+        await _until(lambda: daemon.resynced(lines), "the daemon's resync")
         pbx.speed = 0  # no more kills: the rest as fast as the daemon reads it
         pbx.release()
         await asyncio.wait_for(pbx.wait_done(), 60)
