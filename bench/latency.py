@@ -312,6 +312,9 @@ class Result:
     daemon_exit: int = 0
     calls_logged: int = 0
     database: str = "SQLite"
+    #: Every measured call: (conversation, Hangup sent relative to the window, latency,
+    #: after the PBX deadline), for a look at where the tail is (``--keep``).
+    per_call: list[tuple[str, float, float, float | None]] = field(default_factory=list)
 
 
 async def _until(predicate: Callable[[], bool], limit: float, what: str) -> None:
@@ -478,6 +481,16 @@ async def run(args: argparse.Namespace, rate: float, workdir: Path) -> Result:
             due = wire.passed(sent[1] + args.grace)
             if due is not None:
                 result.after_deadline.append(visible - due)
+            result.per_call.append(
+                (
+                    conversation,
+                    round(sent[0] - window_start, 4),
+                    round(visible - sent[0], 4),
+                    None if due is None else round(visible - due, 4),
+                )
+            )
+    if args.keep:
+        (workdir / "latencies.json").write_text(json.dumps(result.per_call), "utf-8")
     result.window = args.seconds
     return result
 
@@ -626,7 +639,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--full", action="store_true", help="stream the noise too")
     parser.add_argument("--postgres", help="a PostgreSQL URL (scripts/test-postgres)")
-    parser.add_argument("--keep", type=Path, help="keep the capture, log and journal here")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="keep the capture, log, journal and each call's latency (latencies.json) here",
+    )
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/")
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
