@@ -1250,6 +1250,10 @@ class CallAssembler:
             if not self._bridges.get(bridge, True):
                 del self._bridges[bridge]
                 self._bridge_types.pop(bridge, None)
+        # Its channels point back to it: without them it is freed at once, not by the
+        # cycle collector (whose full passes over thousands of open conversations stall
+        # the event loop for tens of milliseconds).
+        conversation.channels.clear()
 
 
 def _ended_unseen(channels: list[_Channel]) -> bool:

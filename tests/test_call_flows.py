@@ -7,6 +7,8 @@ and that no other row appears (no ghosts from Local channels, ring-group or queu
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from connector.assembly import Direction, FinishedCall, Role
@@ -257,3 +259,20 @@ def test_an_originate_that_leads_nowhere_leaves_no_ghost_row() -> None:
     assert replay.calls == []
     assert replay.assembler.stats.ghosts_dropped == 1
     assert replay.assembler.open_conversations == 0
+
+
+def test_a_finished_conversation_is_freed_without_the_cycle_collector() -> None:
+    """Its channels point back to it; the assembler drops them as it forgets it, so memory
+    does not wait for a full collection (a stall of the daemon's loop)."""
+    def alive() -> int:
+        return sum(1 for o in gc.get_objects() if type(o).__name__ == "_Conversation")
+
+    gc.collect()
+    before = alive()
+    gc.disable()
+    try:
+        replay = assemble_capture("14-two-overlapping-incoming")
+        assert len(replay.calls) == 2 and replay.assembler.open_conversations == 0
+        assert alive() == before
+    finally:
+        gc.enable()
