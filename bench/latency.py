@@ -581,25 +581,25 @@ other work shares the machine.
 Command: `{report.command_line()}`
 
 Load: calls started at a steady rate (`bench.synth` with `rate`, seed {args.seed}: copies of
-the real calls{stream}), played by `FakePbx` at the recorded pace (stalls of a loaded machine
-made up, up to {CATCH_UP:g} s, so that the PBX's clock keeps to the wall clock) from the
-benchmark's process to `pbxjournal run` as a subprocess ({first.database} journal in a temporary
-directory,
-logging one JSON line per call at info to a file, `pbx.hangup_grace` {args.grace:g} s,
-everything else default), while a third process long-polls `{poll}` over HTTP without a
-pause, as 1C does. Latency: the moment the client read the answer that first held a call,
-minus the moment the fake PBX handed the call's last `Hangup` to the socket (CLOCK_MONOTONIC,
-one clock for the three processes). Measured: the calls whose last Hangup was sent in the
-{args.seconds:g} s after {args.warmup:g} s of stream (the warm-up lets the open conversations
-build up); the stream then goes on for the grace period and {TAIL_SECONDS:g} s more. "not
-seen": measured calls the client had not seen {args.grace + 30:g} s after the end of the
-stream. "daemon CPU": its user + system time over the window, in cores (one thread does the
-work, SQLite's thread the I/O). "fake behind": how far the fake PBX had fallen behind the
-capture's pace when it sent a measured Hangup; the daemon's clock is the PBX's (the events'
-`Timestamp`), so a fake that falls behind stretches the grace period in wall time. "after PBX
-deadline" takes that out: the moment the client saw a call minus the moment the fake sent the
-first event stamped at or after the call's last Hangup plus the grace period, the earliest
-the daemon may close it.
+the real calls{stream}), played by `FakePbx` at the recorded pace (on a schedule: stalls of
+a loaded machine made up, up to {CATCH_UP:g} s, so that the PBX's clock keeps to the wall
+clock) from the benchmark's process to `pbxjournal run` as a subprocess ({first.database}
+journal in a temporary directory, logging one JSON line per call at info to a file,
+`pbx.hangup_grace` {args.grace:g} s, everything else default), while a third process
+long-polls `{poll}` over HTTP without a pause, as 1C does. Latency: the moment the client
+read the answer that first held a call, minus the moment the fake PBX handed the call's last
+`Hangup` to the socket (CLOCK_MONOTONIC, one clock for the three processes). Measured: the
+calls whose last Hangup was sent in the {args.seconds:g} s after {args.warmup:g} s of stream
+(the warm-up lets the open conversations build up); the stream then goes on for the grace
+period and {TAIL_SECONDS:g} s more. "not seen": measured calls the client had not seen
+{args.grace + 30:g} s after the end of the stream. "daemon CPU": its user + system time over
+the window, in cores (the event loop's thread and the SQLite batch thread share one
+interpreter lock). "fake behind": how far the fake PBX had fallen behind the capture's pace
+when it sent a measured Hangup; the daemon's clock is the PBX's (the events' `Timestamp`),
+so a fake that falls behind stretches the grace period in wall time. "after PBX deadline"
+takes that out: the moment the client saw a call minus the moment the fake sent the first
+event stamped at or after the call's last Hangup plus the grace period, the earliest the
+daemon may close it.
 """
     )
     verdict = report.prose(
