@@ -13,10 +13,12 @@ import pytest
 from structlog.testing import capture_logs
 
 import storage.engine
+from connector.assembly import Direction
 from connector.recordings import RecordingFinder
 from pbxjournal.dbtools import open_journal
 from pbxjournal.writer import JournalWriter
 from storage.store import WrittenBatch
+from tests.calls import at, make_call
 from tests.daemon_support import daemon_settings
 from tests.scenarios import RECORDINGS, assemble_capture
 
@@ -212,3 +214,42 @@ async def test_calls_ending_just_after_a_batch_share_the_next_one(tmp_path: Path
         await task
     assert writer.stats.calls_written == 4
     assert writer.stats.batches == 2  # not four
+
+
+async def test_the_settler_looks_again_only_for_an_earlier_window(tmp_path: Path) -> None:
+    """Missed calls open attention windows. After each batch the settler needs the journal's
+    earliest window again only if the batch opened one closing before the one it waits for:
+    a stream of later windows costs no query per batch; an earlier one is seen at once."""
+    settings = daemon_settings(5038, tmp_path / "journal.sqlite3")
+    base = at("11-27 10:00")
+    missed = [
+        make_call(Direction.INCOMING, f"+7916000{n:04d}", base + 60 * n, answered=False)
+        for n in range(1, 11)
+    ]
+    async with open_journal(settings) as journal:
+        reads: list[float | None] = []
+        next_window_close = journal.next_window_close
+
+        async def counted() -> float | None:
+            value = await next_window_close()
+            reads.append(value)
+            return value
+
+        journal.next_window_close = counted  # type: ignore[method-assign]
+        writer = JournalWriter(journal, RecordingFinder([]), lambda: base + 600)
+        task = asyncio.create_task(writer.run())
+        await until(lambda: len(reads) == 1)  # the settler's first look: nothing open
+        for call in missed:  # one batch each, every window later than the first
+            writer.submit([call])
+            await asyncio.wait_for(writer.flush(), 10)
+        await until(lambda: len(reads) >= 2)
+        await asyncio.sleep(0.2)
+        assert writer.stats.batches == len(missed)
+        assert len(reads) == 2  # the first window; none for the later ones
+        earlier = make_call(Direction.INCOMING, "+79160009999", base, answered=False)
+        writer.submit([earlier])
+        await asyncio.wait_for(writer.flush(), 10)
+        await until(lambda: len(reads) == 3)
+        assert reads[-1] is not None and reads[1] is not None and reads[-1] < reads[1]
+        await writer.close()
+        await task
