@@ -37,9 +37,8 @@ stopped with SIGTERM and its journal compared with the capture's expected summar
 
 The run fails (exit status 1) when a call that spanned no outage is not exact (split in two
 rows included), a call is missing that was seen or saved, a row is a ghost, something is left
-open, the SQLite
-file fails ``PRAGMA integrity_check``, the daemon died on its own or logged an error, or a
-resync claimed a PBX restart. The table goes to stdout and, with the machine and the
+open, the SQLite file fails ``PRAGMA integrity_check``, the daemon died on its own or logged
+an error, or a resync claimed a PBX restart. The table goes to stdout and, with the machine and the
 command, to ``docs/chaos.md``. ``--keep DIR`` keeps the capture, the daemon's log and the
 journal; ``--analyse DIR`` compares a kept run again.
 
