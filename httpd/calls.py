@@ -226,12 +226,11 @@ async def get_changes(request: web.Request) -> web.Response:
         if remembered is not None:
             feed.answers_from_memory += 1
             entries, last = remembered
-            employees = await journal.employee_directory() if entries else None
         else:
             feed.answers_from_database += 1
             async with journal.database.sessions() as session:
                 entries, last = await changes(session, since, limit)
-            employees = await journal.employee_directory() if entries else None
+        employees = await journal.employee_directory() if entries else None
         remaining = deadline - time.monotonic()
         if entries or remaining <= 0:
             break

@@ -59,11 +59,11 @@ log = structlog.get_logger("pbxjournal")
 TICK_SECONDS = 0.25
 #: ...and at least this long, so that a stream of deadlines does not keep the loop spinning.
 MIN_TICK_SECONDS = 0.002
-#: When the daemon refreshes the database planner's statistics: soon after start, then daily.
 #: The collector's thresholds: young collections every 5,000 allocations rather than 700,
 #: so that full collections (tens of milliseconds with thousands of open conversations)
 #: come about seven times less often.
 GC_THRESHOLDS = (5000, 10, 10)
+#: When the daemon refreshes the database planner's statistics: soon after start, then daily.
 MAINTENANCE_FIRST_SECONDS = 60.0
 MAINTENANCE_EVERY_SECONDS = 24 * 3600.0
 

@@ -13,7 +13,7 @@ import functools
 
 import phonenumbers
 
-__all__ = ["digits_of", "normalize_number"]
+__all__ = ["digits_of", "normalize_number", "possible_number"]
 
 
 def digits_of(text: str) -> str:
@@ -33,10 +33,16 @@ def _normalize(raw: str, region: str) -> str | None:
     digits = digits_of(raw)
     if not digits:
         return None
+    parsed = possible_number(raw, region)
+    if parsed is None:
+        return digits
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def possible_number(raw: str, region: str) -> phonenumbers.PhoneNumber | None:
+    """``raw`` parsed in ``region`` if it is a possible phone number, None otherwise."""
     try:
         parsed = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException:
-        return digits
-    if not phonenumbers.is_possible_number(parsed):
-        return digits
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        return None
+    return parsed if phonenumbers.is_possible_number(parsed) else None

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import phonenumbers
 
-from storage.numbers import digits_of
+from storage.numbers import digits_of, possible_number
 
 __all__ = [
     "MIN_INDEXED_TERM",
@@ -64,11 +64,8 @@ def number_forms(number: str | None, raw: str | None, region: str) -> list[str]:
 @functools.lru_cache(maxsize=65536)
 def _national_digits(number: str, region: str) -> str | None:
     """The digits of the national form (``8 (916) ...``), cached: phonenumbers takes ~0.1 ms."""
-    try:
-        parsed = phonenumbers.parse(number, region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(parsed):
+    parsed = possible_number(number, region)
+    if parsed is None:
         return None
     return digits_of(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL))
 

@@ -234,15 +234,11 @@ class SqlJournal:
             self.database.write_sessions() as session,
             session.begin(),
         ):
-            state = await session.scalar(
-                sa.select(JournalState).where(JournalState.id == 1).with_for_update()
-            )
-            if state is None:
-                raise RuntimeError("journal_state is missing: run `pbxjournal migrate`")
-            tx = WriteTransaction(session, state.last_version)
+            last = await session.run_sync(_lock_versions)
+            tx = WriteTransaction(session, last)
             yield tx
-            if tx.last_version != state.last_version:
-                state.last_version = tx.last_version
+            if tx.last_version != last:
+                await session.run_sync(_store_last_version, tx.last_version)
 
     async def _run_write(self, work: Callable[[WriteTransaction[Any], Session], _T]) -> _T:
         """Run blocking ORM ``work`` in a write transaction: on SQLite as one call in the
@@ -813,18 +809,29 @@ def _sync_transaction(
     """:meth:`SqlJournal.transaction` for the batch thread: the version lock, ``work``, the
     new last version, commit (or rollback on any error)."""
     with sessions() as session, session.begin():
-        last = session.execute(
-            sa.select(JournalState.last_version).where(JournalState.id == 1).with_for_update()
-        ).scalar()
-        if last is None:
-            raise RuntimeError("journal_state is missing: run `pbxjournal migrate`")
-        tx = WriteTransaction(session, int(last))
+        last = _lock_versions(session)
+        tx = WriteTransaction(session, last)
         result = work(tx, session)
         if tx.last_version != last:
-            session.execute(
-                sa.update(JournalState)
-                .where(JournalState.id == 1)
-                .values(last_version=tx.last_version)
-                .execution_options(synchronize_session=False)
-            )
+            _store_last_version(session, tx.last_version)
         return result
+
+
+def _lock_versions(session: Session) -> int:
+    """Lock ``journal_state`` (``FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` already holds
+    the database) and return the last version handed out."""
+    last = session.execute(
+        sa.select(JournalState.last_version).where(JournalState.id == 1).with_for_update()
+    ).scalar()
+    if last is None:
+        raise RuntimeError("journal_state is missing: run `pbxjournal migrate`")
+    return int(last)
+
+
+def _store_last_version(session: Session, version: int) -> None:
+    session.execute(
+        sa.update(JournalState)
+        .where(JournalState.id == 1)
+        .values(last_version=version)
+        .execution_options(synchronize_session=False)
+    )
