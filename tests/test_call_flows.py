@@ -264,6 +264,7 @@ def test_an_originate_that_leads_nowhere_leaves_no_ghost_row() -> None:
 def test_a_finished_conversation_is_freed_without_the_cycle_collector() -> None:
     """Its channels point back to it; the assembler drops them as it forgets it, so memory
     does not wait for a full collection (a stall of the daemon's loop)."""
+
     def alive() -> int:
         return sum(1 for o in gc.get_objects() if type(o).__name__ == "_Conversation")
 
