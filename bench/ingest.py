@@ -134,7 +134,13 @@ async def serve(capture: Path) -> None:
 
     began = time.perf_counter()
     pbx = FakePbx(
-        [capture], username=USERNAME, secret=SECRET, speed=0, loop=True, batch_bytes=65536
+        [capture],
+        username=USERNAME,
+        secret=SECRET,
+        speed=0,
+        loop=True,
+        batch_bytes=65536,
+        keep_time=True,
     )
     last = parse_message(_last_message(capture))
 

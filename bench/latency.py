@@ -363,7 +363,14 @@ async def run(args: argparse.Namespace, rate: float, workdir: Path) -> Result:
     wire = Wire()
     # The daemon runs on the PBX's clock: a fake that never made up a stall would stretch
     # the grace period in wall time.
-    pbx = FakePbx([capture], username=USERNAME, secret=SECRET, speed=1.0, max_catch_up=CATCH_UP)
+    pbx = FakePbx(
+        [capture],
+        username=USERNAME,
+        secret=SECRET,
+        speed=1.0,
+        max_catch_up=CATCH_UP,
+        keep_time=True,
+    )
     pbx.on_sent = wire.sent
     pbx.hold()  # until the daemon and the client are ready
     ami_port = await pbx.start()

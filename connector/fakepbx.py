@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -91,6 +92,9 @@ class _StreamItem:
     capture: int
     raw: bytes
     message: AmiMessage | None
+    #: The captured ``Timestamp`` and where its value sits in ``raw`` (None: no stamp).
+    stamp: float | None = None
+    stamp_span: tuple[int, int] | None = None
 
     @property
     def event(self) -> str:
@@ -127,8 +131,29 @@ def _load_stream(captures: Sequence[Path]) -> list[_StreamItem]:
             if at is None:
                 at = previous_at
             previous_at = at
-            items.append(_StreamItem(at, index, raw, message))
+            stamp, span = _stamp_of(raw)
+            items.append(_StreamItem(at, index, raw, message, stamp, span))
     return items
+
+
+_STAMP = re.compile(rb"(?:^|\r\n)Timestamp: *([0-9]+(?:\.[0-9]*)?) *(?=\r\n|$)")
+
+
+def _stamp_of(raw: bytes) -> tuple[float | None, tuple[int, int] | None]:
+    """A message's ``Timestamp`` value and its place in the bytes."""
+    match = _STAMP.search(raw)
+    if match is None:
+        return None, None
+    return float(match.group(1)), match.span(1)
+
+
+def _first_stamps(items: Sequence[_StreamItem]) -> dict[int, float]:
+    """Each capture's first ``Timestamp``."""
+    first: dict[int, float] = {}
+    for item in items:
+        if item.stamp is not None:
+            first.setdefault(item.capture, item.stamp)
+    return first
 
 
 def _gap(previous: _StreamItem | None, item: _StreamItem) -> float:
@@ -212,6 +237,8 @@ class FakePbx:
         chunker: Chunker | None = None,
         batch_bytes: int = 0,
         max_catch_up: float = _MAX_CATCH_UP,
+        keep_time: bool = False,
+        clock_offset: float = 0.0,
     ) -> None:
         if speed < 0:
             raise ValueError(f"speed must be >= 0, got {speed}")
@@ -235,6 +262,12 @@ class FakePbx:
         #: needs the PBX's clock (the events' ``Timestamp``) to keep up with the wall clock
         #: raises it.
         self.max_catch_up = max_catch_up
+        #: Send the captured ``Timestamp``s as they are, rather than on a clock that starts
+        #: when the stream does (today's time).
+        self.keep_time = keep_time
+        #: Seconds the fake PBX's clock is ahead of the host's (negative: behind); not with
+        #: ``keep_time``.
+        self.clock_offset = clock_offset
         #: Called with each stream message right after it was handed to the clients' sockets
         #: (with ``batch_bytes``: when its piece was), or lost while nobody listened; a
         #: benchmark notes there when the PBX "sent" an event. Must be quick.
@@ -254,6 +287,15 @@ class FakePbx:
         self._position = 0
         self._channels: dict[str, _Channel] = {}
         self._stream_time: float | None = None
+        #: The PBX's time when the stream started (fixed at the first need: a login).
+        self._origin: float | None = None
+        #: Recorded seconds streamed so far (the sum of the gaps), across captures and loops.
+        self._stream_pos = 0.0
+        #: Seconds added to the current capture's ``Timestamp``s, and the steps of the PBX's
+        #: clock made by :meth:`step_clock` (kept across captures).
+        self._shift = 0.0
+        self._stepped = 0.0
+        self._first_stamps = _first_stamps(self._items)
         #: When (loop time) the last paced message was due; None: the next starts afresh.
         self._due: float | None = None
         # The fake claims to have booted ``boot_uptime`` seconds before it started.
@@ -349,6 +391,12 @@ class FakePbx:
         self._channels.clear()
         self._boot_time = time.monotonic()
 
+    def step_clock(self, seconds: float) -> None:
+        """Step the PBX's clock by ``seconds`` (NTP, ``date -s``): every ``Timestamp`` from
+        the next message on is that much later (earlier, when negative)."""
+        self._stepped += seconds
+        self._shift += seconds
+
     def hold(self) -> None:
         """Pause the stream before its next message."""
         self._released.clear()
@@ -388,6 +436,7 @@ class FakePbx:
             if self._discard_predicate is not None:
                 item = self._items[self._position]
                 self._position += 1
+                self._advance(previous, item)
                 previous = item
                 self.events_lost += 1
                 self._track(item)
@@ -408,6 +457,7 @@ class FakePbx:
             gap = _gap(previous, item)
             if self.speed > 0 and gap > 0:
                 await self._pace(gap / self.speed)
+            self._advance(previous, item)
             previous = item
             self._position += 1
             await self._broadcast(item)
@@ -422,6 +472,29 @@ class FakePbx:
             ):
                 self._hold_predicate = None
                 self.hold()
+
+    def _advance(self, previous: _StreamItem | None, item: _StreamItem) -> None:
+        """Move the stream's clock to ``item``: a capture that begins continues the clock
+        where the stream is (so captures recorded hours apart play as one day's calls)."""
+        self._stream_pos += _gap(previous, item)
+        if self.keep_time or (previous is not None and previous.capture == item.capture):
+            return
+        first = self._first_stamps.get(item.capture)
+        if first is not None:
+            self._shift = self._clock_origin() + self._stream_pos - first + self._stepped
+
+    def _clock_origin(self) -> float:
+        if self._origin is None:
+            self._origin = time.time() + self.clock_offset
+        return self._origin
+
+    def _wire(self, item: _StreamItem) -> bytes:
+        """The message as sent: its ``Timestamp`` on the fake PBX's clock."""
+        span = item.stamp_span
+        if span is None or item.stamp is None or (self.keep_time and not self._stepped):
+            return item.raw
+        stamp = f"{item.stamp + self._shift:.6f}".encode()
+        return item.raw[: span[0]] + stamp + item.raw[span[1] :]
 
     async def _pace(self, seconds: float) -> None:
         """Wait out a gap of the stream against a schedule: a message is due ``seconds``
@@ -444,7 +517,7 @@ class FakePbx:
         return [c for c in self._clients if c.logged_in and not c.gone]
 
     async def _broadcast(self, item: _StreamItem) -> None:
-        data = item.raw + b"\r\n\r\n"
+        data = self._wire(item) + b"\r\n\r\n"
         if self.batch_bytes and self.speed == 0 and self.chunker is None:
             # Held back until the batch is full or the streamer is about to wait: every
             # place where other tasks could run is preceded by a flush, so they never see
@@ -701,13 +774,14 @@ class FakePbx:
         )
 
     def _pbx_time(self) -> float:
-        """The replayed PBX's clock: the stream's time (its first message before it starts)."""
+        """The replayed PBX's clock: the stream's time (its start before it starts)."""
         if self._stream_time is not None:
-            return self._stream_time
+            return self._stream_time + self._shift
+        if not self.keep_time:
+            return self._clock_origin() + self._stepped
         for item in self._items:
-            stamp = _float_or_none(item.message.first("Timestamp")) if item.message else None
-            if stamp is not None:
-                return stamp
+            if item.stamp is not None:
+                return item.stamp + self._stepped
         return time.time()
 
     def _duration(self, channel: _Channel) -> str:

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve captures over a real AMI TCP session",
         description="A TCP AMI server that replays captures to whoever logs in: banner, "
         "Login, Ping, CoreShowChannels, Logoff, and the captured events at their recorded "
-        "pace (or faster).",
+        "pace (or faster), on a clock that starts now unless --keep-time.",
     )
     fake.add_argument("captures", nargs="+", type=Path, metavar="CAPTURE.ami")
     fake.add_argument("--host", default="127.0.0.1")
@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fake.add_argument(
         "--loop", action="store_true", help="start over when the captures are exhausted"
+    )
+    fake.add_argument(
+        "--keep-time",
+        action="store_true",
+        help="send the captured Timestamps as they are (default: the stream starts now, "
+        "today's calls)",
     )
     fake.add_argument(
         "--stay",

@@ -41,6 +41,7 @@ async def _serve_fake_pbx(args: argparse.Namespace) -> int:
             secret=args.secret,
             speed=args.speed,
             loop=args.loop,
+            keep_time=args.keep_time,
         )
     except (OSError, ValueError) as exc:  # a missing capture, a bad recvlog, a bad speed
         print(f"pbxjournal fake-pbx: {exc}", file=sys.stderr)

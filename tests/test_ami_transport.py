@@ -79,7 +79,9 @@ async def test_cyrillic_names_arrive_intact_when_every_letter_is_split_between_r
 
     reads: list[bytes] = []
     recorder = Recorder()
-    async with serving(FakePbx([capture], speed=0, chunker=split_inside_characters)) as fake:
+    async with serving(
+        FakePbx([capture], keep_time=True, speed=0, chunker=split_inside_characters)
+    ) as fake:
         connector = AmiConnector(
             ami_settings(fake.port), recorder, tap=lambda _t, chunk: reads.append(chunk)
         )
@@ -105,7 +107,7 @@ async def test_a_handler_exception_is_logged_and_counted_and_the_next_events_sti
             raise RuntimeError("assembler bug")
         recorder(event)
 
-    async with serving(FakePbx([trace("01")], speed=0)) as fake:
+    async with serving(FakePbx([trace("01")], keep_time=True, speed=0)) as fake:
         connector = AmiConnector(ami_settings(fake.port), handler)
         with structlog.testing.capture_logs() as logs:
             async with running(connector):
@@ -191,7 +193,7 @@ async def test_after_a_drop_the_pending_action_fails_is_never_resent_and_the_str
     None
 ):
     recorder = Recorder()
-    async with serving(FakePbx([trace("01")], speed=0)) as fake:
+    async with serving(FakePbx([trace("01")], keep_time=True, speed=0)) as fake:
         fake.hold_when(lambda m: m.event == "DialBegin")
         settings = ami_settings(fake.port, reconnect_min=0.2, reconnect_max=1.0)
         connector = AmiConnector(settings, recorder, on_session=recorder.on_session)
@@ -249,7 +251,7 @@ async def test_core_show_channels_in_the_middle_of_a_call_lists_the_channels_ali
             bridged.append(message)
         return len(bridged) == 2
 
-    async with serving(FakePbx([trace("01")], speed=0)) as fake:
+    async with serving(FakePbx([trace("01")], keep_time=True, speed=0)) as fake:
         fake.hold_when(second_bridge_enter)
         connector = AmiConnector(ami_settings(fake.port), Recorder())
         async with running(connector):
@@ -286,7 +288,7 @@ async def test_core_show_channels_in_the_middle_of_a_call_lists_the_channels_ali
 
 async def test_capture_00_plays_as_a_pbx_restart_shutdown_then_a_fresh_session() -> None:
     recorder = Recorder()
-    async with serving(FakePbx([trace("00")], speed=0)) as fake:
+    async with serving(FakePbx([trace("00")], keep_time=True, speed=0)) as fake:
         connector = AmiConnector(ami_settings(fake.port), recorder, on_session=recorder.on_session)
         async with running(connector):
             await wait_until(lambda: recorder.names().count("FullyBooted") == 2)
@@ -351,7 +353,7 @@ async def test_an_async_session_hook_can_query_the_pbx_while_live_events_wait() 
             await asyncio.sleep(0.05)  # the stream keeps coming meanwhile
             recorder.timeline.append(SessionEvent("connected", 0.0, "resynchronised"))
 
-    async with serving(FakePbx([trace("01")], speed=0)) as fake:
+    async with serving(FakePbx([trace("01")], keep_time=True, speed=0)) as fake:
         connector = AmiConnector(ami_settings(fake.port), recorder, on_session=resynchronise)
         async with running(connector):
             await fake.wait_done()

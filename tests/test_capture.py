@@ -135,7 +135,7 @@ async def test_recording_a_fake_pbx_gives_a_capture_that_replays_to_the_same_eve
     tmp_path: Path,
 ) -> None:
     output = tmp_path / "live.ami"
-    async with serving(FakePbx([trace("01")], speed=0)) as fake:
+    async with serving(FakePbx([trace("01")], keep_time=True, speed=0)) as fake:
         stop = asyncio.Event()
         recording = asyncio.create_task(
             record_session(ami_settings(fake.port), output, duration=None, stop=stop)
@@ -164,7 +164,7 @@ async def test_recording_a_fake_pbx_gives_a_capture_that_replays_to_the_same_eve
 
 async def test_recording_stops_with_a_clear_error_when_the_pbx_goes_away(tmp_path: Path) -> None:
     output = tmp_path / "restart.ami"
-    async with serving(FakePbx([trace("00")], speed=0)) as fake:
+    async with serving(FakePbx([trace("00")], keep_time=True, speed=0)) as fake:
         settings = ami_settings(fake.port)
         with pytest.raises(AmiDisconnected) as caught:
             await record_session(settings, output, duration=5.0, stop=None)
@@ -179,7 +179,7 @@ async def test_the_capture_command_records_a_live_session_for_its_duration(
 ) -> None:
     output = tmp_path / "cli.ami"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PBXJOURNAL_")}
-    async with serving(FakePbx([trace("01")], speed=0)) as fake:
+    async with serving(FakePbx([trace("01")], keep_time=True, speed=0)) as fake:
         env |= {
             "PBXJOURNAL_AMI__HOST": "127.0.0.1",
             "PBXJOURNAL_AMI__PORT": str(fake.port),

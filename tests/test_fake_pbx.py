@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 import time
@@ -135,7 +136,7 @@ async def test_ping_unknown_actions_and_logoff() -> None:
 
 async def test_the_stream_is_the_capture_without_the_capturing_sessions_own_messages() -> None:
     expected = stream_of(trace("01"), trace("09"))
-    async with serving(FakePbx([trace("01"), trace("09")], speed=0)) as fake:
+    async with serving(FakePbx([trace("01"), trace("09")], keep_time=True, speed=0)) as fake:
         client = await RawClient.connect(fake.port)
         await client.login()
         await client.read()  # FullyBooted
@@ -150,7 +151,9 @@ async def test_captures_play_one_after_another_at_the_recorded_pace_divided_by_s
     captures = (trace("04"), trace("09"))
     speed = 20.0
     expected = stream_of(*captures)
-    elapsed = await stream_seconds(FakePbx(list(captures), speed=speed), len(expected))
+    elapsed = await stream_seconds(
+        FakePbx(list(captures), keep_time=True, speed=speed), len(expected)
+    )
     recorded = pace_of(*captures) / speed  # about 0.2 s
     assert recorded * 0.9 <= elapsed <= recorded * 1.5 + 0.1
 
@@ -161,7 +164,9 @@ async def test_a_dense_stream_keeps_its_pace_at_high_speed() -> None:
     captures = (trace("17"),)
     speed = 40.0
     expected = stream_of(*captures)
-    elapsed = await stream_seconds(FakePbx(list(captures), speed=speed), len(expected))
+    elapsed = await stream_seconds(
+        FakePbx(list(captures), keep_time=True, speed=speed), len(expected)
+    )
     recorded = pace_of(*captures) / speed  # about 0.55 s
     assert recorded * 0.9 <= elapsed <= recorded * 1.5 + 0.1
 
@@ -172,7 +177,7 @@ async def test_the_time_spent_sending_is_not_added_to_the_gaps() -> None:
     captures = (trace("17"),)
     speed = 10.0
     expected = stream_of(*captures)
-    fake = FakePbx(list(captures), speed=speed)
+    fake = FakePbx(list(captures), keep_time=True, speed=speed)
 
     def busy(_message: object) -> None:
         until = time.perf_counter() + 0.0001
@@ -193,9 +198,11 @@ async def test_a_stall_is_made_up_only_as_far_as_max_catch_up_allows() -> None:
     speed = 40.0
     count = len(stream_of(*captures))
     recorded = pace_of(*captures) / speed  # about 0.55 s
-    paced = await stream_seconds(FakePbx(list(captures), speed=speed), count, stall=0.4)
+    paced = await stream_seconds(
+        FakePbx(list(captures), keep_time=True, speed=speed), count, stall=0.4
+    )
     caught_up = await stream_seconds(
-        FakePbx(list(captures), speed=speed, max_catch_up=5.0), count, stall=0.4
+        FakePbx(list(captures), keep_time=True, speed=speed, max_catch_up=5.0), count, stall=0.4
     )
     assert paced >= recorded + 0.3
     assert caught_up <= recorded * 1.3 + 0.1
@@ -205,7 +212,7 @@ async def test_a_stall_is_made_up_only_as_far_as_max_catch_up_allows() -> None:
 
 async def test_at_speed_zero_the_stream_waits_for_the_next_login_after_a_drop() -> None:
     expected = stream_of(trace("01"))
-    async with serving(FakePbx([trace("01")], speed=0)) as fake:
+    async with serving(FakePbx([trace("01")], keep_time=True, speed=0)) as fake:
         fake.hold_when(lambda m: m.event == "DialBegin")
         client = await RawClient.connect(fake.port)
         await client.login()
@@ -231,7 +238,7 @@ async def test_at_speed_zero_the_stream_waits_for_the_next_login_after_a_drop() 
 
 async def test_at_recorded_pace_what_falls_due_while_nobody_listens_is_lost() -> None:
     expected = stream_of(trace("09"))
-    async with serving(FakePbx([trace("09")], speed=1.0)) as fake:
+    async with serving(FakePbx([trace("09")], keep_time=True, speed=1.0)) as fake:
         fake.hold_when(lambda m: m.event == "Newchannel")
         client = await RawClient.connect(fake.port)
         await client.login()
@@ -261,7 +268,7 @@ async def test_at_recorded_pace_what_falls_due_while_nobody_listens_is_lost() ->
 
 async def test_with_loop_the_captures_start_over() -> None:
     expected = stream_of(trace("09"))
-    async with serving(FakePbx([trace("09")], speed=0, loop=True)) as fake:
+    async with serving(FakePbx([trace("09")], keep_time=True, speed=0, loop=True)) as fake:
         client = await RawClient.connect(fake.port)
         await client.login()
         await client.read()  # FullyBooted
@@ -273,7 +280,9 @@ async def test_with_loop_the_captures_start_over() -> None:
 
 async def test_batched_writes_stream_the_same_messages_and_still_hold_where_asked() -> None:
     expected = stream_of(trace("01"), trace("10"))
-    async with serving(FakePbx([trace("01"), trace("10")], speed=0, batch_bytes=64 * 1024)) as fake:
+    async with serving(
+        FakePbx([trace("01"), trace("10")], keep_time=True, speed=0, batch_bytes=64 * 1024)
+    ) as fake:
         fake.hold_when(lambda m: m.event == "DialBegin")
         client = await RawClient.connect(fake.port)
         await client.login()
@@ -296,7 +305,7 @@ async def test_batched_writes_stream_the_same_messages_and_still_hold_where_aske
 
 
 async def test_core_show_channels_lists_what_is_alive_and_answers_with_the_action_id() -> None:
-    async with serving(FakePbx([trace("10")], speed=0)) as fake:
+    async with serving(FakePbx([trace("10")], keep_time=True, speed=0)) as fake:
         fake.hold_when(lambda m: m.event == "DialBegin")
         client = await RawClient.connect(fake.port)
         await client.login()
@@ -333,6 +342,106 @@ async def test_core_show_channels_lists_what_is_alive_and_answers_with_the_actio
     )
 
 
+_STAMP = re.compile(rb"\r\nTimestamp: ([0-9.]+)\r\n")
+
+
+def split_stamp(raw: bytes) -> tuple[bytes, float | None]:
+    """A message without its ``Timestamp`` value, and the value."""
+    match = _STAMP.search(raw)
+    if match is None:
+        return raw, None
+    return raw[: match.start(1)] + raw[match.end(1) :], float(match.group(1))
+
+
+def shifts(sent: list[bytes], captured: list[bytes]) -> list[float]:
+    """How much later each message was stamped than in the capture, asserting that
+    nothing but the ``Timestamp`` values differ."""
+    out = []
+    for got, want in zip(sent, captured, strict=True):
+        got_rest, got_stamp = split_stamp(got)
+        want_rest, want_stamp = split_stamp(want)
+        assert got_rest == want_rest
+        assert (got_stamp is None) == (want_stamp is None)
+        if got_stamp is not None and want_stamp is not None:
+            out.append(round(got_stamp - want_stamp, 6))
+    return out
+
+
+def one_shift(moved: list[float]) -> float:
+    """The one amount every stamp moved by (to the microsecond the stamps are written in)."""
+    assert moved and max(moved) - min(moved) <= 2e-6, (min(moved), max(moved))
+    return moved[0]
+
+
+def first_stamp(path: Path) -> float:
+    stamps = [split_stamp(raw)[1] for raw in stream_of(path)]
+    return next(s for s in stamps if s is not None)
+
+
+async def test_by_default_the_stream_runs_on_a_clock_that_starts_now() -> None:
+    """Captures recorded on another day play as today's calls, one after another: each
+    capture's Timestamps move by one amount, and the next capture continues the clock."""
+    one, two = trace("01"), trace("10")
+    async with serving(FakePbx([one, two], speed=0)) as fake:
+        client = await RawClient.connect(fake.port)
+        before = time.time()
+        await client.login()
+        booted = await client.read()
+        after = time.time()
+        first = await read_stream(client, len(stream_of(one)))
+        second = await read_stream(client, len(stream_of(two)))
+        await client.send("Action: Ping\nActionID: p1\n")
+        pong = await client.read()
+        await client.close()
+    # FullyBooted carries no Timestamp, as Asterisk's does not.
+    assert booted is not None and booted.event == "FullyBooted"
+    assert booted.first("Timestamp") == ""
+    shift_one = one_shift(shifts(first, stream_of(one)))
+    shift_two = one_shift(shifts(second, stream_of(two)))
+    # The stream starts now...
+    assert before <= first_stamp(one) + shift_one <= after
+    # ...and the second capture starts where the first one's recorded pace ended.
+    assert first_stamp(two) + shift_two == pytest.approx(
+        first_stamp(one) + shift_one + pace_of(one), abs=0.5
+    )
+    # Ping answers on the same clock: the stream's last time.
+    last = max(s for s in (split_stamp(raw)[1] for raw in second) if s is not None)
+    assert pong is not None and pong.response == "Success"
+    assert float(pong.first("Timestamp")) == pytest.approx(last, abs=1e-6)
+
+
+@pytest.mark.parametrize("offset", [3 * 86400.0, -3 * 86400.0])
+async def test_the_fake_pbx_clock_can_run_ahead_of_or_behind_the_host(offset: float) -> None:
+    async with serving(FakePbx([trace("09")], speed=0, clock_offset=offset)) as fake:
+        client = await RawClient.connect(fake.port)
+        before = time.time()
+        await client.login()
+        await client.read()  # FullyBooted
+        sent = await read_stream(client, len(stream_of(trace("09"))))
+        await client.close()
+    shift = one_shift(shifts(sent, stream_of(trace("09"))))
+    assert first_stamp(trace("09")) + shift == pytest.approx(before + offset, abs=2.0)
+
+
+async def test_stepping_the_fake_pbx_clock_moves_every_later_timestamp() -> None:
+    captured = stream_of(trace("01"))
+    async with serving(FakePbx([trace("01")], keep_time=True, speed=0)) as fake:
+        fake.hold_when(lambda m: m.event == "DialBegin")
+        client = await RawClient.connect(fake.port)
+        await client.login()
+        await client.read()  # FullyBooted
+        await fake.wait_held()
+        held = fake.position
+        fake.step_clock(-7200.0)
+        fake.release()
+        sent = await read_stream(client, len(captured))
+        await client.close()
+    moved = shifts(sent, captured)
+    stamped_before = sum(1 for raw in captured[:held] if split_stamp(raw)[1] is not None)
+    assert one_shift(moved[:stamped_before]) == 0.0
+    assert one_shift(moved[stamped_before:]) == pytest.approx(-7200.0, abs=2e-6)
+
+
 async def _start_cli(*args: str) -> tuple[asyncio.subprocess.Process, int]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PBXJOURNAL_")}
     process = await asyncio.create_subprocess_exec(
@@ -358,7 +467,7 @@ async def _start_cli(*args: str) -> tuple[asyncio.subprocess.Process, int]:
 
 async def test_the_fake_pbx_command_serves_until_the_captures_are_done() -> None:
     expected = stream_of(trace("09"))
-    process, port = await _start_cli(str(trace("09")))
+    process, port = await _start_cli(str(trace("09")), "--keep-time")
     client = await RawClient.connect(port)
     await client.login()
     await client.read()  # FullyBooted
@@ -368,6 +477,21 @@ async def test_the_fake_pbx_command_serves_until_the_captures_are_done() -> None
     async with asyncio.timeout(10):
         assert await process.wait() == 0
     assert received == expected
+
+
+async def test_the_fake_pbx_command_replays_on_todays_clock_by_default() -> None:
+    expected = stream_of(trace("09"))
+    process, port = await _start_cli(str(trace("09")))
+    client = await RawClient.connect(port)
+    before = time.time()
+    await client.login()
+    await client.read()  # FullyBooted
+    received = await read_stream(client, len(expected))
+    await client.close()
+    async with asyncio.timeout(10):
+        assert await process.wait() == 0
+    shift = one_shift(shifts(received, expected))
+    assert first_stamp(trace("09")) + shift == pytest.approx(before, abs=2.0)
 
 
 async def test_the_fake_pbx_command_with_loop_stops_cleanly_on_sigterm() -> None:
