@@ -16,7 +16,7 @@ characters split between reads). Every framed message is then routed without bei
   Asterisk's own: a response with ``EventList: start`` (or "will follow") opens a list that
   the event with ``EventList: Complete`` closes;
 - an event the journal needs (:func:`~connector.events.is_journal_message`) goes to one plain
-  callback that only puts ``(receive_time, raw_bytes)`` on an ``asyncio.Queue``;
+  callback that only puts ``(receive_time, monotonic_time, raw_bytes)`` on an ``asyncio.Queue``;
 - everything else (noise events, late responses) is counted as skipped.
 
 :class:`AmiSession` is one logged-in TCP connection: connect and banner within
@@ -155,9 +155,9 @@ class SessionEvent:
     uptime: float | None = None
 
 
-#: What the transport hands to the consumer queue: a journal message with its receive time,
-#: or a session marker.
-QueueItem = tuple[float, bytes] | SessionEvent
+#: What the transport hands to the consumer queue: a journal message with its receive time
+#: (the host's wall clock, then its monotonic clock), or a session marker.
+QueueItem = tuple[float, float, bytes] | SessionEvent
 Sink = Callable[[QueueItem], None]
 SessionHook = Callable[[SessionEvent], Awaitable[None] | None]
 
@@ -253,6 +253,7 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
 
     def data_received(self, data: bytes) -> None:
         now = time.time()
+        mono = time.monotonic()
         if self._tap is not None:
             try:
                 self._tap(now, data)
@@ -276,7 +277,7 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
         for raw in messages:
             if self._closing:
                 break  # nothing after a Shutdown or an abort counts
-            self._route(now, raw)
+            self._route(now, mono, raw)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True  # panoramisk's flag
@@ -306,7 +307,7 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
 
     # -- routing ---------------------------------------------------------------------
 
-    def _route(self, now: float, raw: bytes) -> None:
+    def _route(self, now: float, mono: float, raw: bytes) -> None:
         stats = self.stats
         stats.messages_received += 1
         is_event = raw.startswith(b"Event:")
@@ -327,7 +328,7 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
                     # A snapshot (CoreShowChannels, Status) is only meaningful at its place
                     # in the stream: after the live events received before it.
                     stats.journal_messages += 1
-                    self._sink((now, raw))
+                    self._sink((now, mono, raw))
                 return
         if raw.startswith(b"Response:"):
             stats.skipped += 1  # the answer to an action that timed out
@@ -337,7 +338,7 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
             self.announce(_uptime(raw))
         if self._sink is not None and wanted:
             stats.journal_messages += 1
-            self._sink((now, raw))
+            self._sink((now, mono, raw))
         else:
             stats.skipped += 1
         if name == "Shutdown":
@@ -796,7 +797,7 @@ class AmiConnector:
 
     # -- consumer --------------------------------------------------------------------
 
-    def _enqueue(self, item: tuple[float, bytes] | SessionEvent) -> None:
+    def _enqueue(self, item: QueueItem) -> None:
         """The transport's only callback: put the message on the queue and return."""
         queue = self._queue
         queue.put_nowait(item)
@@ -813,9 +814,9 @@ class AmiConnector:
             else:
                 self._deliver(*item)
 
-    def _deliver(self, receive_time: float, raw: bytes) -> None:
+    def _deliver(self, receive_time: float, received: float, raw: bytes) -> None:
         try:
-            event = parse_event(raw, receive_time)
+            event = parse_event(raw, receive_time, received)
         except MalformedMessage as exc:
             self.stats.malformed += 1
             log.warning("malformed AMI message skipped", error=str(exc), size=len(raw))

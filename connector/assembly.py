@@ -41,7 +41,7 @@ import heapq
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from connector.events import AmiEvent
@@ -403,7 +403,10 @@ class CallAssembler:
                 continue
             if conversation.open_channels == 0:
                 out.extend(self._close(conversation))
-        if self._conversations and now >= self._stale_check_at:
+        # (Also when the clock went back: a check scheduled by a later reading would wait.)
+        if self._conversations and (
+            now >= self._stale_check_at or self._stale_check_at - now > 1.0
+        ):
             # A scan of everything open, at most once a second of PBX time.
             self._stale_check_at = now + 1.0
             stale_before = now - self._max_duration
@@ -493,6 +496,46 @@ class CallAssembler:
                 self._update_talk(conversation, now)
                 self._dirty.add(conversation.key)
         return self.expire(now)
+
+    def shift_clock(self, delta: float) -> None:
+        """The PBX's clock was stepped by ``delta`` seconds (NTP, ``date -s``): move every
+        time held for the open conversations by as much, so that the events stamped by the
+        new clock follow theirs in order, durations count only the time that really passed,
+        and neither a grace period nor ``max_call_duration`` runs out because of the step.
+        A conversation open across the step is dated by the new clock as a whole."""
+        if not delta:
+            return
+        for conversation in self._conversations.values():
+            conversation.started_at += delta
+            conversation.last_event_at += delta
+            if conversation.closing_at is not None:
+                conversation.closing_at += delta
+            for times in (conversation.rang, conversation.answered, conversation.connected):
+                for extension in times:
+                    times[extension] += delta
+            conversation.legs = [
+                replace(
+                    leg,
+                    connected_at=leg.connected_at + delta,
+                    disconnected_at=leg.disconnected_at + delta,
+                )
+                for leg in conversation.legs
+            ]
+            for path, part in conversation.recordings.items():
+                conversation.recordings[path] = replace(part, started_at=part.started_at + delta)
+            conversation.transfers = [replace(t, at=t.at + delta) for t in conversation.transfers]
+            for channel in conversation.channels.values():
+                channel.created_at += delta
+                if channel.rang_at is not None:
+                    channel.rang_at += delta
+                if channel.ring_ended_at is not None:
+                    channel.ring_ended_at += delta
+                if channel.hungup_at is not None:
+                    channel.hungup_at += delta
+        # A uniform shift keeps the heap's order.
+        self._closing = [(when + delta, gen, key) for when, gen, key in self._closing]
+        self._now += delta
+        self._stale_check_at += delta
 
     def adopt_recordings(self, variables: Mapping[str, Mapping[str, str]], now: float) -> None:
         """Recording files named by ``Status`` variables (``MIXMONITOR_FILENAME``) per uniqueid:

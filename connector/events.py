@@ -155,6 +155,9 @@ class AmiEvent:
     multi: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: True when ``time`` comes from the ``Timestamp`` header, False for the receive time.
     timestamped: bool = True
+    #: The host's monotonic time when the message was received over a live session (0.0:
+    #: not received live); the daemon's PBX clock dates unstamped events by it.
+    received: float = 0.0
 
     def get(self, key: str, default: str = "") -> str:
         return self.headers.get(key, default)
@@ -418,7 +421,7 @@ def normalize(message: AmiMessage, receive_time: float) -> AmiEvent:
     return _event(message.headers, receive_time)
 
 
-def parse_event(raw: bytes, receive_time: float) -> AmiEvent:
+def parse_event(raw: bytes, receive_time: float, received: float = 0.0) -> AmiEvent:
     """``normalize(parse_message(raw), receive_time)`` in one pass, for the transport.
 
     The same event and the same :class:`MalformedMessage` errors, without building the
@@ -432,15 +435,19 @@ def parse_event(raw: bytes, receive_time: float) -> AmiEvent:
     if not pairs:
         raise MalformedMessage("no 'Key: Value' header in message")
     if b"\\" in raw:
-        return _event(pairs, receive_time)
+        return _event(pairs, receive_time, received=received)
     if b"<unknown>" in raw:
         # Without a backslash there is nothing to unescape: only ``<unknown>`` to empty.
         pairs = [(key, "" if value == UNKNOWN else value) for key, value in pairs]
-    return _event(pairs, receive_time, clean=False)
+    return _event(pairs, receive_time, clean=False, received=received)
 
 
 def _event(
-    pairs: Sequence[tuple[str, str]], receive_time: float, *, clean: bool = True
+    pairs: Sequence[tuple[str, str]],
+    receive_time: float,
+    *,
+    clean: bool = True,
+    received: float = 0.0,
 ) -> AmiEvent:
     headers = dict(pairs)
     multi: dict[str, list[str]] = {}
@@ -465,6 +472,7 @@ def _event(
         headers=headers,
         multi={k: tuple(v) for k, v in multi.items()},
         timestamped=timestamped,
+        received=received,
     )
 
 

@@ -6,10 +6,12 @@ whose grace period ran out, because the last ``Hangup`` is not followed by any e
 would do it. Nothing blocks the loop for long: the only file-system work, finding a finished
 call's recordings, is a few ``stat`` calls.
 
-Time is the PBX's: each timestamped event sets the offset between the PBX clock and the loop's
-monotonic clock, and the timer runs on ``loop.time() + offset``. A daemon on a host whose clock
+Time is the PBX's, one clock for everything (:class:`~connector.clock.PbxClock`): each
+timestamped event anchors it, an unstamped one is dated on it, the timer reads it between
+events (the last stamp plus the host's monotonic time since). A daemon on a host whose clock
 is off, or a fake PBX replaying last month's captures, closes calls exactly as the PBX timed
-them.
+them; a step of the PBX's clock while calls are up is logged once and moves the open
+conversations with it (``CallAssembler.shift_clock``).
 
 Finished calls go to the :class:`~pbxjournal.writer.JournalWriter` (a bounded queue and one
 writer task, so the AMI consumer never waits for the database), which stores them in the SQL
@@ -30,7 +32,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import structlog
 from aiohttp import web
@@ -38,6 +39,7 @@ from aiohttp import web
 from config import ConfigError, Settings, load_settings
 from connector.ami import AmiConnector, AmiError, SessionEvent
 from connector.assembly import ChannelClassifier, FinishedCall
+from connector.clock import PbxClock
 from connector.events import AmiEvent
 from connector.live import snapshot as live_snapshot
 from httpd.app import change_feed, init_app
@@ -50,7 +52,7 @@ from pbxjournal.writer import JournalWriter
 from storage.journal import JournalEntry, to_call_object
 from storage.store import Change, SqlJournal, WrittenBatch
 
-__all__ = ["Daemon", "PbxClock", "run_daemon"]
+__all__ = ["Daemon", "run_daemon"]
 
 log = structlog.get_logger("pbxjournal")
 
@@ -66,6 +68,8 @@ GC_THRESHOLDS = (5000, 10, 10)
 #: When the daemon refreshes the database planner's statistics: soon after start, then daily.
 MAINTENANCE_FIRST_SECONDS = 60.0
 MAINTENANCE_EVERY_SECONDS = 24 * 3600.0
+#: A PBX clock this far from the host's is worth a warning at the first stamp.
+CLOCK_OFFSET_WARNING_SECONDS = 5.0
 
 
 _action_ids = itertools.count(1)
@@ -88,29 +92,6 @@ class _Resync:
     variables: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-class PbxClock:
-    """The PBX's clock, read between events: monotonic time plus the last known offset."""
-
-    def __init__(self, loop_time: Any) -> None:
-        self._loop_time = loop_time
-        self._offset: float | None = None
-
-    def observe(self, event: AmiEvent) -> None:
-        if event.timestamped:
-            self._offset = event.time - self._loop_time()
-
-    def observe_pbx_time(self, stamp: str) -> None:
-        """The PBX's clock from a ``Ping`` answer's ``Timestamp``."""
-        try:
-            value = float(stamp)
-        except ValueError:
-            return
-        self._offset = value - self._loop_time()
-
-    def now(self) -> float | None:
-        return None if self._offset is None else self._loop_time() + self._offset
-
-
 Listener = Callable[[list[JournalEntry]], Awaitable[None] | None]
 
 
@@ -130,7 +111,8 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.config_path = config_path
         self._employees = employee_directory(settings)
-        self._clock = PbxClock(asyncio.get_running_loop().time)
+        # The loop's clock is time.monotonic, the one the transport stamps receipts with.
+        self._clock = PbxClock(time.monotonic, time.time)
         self.connector = AmiConnector(settings.ami, self.handle, on_session=self._on_session)
         self.journal: SqlJournal | None = None
         self.writer: JournalWriter | None = None
@@ -147,6 +129,7 @@ class Daemon:
         #: outage's length, the PBX that answers next has restarted.
         self._shut_down = False
         self._resync: _Resync | None = None
+        self._clock_reported = False
         #: The HTTP port actually bound (``http.listen`` may say 0 for "any free port").
         self.http_port: int | None = None
 
@@ -155,7 +138,11 @@ class Daemon:
         if resync is not None and event.get("ActionID") in resync.action_ids:
             self._take_snapshot(resync, event)
             return
-        self._clock.observe(event)
+        event, step = self._clock.date(event)
+        if step:
+            self._clock_stepped(step, event.name)
+        elif not self._clock_reported and self._clock.stamped:
+            self._clock_first_read()
         if event.name == "Shutdown":
             self._shut_down = True
             log.warning(
@@ -164,9 +151,28 @@ class Daemon:
                 restart=event.get("Restart"),
                 open_conversations=self.assembler.open_conversations,
             )
-        now = self._clock.now()
-        self._submit(
-            self.assembler.feed(event, event.time if now is None else max(now, event.time))
+        self._submit(self.assembler.feed(event, max(self._clock.now(), event.time)))
+
+    def _clock_first_read(self) -> None:
+        """Once: how far the PBX's clock is from this host's (it is used as it is)."""
+        offset = self._clock.host_offset
+        if offset is None or self._clock_reported:
+            return
+        self._clock_reported = True
+        if abs(offset) >= CLOCK_OFFSET_WARNING_SECONDS:
+            log.warning(
+                "PBX clock differs from this host's; calls are dated by the PBX",
+                pbx_ahead_seconds=round(offset, 3),
+            )
+
+    def _clock_stepped(self, step: float, seen_in: str) -> None:
+        """The PBX's clock jumped: the open conversations move with it (logged once)."""
+        self.assembler.shift_clock(step)
+        log.warning(
+            "PBX clock stepped; open conversations moved with it",
+            step_seconds=round(step, 3),
+            seen_in=seen_in,
+            open_conversations=self.assembler.open_conversations,
         )
 
     async def run(self) -> None:
@@ -335,23 +341,22 @@ class Daemon:
         longest = min(TICK_SECONDS, max(self.settings.pbx.hangup_grace, MIN_TICK_SECONDS))
         while not self._stop.is_set():
             delay = longest
-            now = self._clock.now()
             due = self.assembler.next_closing()
-            if now is not None and due is not None:
-                delay = min(delay, max(MIN_TICK_SECONDS, due - now))
+            if due is not None:
+                delay = min(delay, max(MIN_TICK_SECONDS, due - self._clock.now()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
-            now = self._clock.now()
-            if now is not None:
-                self._submit(self.assembler.expire(now))
+            if self._clock.stamped:
+                # Not before the PBX's clock is read: the conversations restored at start are
+                # dated by it, and the host's may be days ahead (they would all expire).
+                self._submit(self.assembler.expire(self._clock.now()))
 
     def _submit(self, calls: list[FinishedCall]) -> None:
         if calls and self.writer is not None:
             self.writer.submit(calls)
 
     def _pbx_now(self) -> float:
-        now = self._clock.now()
-        return time.time() if now is None else now
+        return self._clock.now()
 
     async def _on_session(self, event: SessionEvent) -> None:
         """Runs in order with the events: the live ones wait in the queue meanwhile."""
@@ -360,6 +365,23 @@ class Daemon:
             self._resync = None
             return
         await self._start_resync(event.uptime)
+
+    def _observe_pong(self, stamp: str) -> None:
+        """A ``Ping`` answer's ``Timestamp`` reads the PBX's clock. Asterisk stamps every
+        answer to ``Ping``, with or without ``timestampevents``, and the resync pings before
+        the events after a login are handled: the login's ``FullyBooted`` (never stamped) is
+        dated by the PBX, not the host."""
+        try:
+            value = float(stamp)
+        except ValueError:
+            return
+        if not 0.0 < value < 1e11:
+            return
+        step = self._clock.observe(value)
+        if step:
+            self._clock_stepped(step, "Ping")
+        elif not self._clock_reported:
+            self._clock_first_read()
 
     async def _start_resync(self, uptime: float | None) -> None:
         """DESIGN 3.3: ask for the PBX's live channels; the answer is applied in stream order.
@@ -370,7 +392,7 @@ class Daemon:
         """
         try:
             pong = await self.connector.send_action({"Action": "Ping"})
-            self._clock.observe_pbx_time(pong[0].first("Timestamp"))
+            self._observe_pong(pong[0].first("Timestamp"))
         except AmiError as exc:
             log.warning("AMI resync failed", step="Ping", error=str(exc))
             return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +146,105 @@ def check_call(call: FinishedCall, want: dict[str, Any], *, planned: bool = Fals
     if want["direction"] in ("outgoing", "internal"):
         assert call.participants[0].extension == placer
         assert call.participants[0].role.value == "placed"
+
+
+def shift_call(call: FinishedCall, delta: float) -> FinishedCall:
+    """The same call with every time in it ``delta`` seconds later: a capture replayed on
+    another clock (the fake PBX's "today", a PBX clock days off) must give exactly this."""
+
+    def later(value: float | None) -> float | None:
+        return None if value is None else value + delta
+
+    return replace(
+        call,
+        started_at=call.started_at + delta,
+        answered_at=later(call.answered_at),
+        ended_at=call.ended_at + delta,
+        participants=tuple(
+            replace(p, answered_at=later(p.answered_at), rang_at=later(p.rang_at))
+            for p in call.participants
+        ),
+        legs=tuple(
+            replace(
+                leg,
+                connected_at=leg.connected_at + delta,
+                disconnected_at=leg.disconnected_at + delta,
+            )
+            for leg in call.legs
+        ),
+        recordings=tuple(replace(r, started_at=r.started_at + delta) for r in call.recordings),
+        transfers=tuple(replace(t, at=t.at + delta) for t in call.transfers),
+    )
+
+
+def same_call_on_another_clock(live: FinishedCall, offline: FinishedCall) -> float:
+    """How much later ``live`` is dated than ``offline``, asserting that nothing else differs
+    (times compared to the microsecond the PBX stamps with)."""
+    delta = round(live.started_at - offline.started_at, 6)
+    moved = shift_call(offline, delta)
+    assert _rounded(live) == _rounded(moved)
+    return delta
+
+
+def _rounded(call: FinishedCall) -> FinishedCall:
+    """Times to the microsecond: a shifted float may differ in its last bits."""
+
+    def r(value: float | None) -> float | None:
+        return None if value is None else round(value, 6)
+
+    return replace(
+        call,
+        started_at=round(call.started_at, 6),
+        answered_at=r(call.answered_at),
+        ended_at=round(call.ended_at, 6),
+        ring_seconds=round(call.ring_seconds, 6),
+        talk_seconds=round(call.talk_seconds, 6),
+        participants=tuple(
+            replace(
+                p,
+                answered_at=r(p.answered_at),
+                rang_at=r(p.rang_at),
+                talk_seconds=round(p.talk_seconds, 6),
+            )
+            for p in call.participants
+        ),
+        legs=tuple(
+            replace(
+                leg,
+                connected_at=round(leg.connected_at, 6),
+                disconnected_at=round(leg.disconnected_at, 6),
+            )
+            for leg in call.legs
+        ),
+        recordings=tuple(replace(x, started_at=round(x.started_at, 6)) for x in call.recordings),
+        transfers=tuple(replace(t, at=round(t.at, 6)) for t in call.transfers),
+    )
+
+
+def assert_moved_call(live: FinishedCall, offline: FinishedCall, *, tolerance: float) -> float:
+    """``live`` is ``offline`` dated ``delta`` seconds later (returned), each time and
+    duration within ``tolerance``: a capture replayed in real time, whose unstamped events
+    the daemon dated by their arrival. Everything else must be equal."""
+    delta = live.started_at - offline.started_at
+    _assert_close(live, shift_call(offline, delta), tolerance, "call")
+    return delta
+
+
+def _assert_close(got: Any, want: Any, tolerance: float, where: str) -> None:
+    if is_dataclass(got) and not isinstance(got, type):
+        assert type(got) is type(want), where
+        for item in fields(got):
+            _assert_close(
+                getattr(got, item.name),
+                getattr(want, item.name),
+                tolerance,
+                f"{where}.{item.name}",
+            )
+    elif isinstance(got, tuple):
+        assert isinstance(want, tuple) and len(got) == len(want), where
+        for index, (a, b) in enumerate(zip(got, want, strict=True)):
+            _assert_close(a, b, tolerance, f"{where}[{index}]")
+    elif isinstance(got, float) and isinstance(want, float):
+        assert abs(got - want) <= tolerance, f"{where}: {got} != {want} ± {tolerance}"
+    else:
+        assert got == want, f"{where}: {got!r} != {want!r}"

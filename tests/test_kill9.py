@@ -212,7 +212,7 @@ async def test_sigkill_during_a_write_burst_loses_no_committed_call(tmp_path: Pa
     wanted = set(owner.values())
     assert len(wanted) == SYNTHETIC_CALLS + 50
 
-    pbx = FakePbx([synthetic.path, capture(BURST)], speed=SPEED)
+    pbx = FakePbx([synthetic.path, capture(BURST)], keep_time=True, speed=SPEED)
     port = await pbx.start()
     database = tmp_path / "journal.sqlite3"
     daemon = Daemon(_config(tmp_path / "pbxjournal.toml", port, database))

@@ -8,6 +8,7 @@ replay, field for field.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 
 import pytest
@@ -15,9 +16,18 @@ import pytest
 from config import AmiSettings
 from connector.ami import AmiConnector
 from connector.assembly import FinishedCall
+from connector.clock import PbxClock
 from connector.events import AmiEvent
 from connector.fakepbx import FakePbx
-from tests.scenarios import GRACE, all_slugs, assemble_capture, capture, events_of, new_assembler
+from tests.scenarios import (
+    GRACE,
+    all_slugs,
+    assemble_capture,
+    capture,
+    events_of,
+    new_assembler,
+    same_call_on_another_clock,
+)
 
 SETTINGS = AmiSettings(
     host="127.0.0.1",
@@ -33,13 +43,17 @@ SETTINGS = AmiSettings(
 )
 
 
-async def assemble_live(slug: str) -> list[FinishedCall]:
+async def assemble_live(slug: str, *, keep_time: bool = True) -> list[FinishedCall]:
     # The events the offline replay sees, minus the captured login's FullyBooted: the fake
     # PBX sends its own at login.
     wanted = sum(1 for e in events_of(capture(slug).read_bytes()) if e.name != "FullyBooted")
-    pbx = FakePbx([capture(slug)], username="journal", secret="s3cret", speed=0)
+    pbx = FakePbx(
+        [capture(slug)], username="journal", secret="s3cret", speed=0, keep_time=keep_time
+    )
     port = await pbx.start()
     assembler = new_assembler()
+    # The daemon's clock: the PBX's, whatever the host's says.
+    clock = PbxClock(time.monotonic, time.time)
     calls: list[FinishedCall] = []
     seen = 0
     last = 0.0
@@ -47,10 +61,12 @@ async def assemble_live(slug: str) -> list[FinishedCall]:
 
     def handle(event: AmiEvent) -> None:
         nonlocal last, seen
+        event, step = clock.date(event)
+        assert step == 0.0  # a replay at full speed is never taken for a clock step
         if event.name != "FullyBooted":
             seen += 1
         last = max(last, event.time)
-        calls.extend(assembler.feed(event, last))
+        calls.extend(assembler.feed(event, max(clock.now(), event.time)))
         if seen >= wanted:
             done.set()
 
@@ -76,3 +92,18 @@ async def test_live_session_gives_the_same_calls_as_offline_replay(slug: str) ->
     assert sorted(live, key=lambda c: c.conversation_id) == sorted(
         offline, key=lambda c: c.conversation_id
     )
+
+
+@pytest.mark.parametrize("slug", ["11-incoming-blind-transfer", "15-missed-then-callback"])
+async def test_a_replay_on_todays_clock_gives_the_same_calls_dated_today(slug: str) -> None:
+    """The fake PBX's default: the captured clock moved so that the stream starts now."""
+    offline = sorted(assemble_capture(slug).calls, key=lambda c: c.conversation_id)
+    before = time.time()
+    live = sorted(await assemble_live(slug, keep_time=False), key=lambda c: c.conversation_id)
+    assert len(live) == len(offline)
+    deltas = {same_call_on_another_clock(a, b) for a, b in zip(live, offline, strict=True)}
+    (delta,) = deltas  # one shift for the whole stream
+    first = min(c.started_at for c in offline)
+    # Dated now, not on the day of the capture: the first call starts within seconds of the
+    # stream (at full speed the stream's clock runs ahead of the host's).
+    assert abs(first + delta - before) < 60.0

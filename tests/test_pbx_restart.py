@@ -52,7 +52,7 @@ async def test_the_pbx_restart_capture_reconnects_resyncs_and_leaves_nothing_ope
     tmp_path: Path, speed: float
 ) -> None:
     database = tmp_path / "journal.sqlite3"
-    pbx = FakePbx([capture(RESTART)], speed=speed)
+    pbx = FakePbx([capture(RESTART)], keep_time=True, speed=speed)
     port = await pbx.start()
     # Back after 1.2 s: the new PBX reports Uptime 1, longer than the outage its own clock
     # shows (the fake's clock is its stream, which waits for the login). The Shutdown is
@@ -131,7 +131,7 @@ async def test_a_call_up_when_the_pbx_restarts_is_written_once_marked_approximat
 ) -> None:
     database = tmp_path / "journal.sqlite3"
     stream, shutdown_at = _call_then_restart(tmp_path)
-    pbx = FakePbx([stream], speed=0)
+    pbx = FakePbx([stream], keep_time=True, speed=0)
     port = await pbx.start()
     with capture_logs() as logs:
         daemon = Daemon(daemon_settings(port, database, ["01-incoming-answered-direct"]))

@@ -98,7 +98,7 @@ async def _run_daemon_until_held(
 async def test_call_in_progress_survives_a_daemon_restart(tmp_path: Path, how: str) -> None:
     slug = "11-incoming-blind-transfer"
     database = tmp_path / "journal.sqlite3"
-    pbx = FakePbx([capture(slug)], speed=0)
+    pbx = FakePbx([capture(slug)], keep_time=True, speed=0)
     pbx.hold_when(lambda m: m.event == "BridgeEnter" and m.first("Channel").startswith("IAX2/p"))
     await pbx.start()
     first, runner = await _run_daemon_until_held(pbx, database, slug)
@@ -156,7 +156,7 @@ async def test_a_call_the_daemon_saw_begin_just_before_it_died_is_not_lost(
     # (every 0.25 s) is what lets the next run know the call, which ends while it is down.
     slug = "01-incoming-answered-direct"
     database = tmp_path / "journal.sqlite3"
-    pbx = FakePbx([capture(slug)], speed=0)
+    pbx = FakePbx([capture(slug)], keep_time=True, speed=0)
     pbx.hold_when(lambda m: m.event == "BridgeEnter" and m.first("Channel").startswith("IAX2/p"))
     await pbx.start()
     first = Daemon(daemon_settings(pbx.port, database, [slug]))
@@ -248,7 +248,7 @@ async def test_a_finished_call_the_writer_had_not_reached_survives_a_kill_whole(
     slug = "12-incoming-attended-transfer"
     database = tmp_path / "journal.sqlite3"
     short = {"PBXJOURNAL_PBX__HANGUP_GRACE": "0.3s"}
-    pbx = FakePbx([capture(slug)], speed=0)
+    pbx = FakePbx([capture(slug)], keep_time=True, speed=0)
     pbx.hold_when(lambda m: m.event == "BridgeEnter" and m.first("Channel").startswith("IAX2/p"))
     await pbx.start()
     first = Daemon(daemon_settings(pbx.port, database, [slug], extra=short))

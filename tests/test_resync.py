@@ -53,7 +53,7 @@ async def test_transfer_during_an_outage_is_recovered_from_the_pbx_channel_list(
     tmp_path: Path,
 ) -> None:
     slug = "11-incoming-blind-transfer"
-    pbx = FakePbx([capture(slug)], speed=0)
+    pbx = FakePbx([capture(slug)], keep_time=True, speed=0)
     # Stop right after 101 answered, as the network fails.
     pbx.hold_when(bridge_enter("IAX2/provider"))
     port = await pbx.start()
@@ -96,7 +96,7 @@ async def test_pbx_crash_mid_call_closes_the_call_at_the_disconnect_marked_appro
     tmp_path: Path,
 ) -> None:
     slug = "01-incoming-answered-direct"
-    pbx = FakePbx([capture(slug)], speed=0)
+    pbx = FakePbx([capture(slug)], keep_time=True, speed=0)
     pbx.hold_when(bridge_enter("IAX2/provider"))
     port = await pbx.start()
     with capture_logs() as logs:
@@ -127,7 +127,7 @@ async def test_pbx_crash_mid_call_closes_the_call_at_the_disconnect_marked_appro
 
 async def test_call_in_progress_when_the_daemon_starts_is_adopted(tmp_path: Path) -> None:
     slug = "01-incoming-answered-direct"
-    pbx = FakePbx([capture(slug)], speed=0)
+    pbx = FakePbx([capture(slug)], keep_time=True, speed=0)
     # Before anyone logs in, the call is already ringing and answered.
     pbx.discard_until(bridge_enter("IAX2/provider"), then_hold=True)
     port = await pbx.start()
@@ -158,7 +158,7 @@ async def test_a_known_channel_dialled_during_an_outage_does_not_become_the_call
     # Click-to-call: 101 answered, then the trunk channel is created and the Dial to it
     # happens while nobody listens. The channel list shows it as AppDial: it was called.
     slug = "18-click-to-call-originate"
-    pbx = FakePbx([capture(slug)], speed=0)
+    pbx = FakePbx([capture(slug)], keep_time=True, speed=0)
     pbx.hold_when(
         lambda m: m.event == "Newchannel" and m.first("Channel").startswith("IAX2/provider")
     )
