@@ -27,7 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pbxjournal",
         description="Call journal for Asterisk: AMI in, one row per conversation out.",
+        epilog="Exit status: 0 ok, 1 failure, 2 configuration error, 3 the journal database "
+        "cannot be opened, 4 the HTTP address cannot be listened on.",
     )
+    parser.add_argument("--version", action="version", version=f"pbxjournal {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = commands.add_parser(
@@ -113,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep serving (idle, answering Ping) after the captures are exhausted",
     )
+    check = commands.add_parser(
+        "check-config",
+        help="check the configuration, the AMI login, the database and the directories",
+        description="Read the configuration as `run` does, print what it found and check, "
+        "changing nothing: the AMI login, the journal database, the recordings directories "
+        "and the HTTP address. Exit status 0 when every check passed.",
+    )
+    _add_config(check)
     from pbxjournal.dbtools import add_calls_arguments
 
     migrate = commands.add_parser("migrate", help="apply the journal database's migrations")
@@ -124,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pbxjournal")
+    except PackageNotFoundError:  # pragma: no cover - run from a source tree
+        return "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -131,13 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "run":
-            from config import load_settings
-            from pbxjournal.daemon import run_daemon
-            from pbxjournal.logs import configure_logging
+            return _run(args)
+        if args.command == "check-config":
+            from pbxjournal.checkconfig import run_check_config
 
-            settings = load_settings(args.config)
-            configure_logging(settings.log.level, settings.log.format)
-            return run_daemon(settings, args.config)
+            return run_check_config(args)
         if args.command == "replay":
             from pbxjournal.replay import run_replay
 
@@ -160,6 +178,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     parser.error(f"unknown command {args.command!r}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The daemon; a failure to start is one line, a hint and an exit code of its own."""
+    import structlog
+
+    from config import load_settings
+    from pbxjournal.daemon import run_daemon
+    from pbxjournal.logs import configure_logging
+    from pbxjournal.startup import explain, startup_warnings
+
+    settings = load_settings(args.config)
+    configure_logging(settings.log.level, settings.log.format)
+    log = structlog.get_logger("pbxjournal")
+    for message, details in startup_warnings(settings):
+        log.warning(message, **details)
+    try:
+        return run_daemon(settings, args.config)
+    except Exception as exc:
+        failure = explain(exc, database_url=settings.storage.url, listen=settings.http.listen)
+        if failure is None:
+            raise
+        log.error("cannot start", reason=failure.message, hint=failure.hint)
+        print(failure.render("run"), file=sys.stderr)
+        return failure.exit_code
 
 
 if __name__ == "__main__":  # pragma: no cover
