@@ -13,11 +13,13 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_demo_streams_every_capture_into_the_journal() -> None:
-    env = dict(os.environ, DEMO_SECONDS="25", SPEED="40")
+def test_demo_streams_every_capture_into_the_journal(tmp_path: Path) -> None:
+    env = dict(os.environ, DEMO_SECONDS="25", SPEED="40", DEMO_DIR=str(tmp_path))
     before = time.time()
     result = subprocess.run(
         [str(ROOT / "scripts" / "demo")],
@@ -47,9 +49,11 @@ def test_demo_streams_every_capture_into_the_journal() -> None:
     assert listening and listening[0]["url"].startswith("http://127.0.0.1:")
 
 
-def test_demo_serves_the_journal_over_http_while_it_runs() -> None:
+def test_demo_serves_the_journal_over_http_while_it_runs(tmp_path: Path) -> None:
     port = _free_port()
-    env = dict(os.environ, DEMO_SECONDS="40", SPEED="40", HTTP_PORT=str(port))
+    env = dict(
+        os.environ, DEMO_SECONDS="40", SPEED="40", HTTP_PORT=str(port), DEMO_DIR=str(tmp_path)
+    )
     demo = subprocess.Popen(
         [str(ROOT / "scripts" / "demo")],
         stdout=subprocess.DEVNULL,
@@ -70,6 +74,46 @@ def test_demo_serves_the_journal_over_http_while_it_runs() -> None:
     finally:
         demo.send_signal(signal.SIGINT)
         demo.wait(timeout=30)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_backgrounded_demo_stops_at_once_on_a_signal(tmp_path: Path, sig: int) -> None:
+    """Started as `./scripts/demo &` starts it (SIGINT ignored), with DEMO_SECONDS far off:
+    the signal stops the demo, its daemon and its fake PBX within seconds."""
+    port = _free_port()
+    env = dict(
+        os.environ, DEMO_SECONDS="600", SPEED="40", HTTP_PORT=str(port), DEMO_DIR=str(tmp_path)
+    )
+
+    def like_a_background_job() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    demo = subprocess.Popen(
+        [str(ROOT / "scripts" / "demo")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=ROOT,
+        preexec_fn=like_a_background_job,  # noqa: PLW1509 - the point of the test
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                _calls(port)
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("the demo never served its journal")
+        demo.send_signal(sig)
+        assert demo.wait(timeout=20) != 0  # stopped by the signal, long before 600 s
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    with pytest.raises(OSError):  # its daemon is gone with it
+        _calls(port)
 
 
 def _free_port() -> int:
