@@ -6,7 +6,11 @@ Asterisk reports *channels*; a journal row is a *conversation*. One incoming cal
 group is a trunk channel plus one channel per phone rung; a transfer adds channels, a pickup
 brings in a channel that started as a call of its own, a click-to-call starts with a Local
 pair. The assembler keeps every live channel (keyed by ``Uniqueid``) in exactly one
-:class:`_Conversation` and merges conversations whenever the PBX shows they are one:
+:class:`_Conversation`. A channel comes into being only by its ``Newchannel``, by the
+resynchronisation's snapshot of the PBX's channels, or by a restore of saved state; any other
+event about a channel never created is counted (``stats.unknown_channel_events``) and
+ignored, so a stray or forged event cannot invent a call. Conversations merge whenever the
+PBX shows they are one:
 
 * a channel event carrying a ``Linkedid`` already owned by another conversation;
 * ``DialBegin``/``DialEnd`` between channels of two conversations (a pickup answers a
@@ -194,6 +198,10 @@ class AssemblerStats:
     merges: int = 0
     #: Conversations of technical channels only, dropped rather than written.
     ghosts_dropped: int = 0
+    #: Events ignored, wholly or in part, because they named a channel never created (no
+    #: ``Newchannel``, not in a resynchronisation's snapshot, not restored), nor recently
+    #: finished: only those three create a channel, so such events open nothing.
+    unknown_channel_events: int = 0
 
 
 def endpoint_of(channel_name: str) -> tuple[str, str]:
@@ -356,6 +364,8 @@ class CallAssembler:
         }
         self._now = 0.0
         self._out: list[FinishedCall] = []
+        #: The event being handled named a channel never created (counted once per event).
+        self._unknown_seen = False
 
     # -- public API -------------------------------------------------------------------
 
@@ -384,10 +394,13 @@ class CallAssembler:
         if handler is None:
             self.stats.ignored += 1
         else:
+            self._unknown_seen = False
             try:
                 handler(event)
             except (KeyError, ValueError, TypeError, AttributeError):
                 self.stats.bad_events += 1
+            if self._unknown_seen:
+                self.stats.unknown_channel_events += 1
         return self.expire(now)
 
     def expire(self, now: float) -> list[FinishedCall]:
@@ -673,18 +686,29 @@ class CallAssembler:
 
     # -- conversation bookkeeping -------------------------------------------------------
 
-    def _channel_for(
-        self, event: AmiEvent, prefix: str = "", *, create: bool = True
-    ) -> _Channel | None:
+    def _channel_for(self, event: AmiEvent, prefix: str = "") -> _Channel | None:
+        """The channel an event names (``prefix`` + ``Uniqueid``), None if there is none.
+
+        Only ``Newchannel`` creates a channel here (and :meth:`resync` and :meth:`restore`
+        elsewhere). Any other event about a channel never created is not evidence of a call:
+        taking it as one turned each stray or forged event into an "incoming, lost, needs
+        attention" row, and a flood of them into as many open conversations. It is counted
+        in ``stats.unknown_channel_events`` and nothing is kept of it. A channel created
+        before the daemon logged in is adopted by the resynchronisation that follows every
+        login; its events received before the snapshot are ignored until then.
+        """
         uniqueid = event.get(prefix + "Uniqueid")
         if not uniqueid:
             return None
         channel = self._channels.get(uniqueid)
         linkedid = event.get(prefix + "Linkedid")
         if channel is None:
-            if not create or uniqueid in self._finished_ids:
+            if uniqueid in self._finished_ids:
+                return None  # a late event of a conversation already written
+            if prefix or event.name != "Newchannel":
+                self._unknown_seen = True
                 return None
-            name = event.get(prefix + "Channel")
+            name = event.get("Channel")
             if not name:
                 return None
             channel = self._adopt(uniqueid, name, linkedid or uniqueid, event)
@@ -848,7 +872,7 @@ class CallAssembler:
             channel.name = new_name
 
     def _on_hangup(self, event: AmiEvent) -> None:
-        channel = self._channel_for(event, create=False)
+        channel = self._channel_for(event)
         if channel is not None:
             self._hang_up(channel, event.time)
 
@@ -918,7 +942,7 @@ class CallAssembler:
         self._update_talk(channel.conversation, event.time)
 
     def _on_bridge_leave(self, event: AmiEvent) -> None:
-        channel = self._channel_for(event, create=False)
+        channel = self._channel_for(event)
         if channel is None:
             return
         if channel.bridge == event.get("BridgeUniqueid"):
@@ -1017,7 +1041,7 @@ class CallAssembler:
                 self._merge(channel.conversation, dest.conversation)
 
     def _on_varset(self, event: AmiEvent) -> None:
-        channel = self._channel_for(event, create=False)
+        channel = self._channel_for(event)
         if channel is None:
             return
         variable = event.get("Variable").lstrip("_")
@@ -1031,7 +1055,7 @@ class CallAssembler:
             conversation.recording_hints[value] = None
 
     def _on_mixmonitor_start(self, event: AmiEvent) -> None:
-        channel = self._channel_for(event, create=False)
+        channel = self._channel_for(event)
         if channel is None:
             return
         conversation = channel.conversation
