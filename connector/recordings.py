@@ -9,6 +9,13 @@ given when it lies under one of them, then every tail of the path under each dir
 ``CALLFILENAME``/``MONITOR_FILENAME`` hints, the same with each configured format. Only a few
 ``stat`` calls per part, never a walk of the spool.
 
+Only a file inside a configured directory is a part: every candidate is resolved first
+(``..`` and every symlink followed, :func:`inside_directories`) and kept only when the real
+path still lies under one of the directories, themselves resolved. A
+``MIXMONITOR_FILENAME`` of ``DIR/../../etc/pbxjournal.toml``, or a symlink in the spool
+pointing out of it, is refused and logged once per call (a warning with its conversation id);
+the part is simply not listed. The HTTP layer checks the stored path again before serving it.
+
 A file that holds no audio (a 44-byte WAV header left by a call never answered, or an empty
 file) is not a part: the player would show an empty track.
 
@@ -24,9 +31,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import structlog
+
 from connector.assembly import FinishedCall
 
-__all__ = ["AudioInfo", "FoundRecording", "RecordingFinder", "probe_audio"]
+__all__ = [
+    "AudioInfo",
+    "FoundRecording",
+    "RecordingFinder",
+    "inside_directories",
+    "probe_audio",
+]
+
+log = structlog.get_logger(__name__)
 
 _WAV_HEADER_BYTES = 44
 
@@ -92,6 +109,19 @@ def _wav_info(header: bytes, size: int) -> AudioInfo:
     return AudioInfo(size=size, duration=None, has_audio=size > _WAV_HEADER_BYTES)
 
 
+def inside_directories(path: str | Path, directories: Iterable[str | Path]) -> Path | None:
+    """``path`` resolved (``..`` and symlinks), when that lies inside one of ``directories``.
+
+    The directories are resolved too, so a spool reached through a symlink still matches;
+    a symlink inside a directory that points out of every directory does not.
+    """
+    real = Path(os.path.realpath(path))
+    for directory in directories:
+        if real.is_relative_to(os.path.realpath(directory)):
+            return real
+    return None
+
+
 class RecordingFinder:
     """Resolves the recording parts of finished calls to files under ``directories``."""
 
@@ -103,11 +133,20 @@ class RecordingFinder:
         self._format_set = {f.lower() for f in self._formats}
 
     def locate(self, pbx_path: str) -> Path | None:
-        """The file for a path as the PBX named it, or None."""
+        """The real file for a path as the PBX named it, inside the directories, or None."""
+        return self._locate(pbx_path)[0]
+
+    def _locate(self, pbx_path: str) -> tuple[Path | None, bool]:
+        """(the real file or None, whether a file outside the directories was refused)."""
+        refused = False
         for candidate in self._candidates(pbx_path):
-            if candidate.is_file():
-                return candidate
-        return None
+            if not candidate.is_file():
+                continue
+            real = inside_directories(candidate, self._directories)
+            if real is not None:
+                return real, refused
+            refused = True
+        return None, refused
 
     def _candidates(self, pbx_path: str) -> Iterable[Path]:
         pure = PurePosixPath(pbx_path)
@@ -136,11 +175,12 @@ class RecordingFinder:
                     entries.append((hint, call.started_at))
                 else:
                     entries.extend((f"{hint}.{fmt}", call.started_at) for fmt in self._formats)
+        refused = 0
         for pbx_path, started_at in entries:
-            file = self.locate(pbx_path)
-            if file is None:
+            resolved, outside = self._locate(pbx_path)
+            refused += outside
+            if resolved is None:
                 continue
-            resolved = Path(os.path.realpath(file))
             if resolved in seen:
                 continue
             info = probe_audio(resolved)
@@ -157,5 +197,11 @@ class RecordingFinder:
                     duration_seconds=None if info.duration is None else round(info.duration, 3),
                     size=info.size,
                 )
+            )
+        if refused:
+            log.warning(
+                "recording outside the recordings directories refused",
+                conversation_id=call.conversation_id,
+                refused=refused,
             )
         return found

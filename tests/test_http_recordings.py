@@ -6,6 +6,7 @@ the real recordings finder while the captures were replayed into the journal.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from urllib.parse import unquote
 import pytest
 import sqlalchemy as sa
 
+from httpd.app import init_app
 from httpd.audio import decode_to_pcm
 from storage.models import CallRecording
 from tests.http_support import Api, Maker
@@ -142,13 +144,25 @@ async def test_a_range_of_the_merged_mp3_resumes_the_download_with_the_same_byte
 
 
 async def test_merged_wav_is_cached_and_remade_when_a_part_changes(
-    make_api: Maker, tmp_path: Path
+    make_api: Maker, aiohttp_client: Any, tmp_path: Path
 ) -> None:
-    api = await make_api()
-    call = await blind_transfer(api)
+    seeded = await make_api()
+    call = await blind_transfer(seeded)
+    # The parts are copied to a spool of their own, a recordings directory of this app.
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    settings = dataclasses.replace(
+        seeded.settings,
+        recordings=dataclasses.replace(
+            seeded.settings.recordings,
+            directories=(*seeded.settings.recordings.directories, str(spool)),
+        ),
+    )
+    app = init_app(settings, seeded.journal, merged_cache=tmp_path / "merged")
+    api = Api(await aiohttp_client(app), app, seeded.journal, settings)
     copies = []
     for part, source in zip(call["recordings"], sorted(BLIND.iterdir()), strict=True):
-        copy = Path(shutil.copy(source, tmp_path / source.name))
+        copy = Path(shutil.copy(source, spool / source.name))
         await move_part(api, part["id"], copy)
         copies.append(copy)
     url = call["recording_url"] + "?format=wav"
