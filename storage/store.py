@@ -708,13 +708,41 @@ class SqlJournal:
             return sorted(tx.changes)
 
     async def import_customers(
-        self, customers: Iterable[CustomerRecord], now: float
+        self,
+        customers: Iterable[CustomerRecord],
+        now: float,
+        *,
+        chunk_size: int = directory.IMPORT_CHUNK,
+        committed: Callable[[list[Change]], None] | None = None,
     ) -> list[Change]:
-        """Bulk upsert in one transaction; importing the same list again changes nothing."""
-        async with self.transaction() as tx:
-            for customer in customers:
-                await directory.upsert_customer(tx.session, customer, now, self.region, tx.bump)
-            return sorted(tx.changes)
+        """Bulk upsert, as :meth:`upsert_customer` of each in order would leave things.
+
+        Every record is checked first (a bad number anywhere raises and nothing is written),
+        then ``chunk_size`` customers go in per transaction (:func:`directory.import_chunk`),
+        so calls are written between them rather than behind the whole import; a customer is
+        never split. An import that fails half-way (the database, not the data) leaves the
+        whole customers of a prefix applied: sending the same list again completes it, and
+        once complete, changes nothing. ``committed`` hears each transaction's changes once
+        it committed (for the change feed)."""
+        records = list(customers)
+        prepared = await asyncio.to_thread(directory.prepare_import, records, self.region)
+        changes: list[Change] = []
+        for start in range(0, len(prepared), max(1, chunk_size)):
+            chunk = prepared[start : start + max(1, chunk_size)]
+
+            def work(
+                tx: WriteTransaction[Any],
+                session: Session,
+                chunk: list[directory.PreparedCustomer] = chunk,
+            ) -> list[Change]:
+                directory.import_chunk(session, chunk, now, self.region, tx.bump)
+                return list(tx.changes)
+
+            done = await self._run_write(work)
+            changes.extend(done)
+            if committed is not None and done:
+                committed(sorted(done))
+        return sorted(changes)
 
     async def delete_customer(self, customer_id: str) -> list[Change]:
         async with self.transaction() as tx:
