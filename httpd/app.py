@@ -28,7 +28,6 @@ What the daemon does with it::
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -78,8 +77,9 @@ def init_app(
     """The API over ``journal``.
 
     ``live`` and ``status`` come from the daemon (None on a stateless front end);
-    ``merged_cache`` is where merged recordings are kept (default: a directory under the
-    system's temporary directory); ``feed`` may be passed in to share one feed between apps.
+    ``merged_cache`` is where merged recordings are kept (default: a private per-user
+    directory, :func:`httpd.audio.default_cache_directory`); ``feed`` may be passed in to
+    share one feed between apps.
     """
     feed = feed or ChangeFeed(journal)
     metrics = Metrics(status, feed)
@@ -101,8 +101,7 @@ def init_app(
     app[HEALTH] = HealthProbe(journal, status)
     app[LIVE] = live
     app[STATUS] = status
-    cache = merged_cache or Path(tempfile.gettempdir()) / "pbxjournal-merged"
-    app[MERGED] = MergedRecordings(cache, max_bytes=merged_cache_bytes)
+    app[MERGED] = MergedRecordings(merged_cache, max_bytes=merged_cache_bytes)
     app[MERGE_SLOTS] = asyncio.Semaphore(MERGE_QUEUE)
     # Threads start on first use; the cleanup context shuts them down with the app.
     app[WORKERS] = ThreadPoolExecutor(MERGE_WORKERS, thread_name_prefix="merge-recording")

@@ -16,6 +16,13 @@ cache file itself (no temporary WAV, no copy), with encoder settings for telepho
 10-minute conversation in at most 2 s (docs/benchmarks.md, ``bench.recordings``). All of
 this is blocking and CPU-bound: the HTTP layer runs it in a worker thread, one merge per key
 at a time.
+
+The cache holds call audio, so its directory is private: ``$CACHE_DIRECTORY/merged`` under
+systemd, else ``$XDG_CACHE_HOME/pbxjournal/merged`` or ``~/.cache/pbxjournal/merged``
+(:func:`default_cache_directory`), created 0700. :func:`private_directory` refuses a
+directory owned by another user, writable by group or others, or below a directory that
+another user could rename it in, and falls back to a fresh ``mkdtemp`` directory with a
+warning; a directory of ours merely readable by others is made 0700.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import subprocess
 import tempfile
 import threading
@@ -33,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import imageio_ffmpeg
+import structlog
 
 with warnings.catch_warnings():
     # pydub looks for a system ffmpeg at import and warns; we hand it imageio-ffmpeg's.
@@ -46,10 +55,14 @@ __all__ = [
     "AudioError",
     "MergedRecordings",
     "decode_to_pcm",
+    "default_cache_directory",
     "encode_mp3",
     "ffmpeg_path",
     "merge_parts",
+    "private_directory",
 ]
+
+log = structlog.get_logger("pbxjournal.http")
 
 #: Download formats: (file suffix, content type).
 FORMATS: dict[str, tuple[str, str]] = {
@@ -173,6 +186,79 @@ def _export(segment: AudioSegment, target: Path, fmt: str) -> None:
         segment.export(str(target), format="wav")  # pydub writes WAV itself, no ffmpeg
 
 
+def default_cache_directory() -> Path:
+    """Where merged recordings go when the caller names no directory.
+
+    ``$CACHE_DIRECTORY/merged`` under systemd (``CacheDirectory=``; the first when it lists
+    several), else ``$XDG_CACHE_HOME/pbxjournal/merged`` (an absolute one), else
+    ``~/.cache/pbxjournal/merged``. Never a shared, predictable path under ``/tmp``.
+    """
+    systemd = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return Path(systemd) / "merged"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(xdg):
+        return Path(xdg) / "pbxjournal" / "merged"
+    try:
+        home = Path.home()
+    except RuntimeError:  # no $HOME and no passwd entry: a private temporary directory
+        return Path(tempfile.mkdtemp(prefix="pbxjournal-merged-"))
+    return home / ".cache" / "pbxjournal" / "merged"
+
+
+def _unsafe(path: str, *, leaf: bool) -> str | None:
+    """Why ``path`` (resolved) must not hold our cache, or None when it may."""
+    info = os.lstat(path)
+    mode = stat.S_IMODE(info.st_mode)
+    if not stat.S_ISDIR(info.st_mode):
+        return "not a directory"
+    if info.st_uid not in ({os.geteuid()} if leaf else {os.geteuid(), 0}):
+        return f"owned by uid {info.st_uid}"
+    if mode & 0o022 and (leaf or not mode & stat.S_ISVTX):
+        return f"writable by group or others (mode {mode:o})"
+    return None
+
+
+def private_directory(path: Path) -> Path:
+    """``path`` made into a directory only this user can enter, or a fresh private one.
+
+    Missing components are created 0700. The directory itself must be ours and not
+    writable by group or others, and each directory above it must be ours or root's and not
+    writable by others unless sticky (``/tmp``): otherwise someone else could plant files in
+    the cache or swap it for theirs. A refused path is logged as a warning and a fresh
+    ``tempfile.mkdtemp`` directory (0700, unpredictable name) is used instead. A directory
+    of ours that is only readable by others is narrowed to 0700.
+    """
+    try:
+        real = os.path.realpath(path)
+        missing: list[str] = []
+        while not os.path.lexists(real):
+            missing.append(real)
+            real = os.path.dirname(real)
+        for directory in reversed(missing):
+            os.mkdir(directory, 0o700)
+        real = os.path.realpath(path)
+        reason = _unsafe(real, leaf=True)
+        parent = os.path.dirname(real)
+        while reason is None and parent != os.path.dirname(parent):
+            reason = _unsafe(parent, leaf=False)
+            parent = os.path.dirname(parent)
+        if reason is None and stat.S_IMODE(os.stat(real).st_mode) & 0o077:
+            os.chmod(real, 0o700)
+    except OSError as exc:
+        reason = f"{type(exc).__name__}: {exc.strerror or exc}"
+    if reason is None:
+        return Path(real)
+    fallback = Path(tempfile.mkdtemp(prefix="pbxjournal-merged-"))
+    log.warning(
+        "merged recordings cache directory refused; using a private temporary one",
+        directory=str(path),
+        reason=reason,
+        fallback=str(fallback),
+    )
+    return fallback
+
+
 @dataclass(frozen=True, slots=True)
 class _PartStamp:
     path: str
@@ -183,12 +269,16 @@ class _PartStamp:
 class MergedRecordings:
     """A cache of merged conversation recordings in ``directory``.
 
+    ``directory`` (default :func:`default_cache_directory`) goes through
+    :func:`private_directory` at once: :attr:`directory` is where the cache really is.
     ``max_bytes`` bounds the cache: after each new merge the least recently used files are
     removed until it fits.
     """
 
-    def __init__(self, directory: Path, *, max_bytes: int = 512 * 1024 * 1024) -> None:
-        self.directory = directory
+    def __init__(
+        self, directory: Path | None = None, *, max_bytes: int = 512 * 1024 * 1024
+    ) -> None:
+        self.directory = private_directory(directory or default_cache_directory())
         self.max_bytes = max_bytes
         # key -> (lock, threads holding or waiting for it); an entry goes with its last user.
         self._locks: dict[str, tuple[threading.Lock, int]] = {}
@@ -215,7 +305,8 @@ class MergedRecordings:
             if target.exists():
                 os.utime(target)  # LRU: a hit is a use
                 return target
-            self.directory.mkdir(parents=True, exist_ok=True)
+            # Removed since (a cache cleaner): made again, private.
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             merged = merge_parts(parts)
             handle, temporary = tempfile.mkstemp(
                 dir=self.directory, prefix=".merge-", suffix=FORMATS[fmt][0]

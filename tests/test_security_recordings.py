@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import stat
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,9 @@ from config import Settings
 from connector.assembly import FinishedCall, RecordingPart
 from connector.recordings import FoundRecording, RecordingFinder
 from httpd.app import init_app
+from httpd.audio import MergedRecordings, default_cache_directory
 from httpd.errors import ApiError
+from httpd.keys import MERGED
 from httpd.recordings import ByteRange, requested_range
 from storage.engine import Database, open_database
 from storage.migrate import upgrade
@@ -434,3 +438,82 @@ async def test_no_range_header_makes_a_5xx_or_an_empty_error(make_api: Maker, he
         assert (int(total), body) == (len(original), original[first : last + 1])
     else:
         assert body == original
+
+
+# -- point 6d: the merged-recordings cache is private -----------------------------------------
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The temporary directory the fallback uses, kept inside the test's own."""
+    fallback = tmp_path / "tmp"
+    fallback.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(fallback))
+    monkeypatch.delenv("CACHE_DIRECTORY", raising=False)
+    return fallback
+
+
+async def test_the_default_cache_is_a_private_per_user_directory(
+    tmp_path: Path, private_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    database = open_database(f"sqlite+aiosqlite:///{tmp_path / 'journal.sqlite3'}")
+    try:
+        await upgrade(database)
+        app = init_app(with_directories(tmp_path, BLIND), await make_journal(database))
+        cache = app[MERGED].directory
+    finally:
+        await database.dispose()
+    assert cache == tmp_path / "xdg" / "pbxjournal" / "merged"
+    assert mode(cache) == mode(cache.parent) == 0o700
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_directory() == tmp_path / "home" / ".cache" / "pbxjournal" / "merged"
+    monkeypatch.setenv("CACHE_DIRECTORY", f"{tmp_path / 'systemd'}:{tmp_path / 'other'}")
+    assert default_cache_directory() == tmp_path / "systemd" / "merged"
+
+
+def test_a_merge_cache_readable_by_others_is_made_private(
+    tmp_path: Path, private_tmp: Path
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o755)
+    cache.chmod(0o755)
+    assert MergedRecordings(cache).directory == cache
+    assert mode(cache) == 0o700
+
+
+@pytest.mark.parametrize("how", ["group-writable", "world-writable", "shared-parent", "foreign"])
+def test_an_unsafe_merge_cache_is_refused_for_a_fresh_private_one(
+    tmp_path: Path, private_tmp: Path, how: str
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    if how == "group-writable":
+        cache.chmod(0o770)
+    elif how == "world-writable":
+        cache.chmod(0o777)
+    elif how == "shared-parent":
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        shared.chmod(0o777)  # no sticky bit: anyone may swap ``merged`` for their own
+        cache = shared / "merged"
+        cache.mkdir(mode=0o700)
+    elif os.geteuid() == 0:
+        os.chown(cache, 65534, 65534)
+        cache.chmod(0o700)
+    else:
+        cache = Path("/")  # root's, not ours
+    with capture_logs() as logs:
+        merged = MergedRecordings(cache)
+    assert merged.directory != cache
+    assert merged.directory.parent == private_tmp
+    assert mode(merged.directory) == 0o700
+    (warning,) = [e for e in logs if e["log_level"] == "warning"]
+    assert warning["directory"] == str(cache)
+    merged.get(sorted(BLIND.iterdir())[:1], "wav")
+    assert [p.suffix for p in merged.directory.iterdir()] == [".wav"]
