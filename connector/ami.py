@@ -29,10 +29,14 @@ never checks Ping answers and re-sends actions after reconnecting) opens a sessi
 ping watchdog that aborts the transport when a ``Ping`` goes unanswered for ``ping_timeout``,
 and reconnects after any disconnect with exponential backoff and jitter between
 ``reconnect_min`` and ``reconnect_max`` (a rejected login waits ``reconnect_max`` and logs an
-error every time). Pending actions fail with :class:`AmiDisconnected` and are never re-sent.
-One consumer task takes the queue in order, parses and normalises each message and calls the
-handler synchronously; a malformed message or a handler exception is logged, counted and
-skipped, and the connection stays up. ``Shutdown`` is delivered and then treated as a
+error every time). The backoff grows with every failure in a row, and a session that ended
+within ``min(30 s, reconnect_max)`` of its login is a failure too: only a session that stayed
+up that long starts the next wait from ``reconnect_min`` again. Pending actions fail with
+:class:`AmiDisconnected` and are never re-sent. One consumer task takes the queue in order,
+parses and normalises each message and calls the handler synchronously; a malformed message
+is counted and skipped, and the connection stays up (the first one is logged, then at most one
+summary line every ``MALFORMED_LOG_INTERVAL`` seconds, :class:`ThrottledWarning`); a handler
+exception is logged, counted and skipped. ``Shutdown`` is delivered and then treated as a
 disconnect.
 
 Session changes travel through the same queue as :class:`SessionEvent` markers, so that the
@@ -52,7 +56,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import structlog
 from panoramisk.ami_protocol import AMIProtocol
@@ -79,6 +83,7 @@ __all__ = [
     "AmiSettings",
     "AmiStats",
     "SessionEvent",
+    "ThrottledWarning",
     "open_session",
 ]
 
@@ -89,6 +94,13 @@ ActionFields = Mapping[str, str | list[str]]
 
 _ERROR_RESPONSES = frozenset({"error", "fail", "failure"})
 _ACTION_ID_LINE = b"\r\nActionID: "
+
+#: Malformed messages: the first is logged at once, then at most one summary line this often.
+MALFORMED_LOG_INTERVAL = 10.0
+#: A session that stayed up this long (or ``reconnect_max``, if shorter) was a healthy one:
+#: the reconnect after it starts again from ``reconnect_min``.
+STABLE_SESSION_SECONDS = 30.0
+_MALFORMED = "malformed AMI message skipped"
 
 
 class AmiSettings(Protocol):
@@ -189,6 +201,66 @@ class AmiStats:
     queue_high_water: int = 0
 
 
+class ThrottledWarning:
+    """A warning that a misbehaving peer could repeat thousands of times a second.
+
+    The first :meth:`report` is logged at once (``skipped=1``); those that follow within
+    ``interval`` seconds are only counted, and one summary line per interval says how many
+    came since the previous line (``skipped``) and how many in all (``total``, the stats'
+    counter), with the fields of the latest one. An interval that passes without any starts
+    afresh: the next one is logged at once again. :meth:`flush` writes what is still
+    counted (when the connector stops). The counters in :class:`AmiStats` stay exact; only
+    the log lines are bounded.
+    """
+
+    def __init__(
+        self,
+        event: str,
+        *,
+        total: Callable[[], int],
+        interval: Callable[[], float] = lambda: MALFORMED_LOG_INTERVAL,
+    ) -> None:
+        self.event = event
+        self._total = total
+        self._interval = interval
+        self._suppressed = 0
+        self._latest: dict[str, Any] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def pending(self) -> bool:
+        """An interval is running: the next report is only counted."""
+        return self._timer is not None
+
+    def report(self, **fields: Any) -> None:
+        if self._timer is None:
+            log.warning(self.event, skipped=1, total=self._total(), **fields)
+            self._arm()
+        else:
+            self._suppressed += 1
+            self._latest = fields
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._summarise()
+
+    def _arm(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(self._interval(), self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        if self._suppressed:
+            self._summarise()
+            self._arm()
+
+    def _summarise(self) -> None:
+        if self._suppressed:
+            log.warning(self.event, skipped=self._suppressed, total=self._total(), **self._latest)
+            self._suppressed = 0
+
+
 class _PendingAction:
     """An action waiting for its response, and for list actions its events."""
 
@@ -228,10 +300,23 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
     for re-sending) are not used.
     """
 
-    def __init__(self, *, peer: str, stats: AmiStats, sink: Sink | None, tap: Tap | None) -> None:
+    def __init__(
+        self,
+        *,
+        peer: str,
+        stats: AmiStats,
+        sink: Sink | None,
+        tap: Tap | None,
+        malformed_log: ThrottledWarning | None = None,
+    ) -> None:
         super().__init__()
         self.peer = peer
         self.stats = stats
+        #: Without one of the connector's, the protocol's own, flushed when it closes.
+        self._own_malformed_log = malformed_log is None
+        self._malformed_log = malformed_log or ThrottledWarning(
+            _MALFORMED, total=lambda: stats.malformed
+        )
         self.framer = MessageFramer()
         self._triage = MessageTriage()
         self._sink = sink
@@ -266,10 +351,9 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
             dropped = self.framer.oversized - self._oversized_seen
             self._oversized_seen = self.framer.oversized
             self.stats.malformed += dropped
-            log.warning(
-                "AMI message over the size limit dropped",
+            self._malformed_log.report(
+                error=f"message over the size limit of {self.framer.max_message_bytes} bytes",
                 peer=self.peer,
-                limit=self.framer.max_message_bytes,
             )
         if self.framer.banner is not None and not self.banner.done():
             self.version = self.framer.banner.partition("/")[2].strip()
@@ -304,6 +388,8 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
             self.lost.set_result(reason)
         if self._announced and self._sink is not None:
             self._sink(SessionEvent("disconnected", time.time(), reason))
+        if self._own_malformed_log:
+            self._malformed_log.flush()
 
     # -- routing ---------------------------------------------------------------------
 
@@ -319,8 +405,9 @@ class AmiProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
             if action is not None:
                 try:
                     message = parse_message(raw)
-                except MalformedMessage:
+                except MalformedMessage as exc:
                     stats.malformed += 1
+                    self._malformed_log.report(error=str(exc), size=len(raw), peer=self.peer)
                     return
                 if action.add(message):
                     del self._pending[action_id]
@@ -541,13 +628,15 @@ async def open_session(
     tap: Tap | None = None,
     stats: AmiStats | None = None,
     before_login: Callable[[AmiSession], None] | None = None,
+    malformed_log: ThrottledWarning | None = None,
 ) -> AmiSession:
     """Connect, read the banner (both within ``connect_timeout``) and log in.
 
     ``sink`` receives journal messages and session markers; ``tap`` every raw read, banner
     included; ``before_login`` the session before Login is sent (the connector registers it
     there, so that an ``on_session`` hook woken by the ``FullyBooted`` that follows the
-    login can already send actions on it).
+    login can already send actions on it); ``malformed_log`` reports malformed messages
+    (the connector's, shared by its sessions; by default the session's own).
 
     Raises ``OSError``/``TimeoutError`` for connection failures, :class:`AmiLoginError` for
     a rejected login, :class:`AmiDisconnected` when the PBX hangs up during the handshake.
@@ -560,6 +649,7 @@ async def open_session(
         stats=stats if stats is not None else AmiStats(),
         sink=sink,
         tap=tap,
+        malformed_log=malformed_log,
     )
     protocol: AmiProtocol | None = None
     try:
@@ -615,6 +705,21 @@ class AmiConnector:
         self._stopped = asyncio.Event()
         self._running = False
         self._logins = 0
+        #: Seconds between two summary lines of malformed messages (see ThrottledWarning).
+        self.malformed_log_interval = MALFORMED_LOG_INTERVAL
+        self._malformed_log = ThrottledWarning(
+            _MALFORMED,
+            total=lambda: self.stats.malformed,
+            interval=lambda: self.malformed_log_interval,
+        )
+        #: A session up at least this long (or ``reconnect_max``, if shorter) resets the
+        #: reconnect backoff; a shorter one counts as a failure (see :meth:`_supervise`).
+        self.stable_session_seconds = STABLE_SESSION_SECONDS
+
+    @property
+    def malformed_log_pending(self) -> bool:
+        """Malformed messages are being counted, to be summarised in one line."""
+        return self._malformed_log.pending
 
     # -- public ----------------------------------------------------------------------
 
@@ -632,6 +737,7 @@ class AmiConnector:
                     # The consumer drains what was received, then stops.
                     self._queue.put_nowait(None)
         finally:
+            self._malformed_log.flush()
             self.stats.connected = False
             self._running = False
             self._stopped.set()
@@ -662,6 +768,16 @@ class AmiConnector:
     # -- supervisor ------------------------------------------------------------------
 
     async def _supervise(self) -> None:
+        """Connect, serve, wait, again, until :meth:`close`.
+
+        The wait grows exponentially from ``reconnect_min`` to ``reconnect_max`` (with up to
+        25 % jitter) with every failure in a row: a connection or login that failed, and a
+        session that ended sooner than ``min(stable_session_seconds, reconnect_max)`` (30 s
+        by default) after its login (a PBX that accepts the login and drops the connection
+        at once is not retried every ``reconnect_min`` forever). A session that stayed up
+        that long resets it: the next attempt comes after ``reconnect_min``. A rejected
+        login always waits ``reconnect_max``.
+        """
         settings = self.settings
         peer = f"{settings.host}:{settings.port}"
         failures = 0
@@ -688,11 +804,20 @@ class AmiConnector:
             else:
                 if session is None:
                     break  # closed while connecting
-                failures = 0
-                await self._serve(session)
-                delay = self._backoff(0)
+                lasted = await self._serve(session)
+                stable = min(self.stable_session_seconds, settings.reconnect_max)
+                if lasted >= stable:
+                    failures = 0
+                else:
+                    failures += 1
+                delay = self._backoff(failures)
                 if not self._closing.is_set():
-                    log.info("AMI reconnecting", peer=peer, retry_in=round(delay, 3))
+                    log.info(
+                        "AMI reconnecting",
+                        peer=peer,
+                        retry_in=round(delay, 3),
+                        failures_in_a_row=failures,
+                    )
             if self._closing.is_set():
                 break
             try:
@@ -710,6 +835,7 @@ class AmiConnector:
                 tap=self._tap,
                 stats=self.stats,
                 before_login=self._attach,
+                malformed_log=self._malformed_log,
             ),
             name="ami-connect",
         )
@@ -730,11 +856,11 @@ class AmiConnector:
     def _backoff(self, failures: int) -> float:
         """Exponential from ``reconnect_min`` to ``reconnect_max``, minus up to 25 % jitter."""
         low, high = self.settings.reconnect_min, self.settings.reconnect_max
-        base = min(high, low * 2.0**failures)
+        base = min(high, low * 2.0 ** min(failures, 64))  # 2.0**1024 would overflow
         return max(low, base * random.uniform(0.75, 1.0))
 
-    async def _serve(self, session: AmiSession) -> None:
-        """Watch one logged-in session until it is gone."""
+    async def _serve(self, session: AmiSession) -> float:
+        """Watch one logged-in session until it is gone; return how long it was up (s)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         if self._logins:
@@ -756,13 +882,15 @@ class AmiConnector:
             await asyncio.gather(*helpers, return_exceptions=True)
             self.stats.connected = False
             self._session = None
+        lasted = loop.time() - started
         log_method = log.info if self._closing.is_set() else log.warning
         log_method(
             "AMI disconnected",
             peer=session.peer,
             reason=reason,
-            connected_for=round(loop.time() - started, 3),
+            connected_for=round(lasted, 3),
         )
+        return lasted
 
     async def _await_boot(self, session: AmiSession) -> None:
         """Announce the session without uptime if no FullyBooted follows the login."""
@@ -819,7 +947,7 @@ class AmiConnector:
             event = parse_event(raw, receive_time, received)
         except MalformedMessage as exc:
             self.stats.malformed += 1
-            log.warning("malformed AMI message skipped", error=str(exc), size=len(raw))
+            self._malformed_log.report(error=str(exc), size=len(raw))
             return
         try:
             self._handler(event)

@@ -339,7 +339,9 @@ async def test_malformed_messages_are_counted_and_skipped_on_a_connection_that_s
     assert recorder.events[1].get("Uniqueid") == "1.1"
     assert pong.first("Ping") == "Pong"
     assert fake.connections == 1
-    assert sum(1 for e in logs if "malformed" in e["event"] or "size limit" in e["event"]) == 4
+    # The first is logged at once; the others wait for the summary (tests/test_security_ami.py).
+    (line,) = [e for e in logs if "malformed" in e["event"] or "size limit" in e["event"]]
+    assert line["skipped"] == 1
 
 
 async def test_an_async_session_hook_can_query_the_pbx_while_live_events_wait() -> None:

@@ -1,7 +1,8 @@
-"""Attacks on the AMI side: events about channels never created.
+"""Attacks on the AMI side: events about channels never created, floods of malformed
+messages, a PBX that accepts the login and hangs up at once.
 
 Real components: the sans-IO assembler, the daemon over a real TCP fake PBX and a SQLite
-file.
+file, a bare asyncio server for the PBX that drops every session.
 """
 
 from __future__ import annotations
@@ -10,14 +11,17 @@ import asyncio
 import sqlite3
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
+import structlog
 from structlog.testing import capture_logs
 
+from connector.ami import AmiConnector
 from connector.assembly import CallAssembler
 from connector.events import AmiEvent
 from connector.fakepbx import FakePbx
 from pbxjournal.daemon import Daemon
-from tests.ami_helpers import wait_until
+from tests.ami_helpers import Recorder, ami_settings, running, serving, wait_until
 from tests.daemon_support import Committed, daemon_settings
 from tests.scenarios import GRACE, assemble_capture, capture, events_of, new_assembler
 
@@ -170,3 +174,147 @@ async def test_a_pbx_session_full_of_unknown_channel_events_writes_only_the_real
     assert entry.call.employees_answered == ("101",)
     assert _journal_rows(database) == 1
     assert daemon.assembler.open_conversations == 0
+
+
+# -- point 11 (a): a flood of malformed messages is counted, and logged at a bounded rate --
+
+_MALFORMED = "malformed AMI message skipped"
+
+
+def _malformed_lines(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [line for line in logs if line["event"] == _MALFORMED]
+
+
+async def test_a_flood_of_malformed_messages_is_counted_exactly_and_logged_a_few_times() -> None:
+    flood = 20_000
+    recorder = Recorder()
+    async with serving(FakePbx([])) as fake:
+        connector = AmiConnector(ami_settings(fake.port), recorder, on_session=recorder.on_session)
+        connector.malformed_log_interval = 3600.0  # no summary falls due during the test
+        with capture_logs() as logs:
+            async with running(connector):
+                await wait_until(lambda: recorder.count("connected") == 1)
+                assert await fake.inject(b"no header here\r\n\r\n" * flood) == 1
+                await wait_until(lambda: connector.stats.malformed == flood, within=20)
+                # The connection stays up; a good event still goes through.
+                await fake.inject(b"Event: Reload\r\nModule: x\r\n\r\n")
+                await wait_until(lambda: "Reload" in recorder.names())
+            lines = _malformed_lines(logs)
+    assert connector.stats.malformed == flood
+    # The first one as it happens, then one summary when the connector stops.
+    assert len(lines) == 2
+    assert [line["skipped"] for line in lines] == [1, flood - 1]
+    assert lines[-1]["total"] == flood
+    assert all(line["log_level"] == "warning" for line in lines)
+
+
+async def test_malformed_messages_are_summarised_once_per_interval() -> None:
+    recorder = Recorder()
+    async with serving(FakePbx([])) as fake:
+        connector = AmiConnector(ami_settings(fake.port), recorder, on_session=recorder.on_session)
+        connector.malformed_log_interval = 0.2
+        with capture_logs() as logs:
+            async with running(connector):
+                await wait_until(lambda: recorder.count("connected") == 1)
+                await fake.inject(b"no header here\r\n\r\n" * 500)
+                # The summary comes on its own, without another malformed message.
+                await wait_until(lambda: len(_malformed_lines(logs)) == 2)
+                summary = _malformed_lines(logs)[1]
+                assert summary["skipped"] == 499 and summary["total"] == 500
+                # A quiet interval later, the next one is logged at once again.
+                await wait_until(lambda: not connector.malformed_log_pending)
+                await fake.inject(b"still no header\r\n\r\n")
+                await wait_until(lambda: len(_malformed_lines(logs)) == 3)
+            lines = _malformed_lines(logs)
+    assert [line["skipped"] for line in lines] == [1, 499, 1]
+    assert connector.stats.malformed == 501
+
+
+# -- point 11 (b): a PBX that accepts the login and drops at once --------------------
+
+_BANNER = b"Asterisk Call Manager/9.0.0\r\n"
+
+
+class _DropAfterLogin:
+    """A real AMI server that accepts every login, says FullyBooted, waits ``hold`` seconds
+    and closes the connection; it notes when each connection came."""
+
+    def __init__(self, hold: float = 0.0) -> None:
+        self.hold = hold
+        self.accepted: list[float] = []
+        self.closed: list[float] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        self.accepted.append(loop.time())
+        try:
+            writer.write(_BANNER)
+            login = await reader.readuntil(b"\r\n\r\n")
+            action_id = next(
+                (line for line in login.split(b"\r\n") if line.startswith(b"ActionID:")), b""
+            )
+            writer.write(
+                b"Response: Success\r\n"
+                + action_id
+                + b"\r\nMessage: Authentication accepted\r\n\r\n"
+                + b"Event: FullyBooted\r\nPrivilege: system,all\r\nUptime: 100\r\n"
+                + b"LastReload: 100\r\nStatus: Fully Booted\r\n\r\n"
+            )
+            await writer.drain()
+            if self.hold:
+                await asyncio.sleep(self.hold)  # the session's lifetime, not a synchronisation
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.closed.append(loop.time())
+            writer.close()
+
+
+async def test_a_pbx_that_drops_every_session_at_once_is_retried_with_growing_delays() -> None:
+    server = _DropAfterLogin()
+    port = await server.start()
+    recorder = Recorder()
+    settings = ami_settings(port, reconnect_min=0.05, reconnect_max=0.8)
+    connector = AmiConnector(settings, recorder, on_session=recorder.on_session)
+    try:
+        with structlog.testing.capture_logs():
+            async with running(connector):
+                await wait_until(lambda: len(server.accepted) >= 6, within=10)
+    finally:
+        await server.close()
+    assert recorder.count("connected") >= 5  # each session did log in
+    gaps = [b - a for a, b in zip(server.accepted, server.accepted[1:], strict=False)][:5]
+    # 0.1, 0.2, 0.4, 0.8, 0.8 s, each minus up to 25 % jitter (and the session's few ms).
+    bases = [0.1, 0.2, 0.4, 0.8, 0.8]
+    for gap, base in zip(gaps, bases, strict=True):
+        assert gap >= 0.75 * base - 0.01, gaps
+    assert server.accepted[5] - server.accepted[0] >= 0.75 * sum(bases) - 0.05
+
+
+async def test_a_session_that_stayed_up_resets_the_backoff() -> None:
+    server = _DropAfterLogin(hold=0.35)
+    port = await server.start()
+    recorder = Recorder()
+    settings = ami_settings(port, reconnect_min=0.05, reconnect_max=2.0)
+    connector = AmiConnector(settings, recorder, on_session=recorder.on_session)
+    connector.stable_session_seconds = 0.3
+    try:
+        with structlog.testing.capture_logs():
+            async with running(connector):
+                await wait_until(lambda: len(server.accepted) >= 4, within=10)
+    finally:
+        await server.close()
+    # Every session lasted longer than 0.3 s: each reconnect waits reconnect_min again
+    # (growing, the third would wait 0.3 s or more).
+    waits = [server.accepted[i + 1] - server.closed[i] for i in range(3)]
+    assert all(wait < 0.25 for wait in waits), waits
