@@ -318,3 +318,11 @@ async def test_a_session_that_stayed_up_resets_the_backoff() -> None:
     # (growing, the third would wait 0.3 s or more).
     waits = [server.accepted[i + 1] - server.closed[i] for i in range(3)]
     assert all(wait < 0.25 for wait in waits), waits
+
+
+def test_the_backoff_stays_at_reconnect_max_after_any_number_of_failures() -> None:
+    """A PBX down for days: thousands of failures in a row (2.0 ** 1024 overflows)."""
+    settings = ami_settings(1, reconnect_min=1.0, reconnect_max=60.0)
+    connector = AmiConnector(settings, Recorder())
+    for failures in (10, 1_100, 100_000):
+        assert 45.0 <= connector._backoff(failures) <= 60.0
