@@ -7,15 +7,15 @@ every endpoint; ``GET /calls/{id}`` adds the call's ``timeline``.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from httpd.errors import ApiError, json_response
+from httpd.errors import ApiError, error_body, json_response
 from httpd.keys import FEED, JOURNAL, SETTINGS
 from httpd.params import (
     INT64_MAX,
@@ -29,9 +29,11 @@ from httpd.params import (
 from storage.journal import EmployeeDirectory, JournalEntry, format_time, to_call_object
 from storage.queries import (
     KINDS,
+    MAX_CURSOR,
     CursorError,
     InternalCalls,
     JournalFilter,
+    SinceAheadError,
     changes,
     decode_cursor,
     list_calls,
@@ -71,12 +73,11 @@ def _time_bound(query: Query, name: str, tz: ZoneInfo, *, end: bool) -> float | 
 
 
 def _check_cursor(cursor: str) -> str:
+    """``cursor`` if :func:`storage.queries.decode_cursor` takes it, else a 400 naming it."""
     try:
-        started, call_id = decode_cursor(cursor)
-    except CursorError:
-        raise bad("invalid_cursor", "cursor: not a next_cursor of this journal") from None
-    if not math.isfinite(started) or not 0 <= call_id <= INT64_MAX:
-        raise bad("invalid_cursor", "cursor: not a next_cursor of this journal")
+        decode_cursor(cursor)
+    except CursorError as exc:
+        raise bad("invalid_cursor", f"cursor: {exc}; pass next_cursor as it came") from None
     return cursor
 
 
@@ -97,7 +98,7 @@ def journal_filter(request: web.Request) -> tuple[JournalFilter, int, str | None
     employee = query.text("employee", max_length=64) or None
     search = query.text("q", max_length=MAX_QUERY, allow_empty=True) or None
     limit = query.integer("limit", default=50, low=1, high=MAX_LIMIT)
-    cursor = query.text("cursor", max_length=200, allow_empty=True) or None
+    cursor = query.text("cursor", max_length=MAX_CURSOR, allow_empty=True) or None
     query.done()
     if cursor is not None:
         _check_cursor(cursor)
@@ -204,15 +205,44 @@ async def get_call(request: web.Request) -> web.Response:
     return json_response(body)
 
 
+def _journal_changed(message: str, journal_id: str, version: int) -> web.Response:
+    """409 ``journal_changed``: the client's version belongs to another journal (or to this
+    one before an older backup was restored). It must read everything again from 0; beside
+    the error, the answer carries this journal's ``journal_id`` and ``last_version``."""
+    body = error_body("journal_changed", f"{message}; read the journal again from since=0")
+    body.update(journal_id=journal_id, last_version=version)
+    return json_response(body, status=409)
+
+
+def _client_journal_id(query: Query) -> str | None:
+    text = query.text("journal_id", max_length=36)
+    if text is None:
+        return None
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise bad(
+            "invalid_parameter", "journal_id: expected the journal_id of an answer (a UUID)"
+        ) from None
+
+
 @routes.get("/api/v1/changes")
 async def get_changes(request: web.Request) -> web.Response:
     query = Query(request)
     since = query.integer("since", default=0, low=0, high=INT64_MAX)
     limit = query.integer("limit", default=500, low=1, high=MAX_CHANGES)
     wait = query.number("wait", default=0.0, low=0.0, high=MAX_WAIT)
+    expected_id = _client_journal_id(query)
     query.done()
     journal = request.app[JOURNAL]
     feed = request.app[FEED]
+    journal_id = await feed.journal_id()
+    if expected_id is not None and expected_id != journal_id:
+        return _journal_changed(
+            f"journal_id: this is journal {journal_id}, not {expected_id}",
+            journal_id,
+            await journal.last_version(),
+        )
     deadline = time.monotonic() + wait
     woke = False
     while True:
@@ -228,8 +258,17 @@ async def get_changes(request: web.Request) -> web.Response:
             entries, last = remembered
         else:
             feed.answers_from_database += 1
-            async with journal.database.sessions() as session:
-                entries, last = await changes(session, since, limit)
+            try:
+                async with journal.database.sessions() as session:
+                    entries, last = await changes(session, since, limit)
+            except SinceAheadError as exc:
+                # Never taken as the journal's version (it would move the feed, its metric
+                # and every long-poll): the client is told to start again.
+                return _journal_changed(
+                    f"since: {since} is ahead of this journal (last version {exc.version})",
+                    journal_id,
+                    exc.version,
+                )
         employees = await journal.employee_directory() if entries else None
         remaining = deadline - time.monotonic()
         if entries or remaining <= 0:
@@ -243,7 +282,7 @@ async def get_changes(request: web.Request) -> web.Response:
         if not woke:
             break
     items = [render(request, e, employees) for e in entries] if employees is not None else []
-    return json_response({"items": items, "last_version": last})
+    return json_response({"items": items, "last_version": last, "journal_id": journal_id})
 
 
 @routes.put("/api/v1/calls/{call_id}/comment")

@@ -39,6 +39,7 @@ import structlog
 from sqlalchemy.engine import make_url
 
 from storage.journal import JournalEntry
+from storage.queries import journal_identity
 from storage.store import Change, SqlJournal
 
 __all__ = ["CHANNEL", "ChangeFeed", "FeedTiming"]
@@ -74,7 +75,10 @@ class ChangeFeed:
     def __init__(self, journal: SqlJournal, *, timing: FeedTiming | None = None) -> None:
         self.journal = journal
         self.timing = timing or FeedTiming.for_dialect(journal.database.dialect)
+        #: The newest committed version: only ever a version this process committed, read
+        #: from the database or was notified of by another writer, never a client's number.
         self.version = 0
+        self._journal_id: str | None = None
         self._changed = asyncio.Event()
         self._waiters = 0
         self._someone_waits = asyncio.Event()
@@ -160,6 +164,13 @@ class ChangeFeed:
 
     # -- readers ------------------------------------------------------------------------
 
+    async def journal_id(self) -> str:
+        """The journal's UUID (``journal_state.journal_id``), read once: it never changes."""
+        if self._journal_id is None:
+            async with self.journal.database.sessions() as session:
+                self._journal_id = (await journal_identity(session)).journal_id
+        return self._journal_id
+
     @property
     def waiting(self) -> int:
         return self._waiters
@@ -197,6 +208,7 @@ class ChangeFeed:
         """Start the probe (and on PostgreSQL the LISTEN connection); stop them on exit."""
         try:
             self.version = await self.journal.last_version()
+            await self.journal_id()
         except Exception as exc:  # the database may come up later: the probe catches up
             log.warning("change feed: cannot read the journal version yet", error=str(exc))
         tasks = [asyncio.create_task(self._probe_loop(), name="changes-probe")]

@@ -254,8 +254,28 @@ _SCHEMAS: dict[str, Any] = {
                 "type": "integer",
                 "description": "poll again with since=last_version",
             },
+            "journal_id": {
+                "type": "string",
+                "format": "uuid",
+                "description": "the journal's identity; keep it with last_version",
+            },
         }
     ),
+    "JournalChanged": {
+        "allOf": [
+            _ref("Error"),
+            _object(
+                {
+                    "journal_id": {"type": "string", "format": "uuid"},
+                    "last_version": {"type": "integer", "minimum": 0},
+                }
+            ),
+        ],
+        "description": (
+            "journal_changed: since is ahead of this journal, or journal_id is another "
+            "journal's; read again from since=0 and keep this journal_id"
+        ),
+    },
     "CommentInput": _object({"text": {"type": ["string", "null"], "maxLength": 4000}}, closed=True),
     "CommentResult": _object(
         {
@@ -444,7 +464,7 @@ def _calls_parameters() -> list[dict[str, Any]]:
             "cursor",
             "query",
             {"type": "string", "maxLength": 200},
-            "next_cursor of the previous page",
+            "next_cursor of the previous page, as it came (anything else: 400 invalid_cursor)",
         ),
     ]
 
@@ -573,8 +593,21 @@ def _build() -> dict[str, Any]:
                         {"type": "number", "minimum": 0, "maximum": 60, "default": 0},
                         "Seconds to wait for a change when there is none yet",
                     ),
+                    _param(
+                        "journal_id",
+                        "query",
+                        {"type": "string", "format": "uuid"},
+                        "journal_id of the previous answer: a 409 if this is another journal",
+                    ),
                 ],
-                "responses": {"200": _json(_ref("Changes"), "Changes"), **_ERRORS},
+                "responses": {
+                    "200": _json(_ref("Changes"), "Changes"),
+                    **_ERRORS,
+                    "409": _json(
+                        _ref("JournalChanged"),
+                        "journal_changed: read the journal again from since=0",
+                    ),
+                },
             }
         },
         "/api/v1/customers/{customer_id}": {

@@ -251,6 +251,7 @@ def run_calls(args: argparse.Namespace, out: TextIO | None = None) -> int:
         CursorError,
         InternalCalls,
         JournalFilter,
+        decode_cursor,
         list_calls,
         load_employee_directory,
         parse_time_bound,
@@ -284,6 +285,12 @@ def run_calls(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except ValueError as exc:
         print(f"pbxjournal calls: {exc}", file=sys.stderr)
         return 2
+    if args.cursor is not None:
+        try:
+            decode_cursor(args.cursor)
+        except CursorError as exc:
+            print(f"pbxjournal calls: --cursor: {exc}", file=sys.stderr)
+            return 2
 
     async def show() -> str | None:
         async with (

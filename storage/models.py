@@ -68,12 +68,17 @@ class Base(DeclarativeBase):
 
 
 class JournalState(Base):
-    """The one row (id 1) holding the last version handed out, locked by every writer."""
+    """The one row (id 1) holding the last version handed out, locked by every writer, and
+    the journal's identity."""
 
     __tablename__ = "journal_state"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     last_version: Mapped[int] = mapped_column(sa.BigInteger)
+    #: A UUID made by the migration that created the journal (or gave an older one its
+    #: identity), never changed after: ``GET /changes`` returns it so that a client notices
+    #: when it talks to another journal than the one its saved version belongs to.
+    journal_id: Mapped[str] = mapped_column(sa.String(36))
 
 
 class Customer(Base):

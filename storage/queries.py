@@ -7,7 +7,12 @@ A journal page (DESIGN section 1, ``GET /calls``) is newest first, ordered by
 ``(started_at, id)`` and the next page is ``(started_at, id) < cursor``. Unlike an offset, a
 keyset page neither repeats nor skips a row when calls are written meanwhile: new calls sort
 before the first page, and no row moves (``started_at`` never changes). The cursor is opaque
-to 1C (base64 of JSON) and carries the float exactly (``repr`` round-trips).
+to 1C (base64url of the JSON ``["<repr of started_at>", id]``) and carries the float exactly
+(``repr`` round-trips). It is not signed and need not be: it is only a position in the
+journal, which every client may read whole, and the filters still apply on top of it. It is
+validated part by part (:func:`decode_cursor`): anything but the exact form this module
+writes, with a finite start time in 1970…9999 and an id in the 64-bit range, is a
+:class:`CursorError`.
 
 Every filter maps to a column with a ``(column, started_at, id)`` index (see
 :mod:`storage.models`), so the planner walks one index range in order and stops after a page;
@@ -20,7 +25,11 @@ with ``%``/``_`` escaped for LIKE and quotes doubled for FTS5. A term under thre
 cannot use a trigram index: it falls back to a substring test on the rows walked in journal
 order, which is bounded by the page size, not by the table.
 
-The change feed is ``version > N`` ascending over the unique index on ``version``.
+The change feed is ``version > N`` ascending over the unique index on ``version``. A client's
+``N`` above the journal's last version is refused (:class:`SinceAheadError`): it was saved
+from another journal (or from this one before a backup was restored), and answering it as
+"nothing new" would leave the client waiting for versions that will mean other rows.
+:func:`journal_identity` is the journal's UUID and last version.
 
 Rows leave this module only as :class:`storage.journal.JournalEntry` (ORM objects never
 leave ``storage/``), rendered by :func:`storage.journal.to_call_object`.
@@ -32,6 +41,8 @@ import base64
 import binascii
 import enum
 import json
+import math
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -82,11 +93,14 @@ __all__ = [
     "CursorError",
     "InternalCalls",
     "JournalFilter",
+    "JournalIdentity",
     "JournalPage",
+    "SinceAheadError",
     "changes",
     "decode_cursor",
     "encode_cursor",
     "explain",
+    "journal_identity",
     "journal_statement",
     "list_calls",
     "load_employee_directory",
@@ -102,8 +116,25 @@ KINDS = frozenset({"incoming", "outgoing", "missed", "lost"})
 FREQUENT_MATCHES = 3000
 
 
+#: Longest cursor accepted (the ones made here are under 60 characters).
+MAX_CURSOR = 200
+#: The start times a cursor may carry: 1970-01-01 … 9999-12-31 (epoch seconds).
+CURSOR_TIME_RANGE = (0.0, 253402300799.0)
+INT64_MAX = 2**63 - 1
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
 class CursorError(ValueError):
-    """The cursor was not made by this journal."""
+    """The cursor was not made by this journal; the message says what is wrong with it."""
+
+
+class SinceAheadError(ValueError):
+    """``since`` is above the journal's last version: it belongs to another journal."""
+
+    def __init__(self, since: int, version: int) -> None:
+        super().__init__(f"version {since} is ahead of the journal's last version {version}")
+        self.since = since
+        self.version = version
 
 
 class InternalCalls(enum.Enum):
@@ -138,18 +169,61 @@ class JournalPage:
     next_cursor: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class JournalIdentity:
+    #: The journal's UUID, made when its database was created (migration 0003).
+    journal_id: str
+    #: The last version handed out.
+    version: int
+
+
 def encode_cursor(started_at: float, call_id: int) -> str:
     raw = json.dumps([repr(started_at), call_id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _refuse_constant(name: str) -> Any:
+    raise CursorError(f"not a journal cursor ({name} in it)")
+
+
 def decode_cursor(cursor: str) -> tuple[float, int]:
+    """The ``(started_at, id)`` of a cursor :func:`encode_cursor` made.
+
+    Every part is checked, so that nothing a client makes up reaches the query as something
+    the database (or ``float``/``int``) chokes on: the length, the base64url alphabet, UTF-8
+    JSON without ``NaN``/``Infinity``, a two-element array, the start time as the exact
+    ``repr`` of a finite float in 1970…9999, the id a JSON integer in ``0 … 2**63-1``.
+    Anything else is a :class:`CursorError` whose message says which part is wrong.
+    """
+    if not isinstance(cursor, str) or not 0 < len(cursor) <= MAX_CURSOR:
+        raise CursorError(f"not a journal cursor (empty or longer than {MAX_CURSOR})")
+    if not _BASE64URL.fullmatch(cursor) or len(cursor) % 4 == 1:
+        raise CursorError("not a journal cursor (not base64url)")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        started, call_id = json.loads(raw)
-        return float(started), int(call_id)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
-        raise CursorError("not a journal cursor") from exc
+        value = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except CursorError:
+        raise
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+        raise CursorError("not a journal cursor (not base64url of JSON)") from None
+    if not isinstance(value, list) or len(value) != 2:
+        raise CursorError("not a journal cursor (expected a pair)")
+    started_text, call_id = value
+    if not isinstance(started_text, str) or len(started_text) > 32:
+        raise CursorError("not a journal cursor (bad start time)")
+    try:
+        started = float(started_text)
+    except ValueError:
+        raise CursorError("not a journal cursor (bad start time)") from None
+    if (
+        not math.isfinite(started)
+        or repr(started) != started_text
+        or not CURSOR_TIME_RANGE[0] <= started <= CURSOR_TIME_RANGE[1]
+    ):
+        raise CursorError("not a journal cursor (start time out of range)")
+    if type(call_id) is not int or not 0 <= call_id <= INT64_MAX:
+        raise CursorError("not a journal cursor (bad call id)")
+    return started, call_id
 
 
 def parse_time_bound(text: str, timezone: ZoneInfo, *, end: bool) -> float:
@@ -328,6 +402,20 @@ async def list_calls(
     return JournalPage(entries, next_cursor)
 
 
+async def journal_identity(session: AsyncSession) -> JournalIdentity:
+    """The journal's id and last version, in one read."""
+    row = (
+        await session.execute(
+            sa.select(JournalState.journal_id, JournalState.last_version).where(
+                JournalState.id == 1
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        raise RuntimeError("journal_state is missing: run `pbxjournal migrate`")
+    return JournalIdentity(str(row[0]), int(row[1]))
+
+
 async def changes(
     session: AsyncSession, since: int, limit: int = 500
 ) -> tuple[list[JournalEntry], int]:
@@ -335,8 +423,14 @@ async def changes(
 
     The counter is read before the rows: every version up to it was committed by then, so
     when the page is not full, nothing at or below the returned version can appear later.
+    The returned version is the journal's (the counter or a row's), never ``since`` itself:
+    a ``since`` above the counter raises :class:`SinceAheadError` instead.
     """
-    counter = await session.scalar(sa.select(JournalState.last_version).where(JournalState.id == 1))
+    counter = int(
+        await session.scalar(sa.select(JournalState.last_version).where(JournalState.id == 1)) or 0
+    )
+    if since > counter:
+        raise SinceAheadError(since, counter)
     ids = (
         await session.scalars(
             sa.select(Call.id).where(Call.version > since).order_by(Call.version).limit(limit)
@@ -346,7 +440,7 @@ async def changes(
     entries.sort(key=lambda e: e.version)
     if len(entries) == limit:
         return entries, entries[-1].version
-    last = max([since, int(counter or 0), *(e.version for e in entries)])
+    last = max([counter, *(e.version for e in entries)])
     return entries, last
 
 
