@@ -7,7 +7,8 @@ part of a guess was right. Credentials are never logged: the request carries the
 client that authenticated (``request["client"]``), which the access log shows.
 
 Every path but ``/healthz`` needs credentials, unknown paths included (an anonymous caller
-learns nothing about which endpoints exist).
+learns nothing about which endpoints exist). A request with more than one ``Authorization``
+header is refused (400 ``invalid_header``) rather than judged by one of them.
 """
 
 from __future__ import annotations
@@ -107,7 +108,11 @@ def auth_middleware(
     ) -> web.StreamResponse:
         if request.path in OPEN_PATHS:
             return await handler(request)
-        client = authenticator.identify(request.headers.get(hdrs.AUTHORIZATION))
+        presented = request.headers.getall(hdrs.AUTHORIZATION, [])
+        if len(presented) > 1:
+            # Which one would count is a matter of which proxy or library looks: refuse both.
+            raise ApiError(400, "invalid_header", "more than one Authorization header")
+        client = authenticator.identify(presented[0] if presented else None)
         if client is None:
             wrong = hdrs.AUTHORIZATION in request.headers
             raise ApiError(

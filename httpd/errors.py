@@ -3,7 +3,9 @@
 Handlers raise :class:`ApiError`; :func:`error_middleware` turns it, aiohttp's own HTTP
 exceptions (unknown path, wrong method, body too large) and anything unexpected into the same
 JSON shape. A database that cannot be reached (connection refused, locked past its timeout)
-is a 503 ``database_unavailable`` with ``Retry-After``: the request was fine. Anything else
+is a 503 ``database_unavailable`` with ``Retry-After``: the request was fine. A client that
+goes away while its body is read is not a database outage: that is noted at debug level, and
+a body aiohttp cannot decode (a broken chunk) is a 400 that does not quote it. Anything else
 unexpected is a bug: it is logged with its traceback (the route template, never the path,
 which may hold a phone number) and answered with a bare 500 that tells the client nothing
 about the internals.
@@ -17,6 +19,8 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 __all__ = ["ApiError", "error_body", "error_middleware", "json_response"]
@@ -32,6 +36,7 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "request_timeout",
     413: "body_too_large",
     415: "unsupported_media_type",
     416: "range_not_satisfiable",
@@ -94,7 +99,24 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise  # redirects and the like are answers, not errors
         return _from_http_exception(exc)
+    except (RequestPayloadError, HttpProcessingError) as exc:
+        # The body's framing is broken (a bad chunk, a truncated or corrupt encoding); the
+        # exception's text may quote the body, so only its class is logged.
+        log.info("http request body unreadable", route=_route(request), error=type(exc).__name__)
+        response = json_response(
+            error_body("invalid_body", "the request body could not be read (broken framing)"),
+            status=400,
+        )
+        response.force_close()
+        return response
     except (OSError, DBAPIError) as exc:
+        if isinstance(exc, ConnectionError) and _client_gone(request):
+            # The client went away (mid-body, say): nobody to answer, nothing wrong here.
+            log.debug("http client disconnected", route=_route(request))
+            return json_response(
+                error_body("client_disconnected", "the client closed the connection"),
+                status=400,
+            )
         if (
             isinstance(exc, DBAPIError)
             and not exc.connection_invalidated
@@ -112,6 +134,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error", method=request.method, route=_route(request))
         return _internal()
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _route(request: web.Request) -> str:

@@ -42,7 +42,7 @@ from connector.assembly import ChannelClassifier, FinishedCall
 from connector.clock import PbxClock
 from connector.events import AmiEvent
 from connector.live import snapshot as live_snapshot
-from httpd.app import change_feed, init_app
+from httpd.app import change_feed, init_app, start_http
 from httpd.feed import ChangeFeed
 from pbxjournal.dbtools import open_journal
 from pbxjournal.logs import configure_logging, mask_number
@@ -266,10 +266,8 @@ class Daemon:
         )
         self._feed = change_feed(app)
         self.commit_hooks.append(self._feed.committed)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, settings.http.host, settings.http.port)
-        await site.start()
+        # The port bound, with the limits on what clients send (http.header_timeout, ...).
+        runner = await start_http(app, settings.http)
         # runner.addresses: what was really bound (http.listen may ask for port 0).
         self.http_port = int(runner.addresses[0][1]) if runner.addresses else settings.http.port
         log.info("http listening", url=f"http://{settings.http.host}:{self.http_port}/api/v1/")

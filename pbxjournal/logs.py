@@ -3,6 +3,11 @@ terminal (journald keeps them), a readable console format on a terminal, ISO UTC
 
 Phone numbers appear at info level in full or masked (``+7916***4567``) as ``log.numbers``
 says; secrets never appear.
+
+aiohttp logs through the standard library (``aiohttp.server`` and friends), and its exceptions
+may quote the raw request (an ``Authorization`` header, a number in the URL). httpd answers
+and logs those itself (:mod:`httpd.app`); as a second line of defence, records of aiohttp's
+loggers lose their exception text and traceback here, whatever path logs them.
 """
 
 from __future__ import annotations
@@ -14,6 +19,16 @@ from typing import TextIO
 import structlog
 
 __all__ = ["configure_logging", "mask_number"]
+
+#: aiohttp's loggers (aiohttp.log); a filter on a logger does not reach its children.
+_AIOHTTP_LOGGERS = (
+    "aiohttp.access",
+    "aiohttp.client",
+    "aiohttp.internal",
+    "aiohttp.server",
+    "aiohttp.web",
+    "aiohttp.websocket",
+)
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -32,7 +47,24 @@ def mask_number(number: str | None, mode: str = "masked") -> str | None:
     return f"{number[:-7]}***{number[-4:]}"
 
 
+class _NoExceptionText(logging.Filter):
+    """Keep the record, drop what may quote a request: exception text, traceback, stack."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = None
+        record.exc_text = None
+        record.stack_info = None
+        return True
+
+
+_FILTER = _NoExceptionText()
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    for name in _AIOHTTP_LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
     out = stream if stream is not None else sys.stdout
     renderer: structlog.typing.Processor
     if fmt == "json" or (fmt == "auto" and not out.isatty()):
