@@ -835,6 +835,38 @@ class HttpSettings:
             _Clients(),
         ),
     )
+    header_timeout: float = field(
+        default=10.0,
+        metadata=_meta(
+            "A request's line and headers must arrive within this, counted from the connection "
+            "(or from the first byte of the next request on a kept-alive one); then 408 and "
+            "the connection is closed.",
+            _TIMEOUT,
+        ),
+    )
+    body_timeout: float = field(
+        default=60.0,
+        metadata=_meta(
+            "A request's whole body must arrive within this after its headers; then 408 and the "
+            "connection is closed. Answers that are slow to come (the /changes long-poll) are "
+            "not limited.",
+            _TIMEOUT,
+        ),
+    )
+    idle_timeout: float = field(
+        default=75.0,
+        metadata=_meta(
+            "A kept-alive connection idle this long between requests is closed.", _TIMEOUT
+        ),
+    )
+    max_connections: int = field(
+        default=256,
+        metadata=_meta(
+            "Open client connections at most; one more is answered 503 and closed. Keep it well "
+            "below the unit's LimitNOFILE.",
+            _Integer(1, 100_000),
+        ),
+    )
 
     @property
     def host(self) -> str:
@@ -895,38 +927,6 @@ class _Window(_Kind):
             return '"end_of_day"'
         return f'"{_format_duration(value.seconds)}"'
 
-    header_timeout: float = field(
-        default=10.0,
-        metadata=_meta(
-            "A request's line and headers must arrive within this, counted from the connection "
-            "(or from the first byte of the next request on a kept-alive one); then 408 and "
-            "the connection is closed.",
-            _TIMEOUT,
-        ),
-    )
-    body_timeout: float = field(
-        default=60.0,
-        metadata=_meta(
-            "A request's whole body must arrive within this after its headers; then 408 and the "
-            "connection is closed. Answers that are slow to come (the /changes long-poll) are "
-            "not limited.",
-            _TIMEOUT,
-        ),
-    )
-    idle_timeout: float = field(
-        default=75.0,
-        metadata=_meta(
-            "A kept-alive connection idle this long between requests is closed.", _TIMEOUT
-        ),
-    )
-    max_connections: int = field(
-        default=256,
-        metadata=_meta(
-            "Open client connections at most; one more is answered 503 and closed. Keep it well "
-            "below the unit's LimitNOFILE.",
-            _Integer(1, 100_000),
-        ),
-    )
 
 @dataclass(frozen=True, slots=True)
 class RulesSettings:
