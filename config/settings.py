@@ -25,6 +25,7 @@ import math
 import os
 import re
 import tomllib
+import unicodedata
 import zoneinfo
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -527,6 +528,27 @@ _DATABASE_URL: Final = _String("SQLAlchemy URL", "a SQLAlchemy URL", _check_data
 _TIMEOUT: Final = _Duration(above_minimum=True)
 
 
+def _no_control_characters(text: str) -> str:
+    """AMI is a line protocol: a CR or LF in a header value would end it early (and could
+    inject headers); no control character has a place in a user name or a secret."""
+    if any(unicodedata.category(char) == "Cc" for char in text):
+        raise ValueError("must not contain control characters (CR, LF, tab, ...)")
+    return text
+
+
+_AMI_USERNAME: Final = _String(
+    "non-empty string without control characters",
+    "a non-empty string",
+    lambda text: _no_control_characters(_non_blank(text)),
+)
+_AMI_SECRET: Final = _String(
+    "string without control characters (secret)",
+    "a string",
+    _no_control_characters,
+    secret=True,
+)
+
+
 def _meta(doc: str, kind: _Kind, *, shown_default: str | None = None) -> dict[str, object]:
     """Field metadata: `doc` for the reference, `kind` for the loader, and `shown_default` to
     describe a default the dataclass itself does not carry."""
@@ -550,12 +572,12 @@ class AmiSettings:
         default=5038, metadata=_meta("TCP port of the AMI server.", _Integer(1, 65535))
     )
     username: str = field(
-        default="pbxjournal", metadata=_meta("AMI user from manager.conf.", _TEXT)
+        default="pbxjournal", metadata=_meta("AMI user from manager.conf.", _AMI_USERNAME)
     )
     secret: str = field(
         default="",
         repr=False,
-        metadata=_meta("Password of the AMI user. Never logged.", _SECRET),
+        metadata=_meta("Password of the AMI user. Never logged.", _AMI_SECRET),
     )
     connect_timeout: float = field(
         default=10.0,

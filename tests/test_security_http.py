@@ -32,7 +32,7 @@ import structlog
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from config import HttpSettings, Settings
+from config import ConfigError, HttpSettings, Settings, load_settings
 from httpd.app import init_app, start_http
 from pbxjournal.logs import configure_logging
 from storage.engine import open_database
@@ -460,6 +460,71 @@ async def test_a_client_gone_mid_body_is_not_a_database_outage(
     text = log_text(all_logs)
     assert "database unavailable" not in text, text
     assert "unhandled error" not in text, text
+
+
+# --- 6c: control characters in the AMI credentials -------------------------------------------
+
+AMI_SECRET = "s3cret\r\nAction: Originate"
+
+
+@pytest.mark.parametrize(
+    ("key", "variable", "value"),
+    [
+        ("secret", "PBXJOURNAL_AMI__SECRET", AMI_SECRET),
+        ("secret", "PBXJOURNAL_AMI__SECRET", "s3cret\x00"),
+        ("secret", "PBXJOURNAL_AMI__SECRET", "s3cret\tx"),
+        ("username", "PBXJOURNAL_AMI__USERNAME", "pbxjournal\r\nSecret: x"),
+        ("username", "PBXJOURNAL_AMI__USERNAME", "pbx\x7fjournal"),
+    ],
+)
+def test_control_characters_in_ami_credentials_are_refused_without_echo(
+    tmp_path: Path, key: str, variable: str, value: str
+) -> None:
+    path = tmp_path / "pbxjournal.toml"
+    path.write_text(f"[ami]\n{key} = {json.dumps(value)}\n", encoding="utf-8")
+
+    for source, environ in ((path, {}), (None, {variable: value})):
+        with pytest.raises(ConfigError) as caught:
+            load_settings(source, environ=environ)
+        (problem,) = caught.value.problems
+        assert f"ami.{key}" in problem, problem
+        assert "control characters" in problem, problem
+        if key == "secret":
+            assert "s3cret" not in problem, problem
+            assert "Originate" not in problem, problem
+
+
+def test_ordinary_ami_credentials_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "pbxjournal.toml"
+    path.write_text('[ami]\nusername = "pbxjournal"\nsecret = "пароль s3cret!:#"\n', "utf-8")
+
+    settings = load_settings(path, environ={})
+
+    assert settings.ami.secret == "пароль s3cret!:#"
+    assert load_settings(None, environ={"PBXJOURNAL_AMI__SECRET": ""}).ami.secret == ""
+
+
+async def test_a_corrupt_compressed_body_is_a_json_400_that_does_not_quote_it(
+    sqlite_template: Seeded, tmp_path: Path, all_logs: list[Any]
+) -> None:
+    body = f"{CYRILLIC} {DIGITS}".encode() * 10
+    request = (
+        f"PUT /api/v1/customers/c-9 HTTP/1.1\r\nHost: x\r\n{AUTH}"
+        f"Content-Type: application/json\r\nContent-Encoding: gzip\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    async with serving(sqlite_template, tmp_path, limits()) as server:
+        raw = await server.exchange(request)
+
+    status, headers, answer = parse(raw)
+    assert headers["content-type"].startswith("application/json")
+    assert status == 400, raw[:300]
+    assert json.loads(answer)["error"]["code"] == "invalid_body"
+    text = log_text(all_logs)
+    for secret in SECRETS:
+        assert secret not in text, (secret, text)
+        assert secret not in answer.decode()
+    assert "unhandled error" not in text
 
 
 # --- 3, second line of defence: aiohttp's own loggers carry no exception text ---------------
