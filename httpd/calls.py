@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from connector.recordings import inside_directories
 from httpd.errors import ApiError, error_body, json_response
 from httpd.keys import FEED, JOURNAL, SETTINGS
 from httpd.params import (
@@ -182,8 +184,14 @@ def _timeline(
     }
 
 
-def _files_present(paths: list[Path]) -> list[bool]:
-    return [path.is_file() for path in paths]
+def _files_present(paths: list[Path], directories: Sequence[str]) -> list[bool]:
+    """Whether each part can be served: a file inside the recordings directories (a stored
+    path that resolves elsewhere is a 404 when fetched, so it is not ``available``)."""
+    present = []
+    for path in paths:
+        real = inside_directories(path, directories)
+        present.append(real is not None and real.is_file())
+    return present
 
 
 @routes.get("/api/v1/calls/{call_id}")
@@ -198,7 +206,11 @@ async def get_call(request: web.Request) -> web.Response:
         raise ApiError(404, "call_not_found", f"no call {call_id}")
     entry = found[0]
     # stat() of the parts off the loop: the recordings may live on a network mount.
-    present = await asyncio.to_thread(_files_present, [r.found.file for r in entry.recordings])
+    present = await asyncio.to_thread(
+        _files_present,
+        [r.found.file for r in entry.recordings],
+        request.app[SETTINGS].recordings.directories,
+    )
     body = render(request, entry, employees)
     body["timeline"] = _timeline(request, entry, employees, present)
     body["recording_url"] = f"/api/v1/calls/{call_id}/recording" if entry.recordings else None

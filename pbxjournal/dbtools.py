@@ -78,13 +78,32 @@ async def open_journal(settings: Settings, url: str | None = None) -> AsyncItera
         await database.dispose()
 
 
-def _fail(command: str, exc: BaseException) -> int:
-    print(f"pbxjournal {command}: database error: {exc}", file=sys.stderr)
+def _is_database_error(exc: BaseException) -> bool:
+    """An error of the database or of reaching it (not a bug of ours)."""
+    from storage.engine import DatabaseError
+
+    return isinstance(exc, (DatabaseError, OSError)) or type(exc).__module__.startswith(
+        ("sqlalchemy", "asyncpg", "sqlite3")
+    )
+
+
+def _fail(command: str, exc: BaseException, url: str) -> int:
+    """One line naming what failed and where, a hint, and the exit code of
+    :mod:`pbxjournal.startup` (3 for a journal that cannot be opened); else the error's
+    first line and exit 1."""
+    from pbxjournal.startup import explain
+
+    failure = explain(exc, database_url=url)
+    if failure is not None:
+        print(failure.render(command), file=sys.stderr)
+        return failure.exit_code
+    first = (str(exc) or type(exc).__name__).splitlines()[0]
+    print(f"pbxjournal {command}: database error: {first}", file=sys.stderr)
     return 1
 
 
 def run_migrate(args: argparse.Namespace) -> int:
-    from storage.engine import DatabaseError, open_database
+    from storage.engine import open_database
     from storage.migrate import current_revision, upgrade
 
     settings = load_settings(args.config)
@@ -100,11 +119,9 @@ def run_migrate(args: argparse.Namespace) -> int:
 
     try:
         revision = asyncio.run(migrate())
-    except (DatabaseError, OSError) as exc:
-        return _fail("migrate", exc)
     except Exception as exc:
-        if type(exc).__module__.startswith(("sqlalchemy", "asyncpg", "sqlite3")):
-            return _fail("migrate", exc)
+        if _is_database_error(exc):
+            return _fail("migrate", exc, url)
         raise
     print(f"journal schema at revision {revision}", file=sys.stderr)
     return 0
@@ -167,12 +184,12 @@ def replay_into_database(
                 entries.sort(key=lambda e: (e.call.started_at, e.id), reverse=True)
                 await _print_table(journal, entries, settings, stream)
 
-    from storage.engine import DatabaseError
-
     try:
         asyncio.run(replay())
-    except (DatabaseError, OSError) as exc:
-        return _fail("replay", exc)
+    except Exception as exc:
+        if _is_database_error(exc):
+            return _fail("replay", exc, url)
+        raise
     stream.flush()
     return 0
 
@@ -245,7 +262,6 @@ def add_calls_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_calls(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from storage.engine import DatabaseError
     from storage.queries import (
         KINDS,
         CursorError,
@@ -318,8 +334,10 @@ def run_calls(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except CursorError as exc:
         print(f"pbxjournal calls: --cursor: {exc}", file=sys.stderr)
         return 2
-    except (DatabaseError, OSError) as exc:
-        return _fail("calls", exc)
+    except Exception as exc:
+        if _is_database_error(exc):
+            return _fail("calls", exc, args.database or settings.storage.url)
+        raise
     if next_cursor:
         print(f"next page: --cursor {next_cursor}", file=sys.stderr)
     stream.flush()

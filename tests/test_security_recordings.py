@@ -213,6 +213,8 @@ async def test_a_stored_path_outside_the_directories_is_a_404_logged_once(
     await api.journal.write(call, stored(call, spool.legit, escape), call.ended_at)
     detail = await only_call(api)
     legit, outside = detail["recordings"]
+    # The detail does not promise what a fetch would refuse.
+    assert [r["available"] for r in detail["timeline"]["recordings"]] == [True, False]
     assert await api.get(legit["url"]) == spool.legit.read_bytes()
     with capture_logs() as logs:
         for _ in range(3):

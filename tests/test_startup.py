@@ -199,3 +199,27 @@ async def test_check_config_checks_the_ami_login_the_journal_and_the_directories
     assert "refused" in failed[0]
     assert "wrong" not in bad.stdout  # the secret is never printed
     assert bad.stdout.splitlines()[-1] == "3 check(s) failed"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["migrate"],
+        ["calls"],
+        ["replay", str(ROOT / "tests/data/ami-traces/01-incoming-answered-direct.ami")],
+    ],
+)
+def test_the_tools_say_the_same_in_one_line(tmp_path: Path, command: list[str]) -> None:
+    database = tmp_path / "missing" / "journal.sqlite3"
+    url = f"sqlite+aiosqlite:///{database}"
+    args = [*command, "--database", url]
+    result = pbxjournal(*args)
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = human_lines(result)
+    assert lines == [
+        f"pbxjournal {command[0]}: cannot open the journal {database}: directory "
+        f"{database.parent} does not exist",
+        "  hint: create the directory and give it to the daemon's user (install -d -o "
+        "pbxjournal -g pbxjournal DIR), or set storage.url",
+    ]
