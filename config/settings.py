@@ -54,6 +54,7 @@ __all__ = [
     "RulesSettings",
     "Settings",
     "StorageSettings",
+    "WriterSettings",
     "load_settings",
     "parse_duration",
     "settings_reference",
@@ -739,6 +740,43 @@ class StorageSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WriterSettings:
+    """[writer]: how finished calls wait for the database, and how long a stop may take."""
+
+    spool: str = field(
+        default="",
+        metadata=_meta(
+            "Absolute path of the spool: the file where finished calls wait, fsynced, while "
+            "the database refuses or cannot keep up (written out when it takes writes again; "
+            "it survives kill -9). Empty: next to a SQLite journal (FILE-spool-PBX.jsonl), "
+            "else $STATE_DIRECTORY/spool-PBX.jsonl (systemd's StateDirectory), else "
+            "~/.local/state/pbxjournal/spool-PBX.jsonl.",
+            _String(
+                "absolute path or empty",
+                "an absolute path, or empty for the default",
+                lambda text: text if not text else _check_absolute(text),
+            ),
+        ),
+    )
+    max_pending: int = field(
+        default=10_000,
+        metadata=_meta(
+            "Finished calls held in memory at most: more waiting for the database go to the "
+            "spool (so do all of them while writes fail).",
+            _Integer(1, 10_000_000),
+        ),
+    )
+    stop_timeout: float = field(
+        default=20.0,
+        metadata=_meta(
+            "How long a stop (SIGTERM) may take: calls still queued are spooled for the next "
+            "start rather than written first. Keep it below the unit's TimeoutStopSec.",
+            _Duration(minimum=1.0, maximum=3600.0),
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class HttpClient:
     """One [[http.clients]] entry: a client allowed to call the API, with HTTP Basic
     credentials (username and password), a Bearer token, or both."""
@@ -1110,6 +1148,9 @@ class Settings:
         ),
     )
     log: LogSettings = field(default_factory=LogSettings, metadata={"doc": LogSettings.__doc__})
+    writer: WriterSettings = field(
+        default_factory=WriterSettings, metadata={"doc": WriterSettings.__doc__}
+    )
 
     def find_employee(self, extension: str) -> Employee | None:
         for employee in self.employees:
@@ -1126,6 +1167,7 @@ _SECTIONS: Final[Mapping[str, type[DataclassInstance]]] = {
     "http": HttpSettings,
     "rules": RulesSettings,
     "log": LogSettings,
+    "writer": WriterSettings,
 }
 
 

@@ -1,9 +1,13 @@
 """``GET /healthz``: is the database writable, is the AMI session up.
 
-"Writable" is proven, not assumed: the probe opens the journal's write transaction (SQLite's
-``BEGIN IMMEDIATE`` takes the write lock; PostgreSQL locks ``journal_state``) and commits
-nothing. Anyone may call ``/healthz`` without credentials, so the answer is cached for a
-second: a flood of probes costs one transaction a second.
+"Writable" is proven, not assumed, two ways. The probe opens the journal's write transaction
+(SQLite's ``BEGIN IMMEDIATE`` takes the write lock; PostgreSQL locks ``journal_state``) and
+commits nothing: that finds a database that is gone, locked or refusing connections. It
+cannot find a database that takes the lock but not the data (a full disk: nothing is written
+until a commit has pages to write), so in the daemon the journal writer's own outcome counts
+too: while its writes fail (:class:`WriteStatus`), ``/healthz`` answers 503 naming the error,
+and 200 again once a write succeeds. Anyone may call ``/healthz`` without credentials, so the
+probe's answer is cached for a second: a flood of probes costs one transaction a second.
 """
 
 from __future__ import annotations
@@ -11,12 +15,21 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from httpd.protocols import DaemonStatus
 from storage.store import SqlJournal
 
-__all__ = ["HealthProbe"]
+__all__ = ["HealthProbe", "WriteStatus"]
+
+
+class WriteStatus(Protocol):
+    """What the daemon's journal writer says of its writes (the daemon implements it)."""
+
+    @property
+    def write_failure(self) -> str | None:
+        """Why the last journal write failed, while writes fail; None when they succeed."""
+        ...
 
 
 @dataclass(slots=True)
@@ -63,15 +76,21 @@ class HealthProbe:
     async def check(self) -> tuple[bool, dict[str, Any]]:
         """(healthy, the JSON body)."""
         database = await self._writable()
+        writable, error = database.writable, database.error
+        # A daemon's status has it (WriteStatus); a test's or a front end's may not.
+        failure = getattr(self.status, "write_failure", None)
+        if isinstance(failure, str):
+            writable = False
+            error = f"journal writes failing: {failure}"
         ami: dict[str, Any] | None = None
-        healthy = database.writable
+        healthy = writable
         if self.status is not None:
             connected = bool(self.status.ami_connected)
             ami = {"connected": connected}
             healthy = healthy and connected
         body: dict[str, Any] = {
             "status": "ok" if healthy else "unavailable",
-            "database": {"writable": database.writable, "error": database.error},
+            "database": {"writable": writable, "error": error},
             "ami": ami,
         }
         return healthy, body

@@ -13,10 +13,16 @@ is off, or a fake PBX replaying last month's captures, closes calls exactly as t
 them; a step of the PBX's clock while calls are up is logged once and moves the open
 conversations with it (``CallAssembler.shift_clock``).
 
-Finished calls go to the :class:`~pbxjournal.writer.JournalWriter` (a bounded queue and one
-writer task, so the AMI consumer never waits for the database), which stores them in the SQL
-journal (migrated and seeded at start) and reports what changed: the daemon logs one line per
-call and tells its listeners (the HTTP layer's long-polls).
+Finished calls go to the :class:`~pbxjournal.writer.JournalWriter` (a queue and one writer
+task, so the AMI consumer never waits for the database), which stores them in the SQL journal
+(migrated and seeded at start) and reports what changed: the daemon logs one line per call and
+tells its listeners (the HTTP layer's long-polls). Calls the database cannot take wait in the
+spool (``writer.spool``), which the next start writes first.
+
+A stop (SIGTERM) takes at most ``writer.stop_timeout``: the AMI session is closed, the
+conversations waiting out their grace period are finished, the writer writes what waits for
+half of the time left and spools the rest, saves the open conversations, and the HTTP server
+stops within what remains.
 
 """
 
@@ -29,12 +35,13 @@ import itertools
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import structlog
 from aiohttp import web
+from sqlalchemy.engine import make_url
 
 from config import ConfigError, Settings, load_settings
 from connector.ami import AmiConnector, AmiError, SessionEvent
@@ -48,7 +55,7 @@ from pbxjournal.dbtools import open_journal
 from pbxjournal.logs import configure_logging, mask_number
 from pbxjournal.pipeline import build_assembler, build_finder, employee_directory
 from pbxjournal.sdnotify import Notifier
-from pbxjournal.writer import JournalWriter
+from pbxjournal.writer import CallSpool, JournalWriter
 from storage.journal import JournalEntry, to_call_object
 from storage.store import Change, SqlJournal, WrittenBatch
 
@@ -70,6 +77,24 @@ MAINTENANCE_FIRST_SECONDS = 60.0
 MAINTENANCE_EVERY_SECONDS = 24 * 3600.0
 #: A PBX clock this far from the host's is worth a warning at the first stamp.
 CLOCK_OFFSET_WARNING_SECONDS = 5.0
+#: Of ``writer.stop_timeout``: what the HTTP server's stop gets at least, after the writer.
+HTTP_STOP_SECONDS = 1.0
+
+
+def spool_path(settings: Settings) -> Path:
+    """Where finished calls wait for the database (``writer.spool``, or its default)."""
+    if settings.writer.spool:
+        return Path(settings.writer.spool)
+    name = f"spool-{settings.pbx.name}.jsonl"
+    url = make_url(settings.storage.url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        database = Path(url.database)
+        return database.with_name(f"{database.name}-{name}")
+    state = os.environ.get("STATE_DIRECTORY")  # systemd's StateDirectory= (the unit sets it)
+    if state:
+        return Path(state.split(":")[0]) / name
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "pbxjournal" / name
 
 
 _action_ids = itertools.count(1)
@@ -187,14 +212,32 @@ class Daemon:
             employees=len(settings.employees),
             recordings=list(settings.recordings.directories),
         )
+        spool = CallSpool(spool_path(settings))
+        await asyncio.to_thread(spool.open)
+        try:
+            await self._serve(spool)
+        finally:
+            spool.close()
+        self.notifier.close()
+
+    async def _serve(self, spool: CallSpool) -> None:
+        settings = self.settings
+        if spool.count:
+            log.warning(
+                "spooled calls from the last run are written first",
+                calls=spool.count,
+                spool=str(spool.path),
+            )
         async with open_journal(settings) as journal:
             self.journal = journal
-            await self._restore_open(journal)
+            await self._restore_open(journal, await asyncio.to_thread(spool.conversation_ids))
             writer = JournalWriter(
                 journal,
                 self.finder,
                 self._pbx_now,
                 on_written=self._on_written,
+                spool=spool,
+                max_pending=settings.writer.max_pending,
                 open_changes=self.assembler.take_changes,
                 open_all=self.assembler.export_all,
                 open_prefix=self._open_prefix,
@@ -220,23 +263,40 @@ class Daemon:
                     ready=1, status=f"journal of {settings.pbx.name}; AMI {settings.ami.host}"
                 )
                 await self._stop.wait()
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + settings.writer.stop_timeout
                 self.notifier.notify(stopping=1, status="stopping")
                 watchdog.cancel()
                 maintenance.cancel()
                 await self.connector.close()
                 await connector
                 # Conversations only waiting out their grace period are finished now rather
-                # than lost; the writer then drains its queue.
+                # than lost; the writer writes what it can by the deadline, spools the rest.
                 self._submit(self.assembler.expire(self._pbx_now() + settings.pbx.hangup_grace))
-                await writer.close()
-                await writing
-            await http.cleanup()
+                writer_deadline = deadline - HTTP_STOP_SECONDS
+                await writer.close(writer_deadline)
+                try:
+                    # run() returns by the deadline unless one write outlasts it (a database
+                    # that hangs): cancelled then, it spools what is left as it ends.
+                    await asyncio.wait_for(
+                        asyncio.shield(writing), max(0.0, writer_deadline - loop.time()) + 0.5
+                    )
+                except TimeoutError:
+                    log.warning("stop deadline: the journal writer cancelled")
+                    writing.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await writing
+            try:
+                async with asyncio.timeout_at(max(deadline, loop.time() + 0.1)):
+                    await http.cleanup()
+            except TimeoutError:
+                log.warning("stop deadline: HTTP requests still running were cut off")
         log.info(
             "stopped",
             calls=writer.stats.calls_written,
+            spooled=writer.spooled,
             open_conversations=self.assembler.open_conversations,
         )
-        self.notifier.close()
 
     async def _maintain(self, journal: SqlJournal) -> None:
         """Refresh the planner's statistics now and then (SQLite's PRAGMA optimize)."""
@@ -286,16 +346,29 @@ class Daemon:
         return self.writer.stats.calls_written if self.writer is not None else 0
 
     @property
+    def write_failure(self) -> str | None:
+        """Why journal writes fail, while they do (``/healthz`` answers 503)."""
+        return self.writer.write_failure if self.writer is not None else None
+
+    @property
     def _open_prefix(self) -> str:
         return f"{self.settings.pbx.name}/"
 
-    async def _restore_open(self, journal: SqlJournal) -> None:
+    async def _restore_open(self, journal: SqlJournal, spooled: Collection[str] = ()) -> None:
         """Take back the conversations open when the daemon last stopped (or died).
 
         The first login's resynchronisation then settles them: channels still alive go on,
         those that ended meanwhile close at the moment the daemon stopped (approximate).
+        A conversation whose finished call is in the spool is not taken back (its state was
+        saved before it ended, or as it ended while the database was away): the spooled
+        call is written instead, deleting that state in its transaction.
         """
-        saved = await journal.load_open(self._open_prefix)
+        prefix = self._open_prefix
+        saved = {
+            key: state
+            for key, state in (await journal.load_open(prefix)).items()
+            if key.removeprefix(prefix) not in spooled
+        }
         if not saved:
             return
         restored = self.assembler.restore(saved.values())

@@ -17,10 +17,21 @@ between batches, in slices of the same length (below), so that neither waits lon
 other.
 
 When the database refuses (locked beyond ``busy_timeout``, disk full, read-only file, a
-PostgreSQL failover), the writer says so loudly, keeps the batch, and retries with backoff;
-the AMI session is untouched and the calls wait in the queue. Only if the queue overflows
-(``max_pending`` calls, hours of traffic) is the oldest call dropped, each with an error line
-naming it. Health reports the database as not writable while writes fail.
+PostgreSQL failover or outage), the writer says so loudly, keeps the batch, and retries with
+backoff; the AMI session is untouched. A finished call is never dropped: what waits goes to the
+spool (:class:`CallSpool`), an append-only file of finished calls on the local disk, fsynced
+before the calls leave memory. Calls are spooled as soon as a write fails (and, while writes
+keep failing, as they arrive), when more than ``max_pending`` wait in memory (the database
+cannot keep up), and at shutdown. The spool is written out first, in order, as soon as the
+database takes writes again, and emptied once all of it is committed; it survives ``kill -9``
+and is written at the next start. Memory therefore holds at most ``max_pending`` calls while
+the spool's disk takes writes; if that fails too, the calls stay in memory, with an error line.
+``stats.writable`` and ``stats.last_error`` say whether the last write failed: ``/healthz``
+answers 503 while they do.
+
+At shutdown (:meth:`JournalWriter.close` with a deadline) the writer writes what waits in
+memory for at most half of the time left, spools the rest, saves the open conversations and
+returns: a backlog costs the next start time, not the shutdown.
 
 The writer also settles attention windows: it sleeps until the journal's next window closes
 (``SqlJournal.next_window_close``), not polling the table, and looks again only when a batch
@@ -45,21 +56,42 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import enum
+import fcntl
 import itertools
+import json
 import math
+import os
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import structlog
 
-from connector.assembly import FinishedCall
+from connector.assembly import (
+    Direction,
+    FinishedCall,
+    Leg,
+    Participant,
+    RecordingPart,
+    Role,
+    TransferNote,
+)
 from connector.recordings import FoundRecording, RecordingFinder
 from storage.store import SqlJournal, WrittenBatch
 
-__all__ = ["JournalWriter", "WriterStats"]
+__all__ = [
+    "CallSpool",
+    "JournalWriter",
+    "SpoolBusy",
+    "WriterStats",
+    "call_from_json",
+    "call_to_json",
+]
 
 log = structlog.get_logger("pbxjournal.writer")
 
@@ -74,10 +106,204 @@ class WriterStats:
     calls_written: int = 0
     batches: int = 0
     failures: int = 0
-    dropped: int = 0
+    #: Finished calls put into the spool, and how many waited in memory at most.
+    spooled: int = 0
     pending_high_water: int = 0
     writable: bool = True
     last_error: str | None = None
+
+
+# -- the spool: finished calls on the local disk while the database cannot take them ------
+
+#: The format of a spool line; a line of another version is skipped with an error.
+SPOOL_VERSION = 1
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, enum.Enum):
+        return value.value
+    raise TypeError(f"cannot spool {type(value).__name__}")
+
+
+def call_to_json(call: FinishedCall) -> str:
+    """One spool line (without its newline): the call, exactly."""
+    return json.dumps(
+        {"v": SPOOL_VERSION, "call": dataclasses.asdict(call)},
+        default=_plain,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def call_from_json(line: str | bytes) -> FinishedCall:
+    """The call of a spool line (ValueError, KeyError or TypeError if it is not one)."""
+    document = json.loads(line)
+    if document.get("v") != SPOOL_VERSION:
+        raise ValueError(f"spool line of version {document.get('v')!r}")
+    data = dict(document["call"])
+    return FinishedCall(
+        **{
+            **data,
+            "linkedids": tuple(data["linkedids"]),
+            "direction": Direction(data["direction"]),
+            "participants": tuple(
+                Participant(**{**p, "role": Role(p["role"])}) for p in data["participants"]
+            ),
+            "legs": tuple(Leg(**leg) for leg in data["legs"]),
+            "recordings": tuple(RecordingPart(**r) for r in data["recordings"]),
+            "recording_hints": tuple(data["recording_hints"]),
+            "queues": tuple(data["queues"]),
+            "transfers": tuple(TransferNote(**t) for t in data["transfers"]),
+        }
+    )
+
+
+class SpoolBusy(RuntimeError):
+    """Another process holds the spool (two daemons configured alike)."""
+
+
+class CallSpool:
+    """Finished calls waiting for the database, in an append-only JSON-lines file.
+
+    ``PATH`` holds one call per line, appended and fsynced before the calls leave memory;
+    ``PATH.done`` the byte offset up to which the lines are committed to the journal (written
+    after each committed batch, atomically). Once every line is committed the file is
+    emptied. A restart reads from the offset on, so a call is written again only if the
+    daemon died between a batch's commit and the offset's update (writing a call again
+    changes nothing: the journal keeps one row per conversation). A torn last line (killed in
+    the middle of an append, before its fsync returned) is cut off at open.
+
+    The file is locked (``flock``) while open: a second daemon on the same spool fails to start.
+    All methods block (file I/O): the writer calls them in a worker thread.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._done_path = path.with_name(path.name + ".done")
+        self._file: IO[bytes] | None = None
+        #: Byte offset of the first line not committed, the file's size, and the lines between.
+        self._read_at = 0
+        self._size = 0
+        self.count = 0
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
+        file = self.path.open("a+b")
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.close()
+            raise SpoolBusy(f"{self.path} is in use by another process") from None
+        self._file = file
+        if created:
+            _fsync_directory(self.path.parent)
+        size = os.fstat(file.fileno()).st_size
+        try:
+            offset = int(self._done_path.read_text("ascii").strip() or 0)
+        except FileNotFoundError:
+            offset = 0
+        except ValueError:
+            log.error(
+                "spool offset unreadable; the whole spool is written again",
+                path=str(self._done_path),
+            )
+            offset = 0
+        if not 0 <= offset <= size:
+            offset = 0
+        count = 0
+        end = offset
+        with self.path.open("rb") as reader:
+            reader.seek(offset)
+            for line in reader:
+                if not line.endswith(b"\n"):
+                    break
+                end += len(line)
+                count += 1
+        if end < size:
+            log.warning("spool: a torn last line cut off", path=str(self.path), bytes=size - end)
+            os.ftruncate(file.fileno(), end)
+            os.fsync(file.fileno())
+        self._read_at, self._size, self.count = offset, end, count
+        if count == 0 and end:
+            self._empty()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()  # releases the lock
+            self._file = None
+
+    def append(self, calls: Iterable[FinishedCall]) -> int:
+        """Append calls and fsync; return how many."""
+        assert self._file is not None, "spool not open"
+        lines = [call_to_json(call) + "\n" for call in calls]
+        if not lines:
+            return 0
+        data = "".join(lines).encode()
+        fd = self._file.fileno()
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        except OSError:
+            # Whatever part of it was written goes: the calls are still in memory.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self._size)
+            raise
+        self._size += len(data)
+        self.count += len(lines)
+        return len(lines)
+
+    def read(self, limit: int) -> tuple[list[FinishedCall], int, int]:
+        """Up to ``limit`` calls from the first not committed: (calls, the offset after
+        them, the lines they took). A line that cannot be read is skipped with an error."""
+        calls: list[FinishedCall] = []
+        lines = 0
+        offset = self._read_at
+        with self.path.open("rb") as reader:
+            reader.seek(offset)
+            while lines < limit and offset < self._size:
+                line = reader.readline()
+                if not line.endswith(b"\n"):
+                    break
+                offset += len(line)
+                lines += 1
+                try:
+                    calls.append(call_from_json(line))
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.error("spool: unreadable line skipped", path=str(self.path), error=str(exc))
+        return calls, offset, lines
+
+    def committed(self, offset: int, lines: int) -> None:
+        """The lines up to ``offset`` are in the journal."""
+        self._read_at = offset
+        self.count -= lines
+        if self.count <= 0:
+            self._empty()
+            return
+        temporary = self._done_path.with_name(self._done_path.name + ".tmp")
+        temporary.write_text(str(offset), "ascii")
+        os.replace(temporary, self._done_path)
+
+    def conversation_ids(self) -> set[str]:
+        """The conversations of the calls not committed yet (read at start)."""
+        calls, _, _ = self.read(self.count)
+        return {call.conversation_id for call in calls}
+
+    def _empty(self) -> None:
+        assert self._file is not None, "spool not open"
+        # The offset first: dying in between writes the spool again, never skips a call.
+        self._done_path.unlink(missing_ok=True)
+        os.ftruncate(self._file.fileno(), 0)
+        os.fsync(self._file.fileno())
+        self._read_at = self._size = self.count = 0
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class JournalWriter:
@@ -88,7 +314,8 @@ class JournalWriter:
         clock: Callable[[], float],
         *,
         on_written: OnWritten | None = None,
-        max_pending: int = 100_000,
+        spool: CallSpool | None = None,
+        max_pending: int = 10_000,
         max_batch: int = 500,
         batch_seconds: float = 0.05,
         min_batch_interval: float = 0.04,
@@ -106,6 +333,9 @@ class JournalWriter:
         self.finder = finder
         self.clock = clock
         self.on_written = on_written
+        #: Finished calls waiting for the database on disk (None: memory only, which grows
+        #: as long as the database refuses; the daemon always has one).
+        self.spool = spool
         self.max_pending = max_pending
         self.max_batch = max_batch
         self.batch_seconds = batch_seconds
@@ -132,12 +362,18 @@ class JournalWriter:
         self._state_seconds = 0.002
         #: After a failed save: not before this (loop time).
         self._persist_retry_at = 0.0
+        #: After a failed append to the spool: not before this (loop time).
+        self._spool_retry_at = 0.0
+        self._memory_warned = False
         self.stats = WriterStats()
         self._pending: deque[FinishedCall] = deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
+        #: At shutdown: loop time by which run() returns, and until when it still writes.
+        self._deadline = math.inf
+        self._drain_until = math.inf
         self._window_changed = asyncio.Event()
         #: The earliest window close the settler last read (None: no open window).
         self._next_close: float | None = None
@@ -145,25 +381,24 @@ class JournalWriter:
 
     @property
     def pending(self) -> int:
+        """Finished calls waiting in memory."""
         return len(self._pending)
 
+    @property
+    def spooled(self) -> int:
+        """Finished calls waiting in the spool."""
+        return self.spool.count if self.spool is not None else 0
+
+    @property
+    def write_failure(self) -> str | None:
+        """Why the last write failed, while writes fail (None when they succeed)."""
+        return None if self.stats.writable else self.stats.last_error or "write failed"
+
     def submit(self, calls: Sequence[FinishedCall]) -> None:
-        """Queue finished calls (from the AMI consumer: never blocks)."""
+        """Queue finished calls (from the AMI consumer: never blocks, never drops)."""
         if not calls:
             return
-        for call in calls:
-            if len(self._pending) >= self.max_pending:
-                lost = self._pending.popleft()
-                self.stats.dropped += 1
-                if self.open_written is not None:
-                    # Its saved state stays in the database: a restart takes it back.
-                    self.open_written([lost.conversation_id])
-                log.error(
-                    "journal queue full: oldest finished call dropped",
-                    linkedid=lost.conversation_id,
-                    max_pending=self.max_pending,
-                )
-            self._pending.append(call)
+        self._pending.extend(calls)
         self.stats.pending_high_water = max(self.stats.pending_high_water, len(self._pending))
         self._idle.clear()
         self._wake.set()
@@ -173,22 +408,54 @@ class JournalWriter:
         await self._idle.wait()
 
     async def run(self) -> None:
-        """Write batches until :meth:`close`; then write what is left and return."""
-        async with asyncio.TaskGroup() as tasks:
-            settler = tasks.create_task(self._settle_windows(), name="window-settler")
-            try:
-                await self._write_loop()
-            finally:
-                # Python 3.11's wait_for can swallow a cancellation that arrives as the event
-                # it waits on is set (after every batch): the flag ends the loop regardless.
-                self._settling = False
-                self._window_changed.set()
-                settler.cancel()
+        """Write batches until :meth:`close`; then spool what is left and return."""
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                settler = tasks.create_task(self._settle_windows(), name="window-settler")
+                try:
+                    await self._write_loop()
+                finally:
+                    # Python 3.11's wait_for can swallow a cancellation that arrives as the
+                    # event it waits on is set (after every batch): the flag ends the loop.
+                    self._settling = False
+                    self._window_changed.set()
+                    settler.cancel()
+        finally:
+            # Cancelled (the daemon's stop deadline) or failed: what is still in memory goes
+            # to disk, here and now.
+            if self._pending and self.spool is not None:
+                try:
+                    self.spool.append(list(self._pending))
+                except OSError as exc:
+                    log.error(
+                        "finished calls lost: cannot spool them",
+                        calls=len(self._pending),
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
+                else:
+                    self.stats.spooled += len(self._pending)
+                    self._pending.clear()
+            self._idle.set()
 
-    async def close(self) -> None:
-        """Stop after writing what is queued (the daemon's graceful shutdown)."""
+    async def close(self, deadline: float | None = None) -> None:
+        """Stop: the daemon's graceful shutdown. With a ``deadline`` (loop time) and a spool,
+        what waits in memory is written for at most half of the time left and spooled after
+        that, the open conversations are saved, and :meth:`run` returns by the deadline
+        (unless one write outlasts it: the daemon cancels it then). Without a spool
+        everything queued is written first."""
         self._closing = True
+        if deadline is not None:
+            now = asyncio.get_running_loop().time()
+            self._deadline = deadline
+            self._drain_until = now + max(0.0, deadline - now) / 2
         self._wake.set()
+
+    def _set_writable(self, ok: bool, error: str | None = None) -> None:
+        self.stats.writable = ok
+        self.stats.last_error = error
+
+    def _waiting(self) -> bool:
+        return bool(self._pending) or self.spooled > 0
 
     async def _write_loop(self) -> None:
         failures = 0
@@ -206,20 +473,22 @@ class JournalWriter:
             elif self.open_new is not None and now >= next_new:
                 self._take_open(new_only=True)
                 next_new = now + self.persist_new_interval
-            if self._closing and not self._pending and not self._persist_everything:
-                # Shutdown: every open conversation, changed or not, with what is waiting.
-                self._persist_everything = True
-                self._take_open()
-            # 2. One slice of them.
+            if self._closing and self._done_writing(failures, now):
+                await self._finish()
+                return
+            # 2. Calls to disk when the database refuses or cannot keep up.
+            if self._spill_due(now):
+                await self._spill()
+            # 3. One slice of the open conversations.
             if self._unsaved_count and now >= self._persist_retry_at:
                 await self._save_open_slice()
-            # 3. One batch of finished calls.
-            if not self._pending:
+            # 4. One batch of finished calls: the spool's first, in order.
+            from_spool = self.spooled > 0 and not self._closing
+            if not from_spool and not self._pending:
                 if self._unsaved_count and now >= self._persist_retry_at:
                     continue
                 if self._closing:
-                    self._idle.set()
-                    return
+                    continue  # _done_writing says so at the top
                 self._idle.set()
                 self._wake.clear()
                 # A full round waits for the states still unsaved (after a failed save).
@@ -230,52 +499,60 @@ class JournalWriter:
                     await asyncio.wait_for(self._wake.wait(), max(0.0, wake_at - loop.time()))
                 continue
             size = max(1, min(self.max_batch, int(self.batch_seconds / self._call_seconds)))
-            gather = self._last_batch_at + self.min_batch_interval - loop.time()
-            if gather > 0 and not self._closing and len(self._pending) < size:
-                # The previous batch began a moment ago: let the calls ending now join this one.
-                await asyncio.sleep(gather)
-            batch = [self._pending[i] for i in range(min(size, len(self._pending)))]
+            spool_end = spool_lines = 0
+            if from_spool:
+                assert self.spool is not None
+                batch, spool_end, spool_lines = await asyncio.to_thread(self.spool.read, size)
+            else:
+                gather = self._last_batch_at + self.min_batch_interval - loop.time()
+                if gather > 0 and not self._closing and len(self._pending) < size:
+                    # The previous batch began a moment ago: let the calls ending now join.
+                    await asyncio.sleep(gather)
+                batch = [self._pending[i] for i in range(min(size, len(self._pending)))]
             began = self._last_batch_at = loop.time()
             try:
-                written = await self._write(batch)
+                written = await self._write(batch) if batch else None
             except Exception as exc:  # the database said no: keep the batch, retry
                 failures += 1
                 self.stats.failures += 1
-                self.stats.writable = False
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                self._set_writable(False, f"{type(exc).__name__}: {exc}")
                 delay = min(self.retry_max, self.retry_min * 2 ** min(failures - 1, 16))
                 delay *= random.uniform(0.8, 1.2)
                 log.error(
                     "journal write failed; calls held for retry",
                     error=self.stats.last_error,
                     pending=len(self._pending),
+                    spooled=self.spooled,
                     retry_in=round(delay, 2),
                 )
-                if self._closing and failures >= 3:
+                if self._closing and self.spool is None and failures >= 3:
                     log.error("giving up at shutdown; unwritten calls", pending=len(self._pending))
                     self._idle.set()
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._never(), delay)
+                await self._pause(delay)
                 continue
-            per_call = (loop.time() - began) / len(batch)
-            self._call_seconds = 0.7 * self._call_seconds + 0.3 * max(per_call, 1e-5)
+            if batch:
+                per_call = (loop.time() - began) / len(batch)
+                self._call_seconds = 0.7 * self._call_seconds + 0.3 * max(per_call, 1e-5)
             if failures:
                 log.warning("journal writable again", after_failures=failures)
             failures = 0
-            self.stats.writable = True
-            self.stats.last_error = None
-            for _ in batch:
-                self._pending.popleft()
-            # Their rows replaced their saved states in that transaction: a state of theirs
-            # still waiting for its slice would bring them back.
-            for call in batch:
-                self._unsaved.pop(call.conversation_id, None)
-            self._unsaved_count = len(self._unsaved) + len(self._unsaved_gone)
-            if self.open_written is not None:
-                self.open_written([call.conversation_id for call in batch])
+            self._set_writable(True)
+            if from_spool:
+                assert self.spool is not None
+                await asyncio.to_thread(self.spool.committed, spool_end, spool_lines)
+                if not self.spool.count:
+                    log.info("journal spool written out and emptied")
+            else:
+                for _ in batch:
+                    self._pending.popleft()
+                # Their rows replaced their saved states in that transaction: a state of
+                # theirs still waiting for its slice would bring them back.
+                self._written_or_spooled([call.conversation_id for call in batch])
             self.stats.calls_written += len(batch)
             self.stats.batches += 1
+            if written is None:
+                continue
             opened = written.earliest_window
             if opened is not None and (self._next_close is None or opened < self._next_close):
                 self._window_changed.set()  # earlier than the settler's timer: look again
@@ -283,6 +560,107 @@ class JournalWriter:
                 result = self.on_written(written)
                 if isinstance(result, Awaitable):
                     await result
+
+    def _done_writing(self, failures: int, now: float) -> bool:
+        """Closing: whether to stop writing (and spool what is left)."""
+        if not self._pending:
+            return True
+        if self.spool is None:
+            return False  # everything is written (or given up after three failures)
+        return failures > 0 or now >= self._drain_until
+
+    def _spill_due(self, now: float) -> bool:
+        if self.spool is None or not self._pending or now < self._spool_retry_at:
+            return False
+        return not self.stats.writable or len(self._pending) >= self.max_pending
+
+    def _written_or_spooled(self, keys: list[str]) -> None:
+        """These calls left memory for good: their saved states are the journal's (or the
+        spool's) business now, not the open-conversation saves'."""
+        for key in keys:
+            self._unsaved.pop(key, None)
+        self._unsaved_count = len(self._unsaved) + len(self._unsaved_gone)
+        if self.open_written is not None:
+            self.open_written(keys)
+
+    async def _spill(self) -> bool:
+        """Move every call waiting in memory to the spool (appended, fsynced)."""
+        assert self.spool is not None
+        calls = list(self._pending)
+        first = self.spool.count == 0
+        try:
+            await asyncio.to_thread(self.spool.append, calls)
+        except OSError as exc:
+            loop = asyncio.get_running_loop()
+            self._spool_retry_at = loop.time() + 1.0
+            if not self._memory_warned:
+                self._memory_warned = True
+                log.error(
+                    "cannot spool finished calls; they stay in memory",
+                    error=f"{type(exc).__name__}: {exc}",
+                    pending=len(self._pending),
+                    spool=str(self.spool.path),
+                )
+            return False
+        self._memory_warned = False
+        for _ in calls:
+            self._pending.popleft()
+        self._written_or_spooled([call.conversation_id for call in calls])
+        self.stats.spooled += len(calls)
+        if first:
+            log.warning(
+                "finished calls go to the spool until the database takes them",
+                calls=len(calls),
+                spool=str(self.spool.path),
+                reason=self.stats.last_error or "backlog",
+            )
+        return True
+
+    async def _pause(self, delay: float) -> None:
+        """Wait ``delay`` before retrying a write; meanwhile spool what arrives (the
+        database refuses: memory must not fill) and stop waiting at :meth:`close`."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + delay
+        while not self._closing:
+            self._wake.clear()
+            if self._spill_due(loop.time()):
+                await self._spill()
+            remaining = until - loop.time()
+            if remaining <= 0:
+                return
+            if self._pending and self.spool is not None:
+                remaining = min(remaining, max(0.01, self._spool_retry_at - loop.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), remaining)
+
+    async def _finish(self) -> None:
+        """Shutdown: spool what was not written, save every open conversation (by the
+        deadline), and say idle."""
+        if self._pending and self.spool is not None and await self._spill():
+            log.info("unwritten calls spooled for the next start", spooled=self.spooled)
+        if not self.stats.writable:
+            # One more try would only wait out the database's timeouts (SQLite's busy
+            # timeout cannot be cut short): the last periodic save and the resync after the
+            # next login cover the open conversations.
+            log.warning(
+                "database refusing writes at stop: open conversations not saved again",
+                error=self.stats.last_error,
+            )
+            self._idle.set()
+            return
+        self._persist_everything = True
+        self._take_open()
+        try:
+            async with asyncio.timeout_at(self._deadline if self._deadline < math.inf else None):
+                while self._unsaved_count:
+                    if not await self._save_open_slice():
+                        break
+        except TimeoutError:
+            log.warning(
+                "stop deadline: open conversations not all saved",
+                unsaved=self._unsaved_count,
+            )
+        self._idle.set()
 
     async def _write(self, batch: list[FinishedCall]) -> WrittenBatch:
         found = await asyncio.to_thread(self._find_all, batch)
@@ -327,9 +705,10 @@ class JournalWriter:
         self._unsaved_gone |= gone
         self._unsaved_count = len(self._unsaved) + len(self._unsaved_gone)
 
-    async def _save_open_slice(self) -> None:
+    async def _save_open_slice(self) -> bool:
         """Save the next states waiting, as many as the database saves in about
-        ``batch_seconds``, with every key to delete, in one transaction."""
+        ``batch_seconds``, with every key to delete, in one transaction; False if the
+        database refused."""
         loop = asyncio.get_running_loop()
         size = max(1, int(self.batch_seconds / self._state_seconds))
         keys = list(itertools.islice(self._unsaved, size))
@@ -344,8 +723,13 @@ class JournalWriter:
         except Exception as exc:
             # Nothing is lost: the states wait for the next try, newer ones replacing them.
             self._persist_retry_at = loop.time() + self.persist_new_interval
-            log.warning("saving open conversations failed", error=f"{type(exc).__name__}: {exc}")
-            return
+            error = f"{type(exc).__name__}: {exc}"
+            self._set_writable(False, error)
+            log.warning("saving open conversations failed", error=error)
+            return False
+        if not self._waiting():
+            # Nothing else to prove it: this write did (with calls waiting, their batch must).
+            self._set_writable(True)
         if keys:
             per_state = (loop.time() - began) / len(keys)
             self._state_seconds = 0.7 * self._state_seconds + 0.3 * max(per_state, 1e-5)
@@ -355,13 +739,11 @@ class JournalWriter:
                 del self._unsaved[key]
         self._unsaved_gone = self._unsaved_gone - gone
         self._unsaved_count = len(self._unsaved) + len(self._unsaved_gone)
+        return True
 
     def _find_all(self, batch: list[FinishedCall]) -> list[list[FoundRecording]]:
         # Blocking stat() calls: a worker thread, never the event loop.
         return [self.finder.find(call) for call in batch]
-
-    async def _never(self) -> None:
-        await asyncio.Event().wait()
 
     async def _settle_windows(self) -> None:
         """Sleep until the next attention window closes; settle; repeat."""
