@@ -363,7 +363,8 @@ def _read_table(
         key = f"{prefix}.{name}"
         kind = kinds.get(name)
         if kind is None:
-            matches = difflib.get_close_matches(name, list(kinds), n=1)
+            # Above 0.6: "role" is not a misspelt "mobile".
+            matches = difflib.get_close_matches(name, list(kinds), n=1, cutoff=0.61)
             suggested.update(matches)
             hint = f" (did you mean '{prefix}.{matches[0]}'?)" if matches else ""
             problems.append(_Problem(key, hint, unknown="key"))
@@ -1002,6 +1003,16 @@ class RulesSettings:
     )
 
 
+def _check_phone_number(text: str) -> str:
+    if not any(ch.isdigit() for ch in text) or len(text) > 64:
+        raise ValueError
+    return text
+
+
+def _as_tuple(value: object) -> tuple[object, ...]:
+    return value if isinstance(value, tuple) else ()
+
+
 @dataclass(frozen=True, slots=True)
 class Employee:
     """An employee phone from [employees]: `101 = "Ivanova Anna"`, or the long form
@@ -1027,6 +1038,23 @@ class Employee:
         )
     )
     name: str = field(metadata=_meta("Name shown in the journal.", _TEXT))
+    mobile: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "The employee's external numbers (mobiles) in any written form, long form only: "
+            "a call forwarded over a trunk to one of them and connected to the caller was "
+            "answered by this employee, on the mobile.",
+            _StringList(
+                _String(
+                    "phone number",
+                    "a phone number with at least one digit",
+                    _check_phone_number,
+                ),
+                "list of phone numbers",
+                "an array of phone numbers",
+            ),
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -1068,6 +1096,7 @@ class _Employees(_Kind):
                     id=str(values.get("id", extension)),
                     extension=extension,
                     name=str(values["name"]),
+                    mobile=tuple(str(n) for n in _as_tuple(values.get("mobile", ()))),
                 )
             )
         problems.extend(_conflicting_names(employees, key))

@@ -121,6 +121,9 @@ class Participant:
     answered_at: float | None
     rang_at: float | None
     talk_seconds: float
+    #: Reached on their mobile (a trunk leg dialled to one of their numbers), not a desk
+    #: phone: they talked there, or, if they never talked, were only rung there.
+    mobile: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,8 @@ class Leg:
     extension: str
     connected_at: float
     disconnected_at: float
+    #: The employee was on their mobile (a trunk leg), not a desk phone.
+    mobile: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +148,7 @@ class RecordingPart:
 
 @dataclass(frozen=True, slots=True)
 class TransferNote:
-    kind: str  # "blind" | "attended" | "pickup"
+    kind: str  # "blind" | "attended" | "blonde" | "pickup"
     at: float
     by: str | None  # extension of the transferer / the picker
     target: str | None  # extension transferred to / picked from, when known
@@ -177,6 +182,9 @@ class FinishedCall:
     recording_hints: tuple[str, ...]
     queues: tuple[str, ...]
     transfers: tuple[TransferNote, ...]
+    #: The caller withheld their number (presentation prohibited): ``external_number`` is
+    #: the number as first seen, kept for calling back, never to be shown or logged as is.
+    number_withheld: bool = False
 
     @property
     def employees_answered(self) -> tuple[str, ...]:
@@ -216,17 +224,35 @@ def endpoint_of(channel_name: str) -> tuple[str, str]:
 
 
 class ChannelClassifier:
-    """Decides, from a channel's name, whether it is a phone, a trunk or plumbing."""
+    """Decides, from a channel's name, whether it is a phone, a trunk or plumbing; and whose
+    mobile a number dialled over a trunk is.
+
+    ``mobiles`` maps employees' external numbers, in the form ``normalize`` gives, to their
+    extension; ``normalize`` (the journal's number normalisation, passed in: the assembler
+    imports nothing of storage) turns a dialled number into that form (digits only without it).
+    """
 
     def __init__(
         self,
         extension_pattern: str = r"^\d{2,6}$",
         trunks: Iterable[str] = (),
         extensions: Iterable[str] = (),
+        *,
+        mobiles: Mapping[str, str] | None = None,
+        normalize: Callable[[str], str | None] | None = None,
     ) -> None:
         self._pattern = re.compile(extension_pattern)
         self._trunks = frozenset(trunks)
         self._extensions = frozenset(extensions)
+        self._normalize = normalize or _digits_only
+        self._mobiles = {self._normalize(n) or n: ext for n, ext in (mobiles or {}).items()}
+
+    def mobile_owner(self, number: str) -> str | None:
+        """The extension of the employee whose mobile ``number`` is (None: nobody's)."""
+        if not number or not self._mobiles:
+            return None
+        key = self._normalize(number)
+        return self._mobiles.get(key) if key else None
 
     def classify(self, channel_name: str) -> tuple[ChannelKind, str]:
         """(kind, endpoint) of a channel name."""
@@ -266,6 +292,10 @@ class _Channel:
     hungup_at: float | None = None
     #: The hangup was not seen: the channel vanished during an outage (resync).
     hangup_approximate: bool = False
+    #: A trunk leg dialled to an employee's mobile: that employee's extension.
+    mobile_of: str = ""
+    #: The caller id was presented as prohibited (the caller withheld the number).
+    withheld: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -294,6 +324,18 @@ class _Conversation:
     approximate_end: bool = False
     #: Bridges its channels entered (not saved: a restored one relies on the full sweep).
     bridges: set[str] = field(default_factory=set)
+    #: Uniqueid of the channel that placed the call, pinned once known: a consultation leg
+    #: merged in later is younger, not dialled, and must not become the placer.
+    origin: str | None = None
+    #: Transferees that took over the counterpart's part when the counterpart itself made
+    #: the transfer (A→B, A transfers B to C: B is who C talks with).
+    heirs: list[str] = field(default_factory=list)
+    #: Extensions connected (now) / rung through a mobile leg.
+    connected_mobile: set[str] = field(default_factory=set)
+    rang_mobile: set[str] = field(default_factory=set)
+    #: A transfer note whose target is the next employee to answer (a blind transfer names
+    #: a dialplan extension, a blonde one a phone not answered yet).
+    pending_target: TransferNote | None = None
 
 
 class CallAssembler:
@@ -347,7 +389,6 @@ class CallAssembler:
             "DialBegin": self._on_dial_begin,
             "DialEnd": self._on_dial_end,
             "BridgeCreate": self._on_bridge_create,
-            "BridgeDestroy": self._on_bridge_destroy,
             "BridgeEnter": self._on_bridge_enter,
             "BridgeLeave": self._on_bridge_leave,
             "BlindTransfer": self._on_blind_transfer,
@@ -777,6 +818,9 @@ class CallAssembler:
         # Keep the older conversation's identity; fold the younger one into it.
         if (b.started_at, b.key) < (a.started_at, a.key):
             a, b = b, a
+        # Who placed the older conversation is settled before the younger one's channels
+        # (a consultation leg, a picker) could look like an older, undialled origin.
+        self._pin_origin(a, force=True)
         self.stats.merges += 1
         for channel in b.channels.values():
             channel.conversation = a
@@ -806,6 +850,10 @@ class CallAssembler:
         a.bridges |= b.bridges
         a.transfers.extend(b.transfers)
         a.transfers.sort(key=lambda note: note.at)
+        a.heirs.extend(h for h in b.heirs if h not in a.heirs)
+        a.connected_mobile |= b.connected_mobile
+        a.rang_mobile |= b.rang_mobile
+        a.pending_target = a.pending_target or b.pending_target
         a.approximate_end = a.approximate_end or b.approximate_end
         del self._conversations[b.key]
         self._dirty.discard(b.key)
@@ -850,12 +898,20 @@ class CallAssembler:
     # -- event handlers ---------------------------------------------------------------
 
     def _on_newchannel(self, event: AmiEvent) -> None:
-        self._channel_for(event)
+        channel = self._channel_for(event)
+        if channel is not None and channel.kind is ChannelKind.TRUNK:
+            channel.withheld = channel.withheld or _presentation_prohibited(event)
 
     def _on_channel_touch(self, event: AmiEvent) -> None:
         channel = self._channel_for(event)
-        if channel is not None and event.name == "NewCallerid" and not channel.caller_num:
+        if channel is None:
+            return
+        if event.name == "NewCallerid" and not channel.caller_num:
             channel.caller_num = event.get("CallerIDNum")
+        if channel.kind is ChannelKind.TRUNK and _presentation_prohibited(event):
+            # The PBX may mask the number from now on (+31260xxxxxx): the first number seen
+            # stays the one kept, and the call is marked withheld.
+            channel.withheld = True
 
     def _on_newstate(self, event: AmiEvent) -> None:
         channel = self._channel_for(event)
@@ -883,9 +939,12 @@ class CallAssembler:
             return
         dest.dialled = True
         dest.dial_string = event.get("DialString")
+        if dest.kind is ChannelKind.TRUNK and not dest.mobile_of:
+            number = _number_from_dial_string(dest.dial_string) or dest.exten
+            dest.mobile_of = self.classifier.mobile_owner(number) or ""
         if caller is not None:
             self._merge(caller.conversation, dest.conversation)
-        if dest.kind is ChannelKind.PHONE:
+        if _extension(dest) is not None:
             self._mark_rang(dest, event.time)
         elif dest.rang_at is None:
             dest.rang_at = event.time
@@ -910,15 +969,6 @@ class CallAssembler:
         if bridge:
             self._bridges.setdefault(bridge, set())
             self._bridge_types[bridge] = event.get("BridgeType")
-
-    def _on_bridge_destroy(self, event: AmiEvent) -> None:
-        bridge = event.get("BridgeUniqueid")
-        members = self._bridges.pop(bridge, set())
-        self._bridge_types.pop(bridge, None)
-        for uniqueid in members:
-            channel = self._channels.get(uniqueid)
-            if channel is not None and channel.bridge == bridge:
-                channel.bridge = None
 
     def _on_bridge_enter(self, event: AmiEvent) -> None:
         channel = self._channel_for(event)
@@ -968,14 +1018,18 @@ class CallAssembler:
             return
         if transferer is not None and transferee is not None:
             self._merge(transferer.conversation, transferee.conversation)
-        anchor.conversation.transfers.append(
-            TransferNote(
-                kind="blind",
-                at=event.time,
-                by=_extension(transferer),
-                target=event.get("Extension") or None,
-            )
+        conversation = anchor.conversation
+        note = TransferNote(
+            kind="blind",
+            at=event.time,
+            by=_extension(transferer),
+            target=event.get("Extension") or None,
         )
+        conversation.transfers.append(note)
+        # ``Extension`` is what was dialled (a dialplan extension, a ring group): the
+        # employee who answers next is the target, when someone does.
+        conversation.pending_target = note
+        self._hand_over(conversation, transferer, transferee, event.time)
 
     def _on_attended_transfer(self, event: AmiEvent) -> None:
         involved = [
@@ -998,13 +1052,23 @@ class CallAssembler:
         target_ext = _extension(target)
         if target is not None and target_ext is None:
             # The target is usually a Local channel: name the phone behind it.
-            behind = self._reachable_phones([target]) - {_extension(transferer)}
+            behind = set(self._reachable_phones([target])) - {_extension(transferer)}
             target_ext = min(behind) if len(behind) == 1 else None
-        conversation.transfers.append(
-            TransferNote(
-                kind="attended", at=event.time, by=_extension(transferer), target=target_ext
-            )
+        # Blonde: completed while the consultation leg was still dialling (Asterisk hands the
+        # transferee to the Dial application instead of a bridge).
+        blonde = (event.get("DestType") == "App" and event.get("DestApp") == "Dial") or (
+            event.get("SecondTransfererChannelStateDesc") not in ("", "Up")
         )
+        note = TransferNote(
+            kind="blonde" if blonde else "attended",
+            at=event.time,
+            by=_extension(transferer),
+            target=target_ext,
+        )
+        conversation.transfers.append(note)
+        if target_ext is None:
+            conversation.pending_target = note
+        self._hand_over(conversation, involved[0], involved[2], event.time)
 
     def _on_pickup(self, event: AmiEvent) -> None:
         picker = self._channel_for(event)
@@ -1076,12 +1140,22 @@ class CallAssembler:
     def _mark_rang(self, channel: _Channel, at: float) -> None:
         if channel.rang_at is None:
             channel.rang_at = at
-        rang = channel.conversation.rang
-        if channel.endpoint not in rang:
-            rang[channel.endpoint] = at
+        extension = _extension(channel)
+        if extension is None:
+            return
+        conversation = channel.conversation
+        if channel.kind is not ChannelKind.PHONE:
+            conversation.rang_mobile.add(extension)
+        if extension not in conversation.rang:
+            conversation.rang[extension] = at
 
     def _origin(self, conversation: _Conversation) -> _Channel | None:
-        """The channel that placed the call: the oldest party that was not dialled."""
+        """The channel that placed the call: pinned once known, else the oldest party that
+        was not dialled."""
+        if conversation.origin is not None:
+            pinned = conversation.channels.get(conversation.origin)
+            if pinned is not None:
+                return pinned
         best: _Channel | None = None
         for channel in conversation.channels.values():
             if channel.kind is ChannelKind.TECHNICAL or channel.dialled:
@@ -1092,6 +1166,32 @@ class CallAssembler:
             ):
                 best = channel
         return best
+
+    def _pin_origin(self, conversation: _Conversation, *, force: bool = False) -> None:
+        """Settle who placed the call. ``force``: now, whatever is known (before a merge);
+        otherwise once an employee answered (the call is established)."""
+        if conversation.origin is not None or not (force or conversation.answered):
+            return
+        origin = self._origin(conversation) or self._first_rung_phone(conversation)
+        if origin is not None:
+            conversation.origin = origin.uniqueid
+
+    def _hand_over(
+        self,
+        conversation: _Conversation,
+        transferer: _Channel | None,
+        transferee: _Channel | None,
+        at: float,
+    ) -> None:
+        """A transfer made by the counterpart itself (the caller of an internal call, a
+        customer with the PBX's transfer feature): the transferee takes its part, so that the
+        transfer target talks with someone the conversation still counts after it leaves."""
+        if transferer is None or transferee is None or transferee is transferer:
+            return
+        _, _, counterparts = self._shape(conversation)
+        if transferer in counterparts and transferee.uniqueid not in conversation.heirs:
+            conversation.heirs.append(transferee.uniqueid)
+            self._update_talk(conversation, at)
 
     def _first_rung_phone(self, conversation: _Conversation) -> _Channel | None:
         best: _Channel | None = None
@@ -1110,57 +1210,106 @@ class CallAssembler:
     def _shape(
         self, conversation: _Conversation
     ) -> tuple[Direction, _Channel | None, list[_Channel]]:
-        """(direction, the placing phone if any, the counterpart channels)."""
+        """(direction, the placing phone if any, the counterpart channels).
+
+        A trunk leg dialled to an employee's mobile is that employee, not a trunk. The
+        transferees that took over from a transferring counterpart count as counterparts.
+        """
         origin = self._origin(conversation)
-        trunks = [c for c in conversation.channels.values() if c.kind is ChannelKind.TRUNK]
+        trunks = [
+            c
+            for c in conversation.channels.values()
+            if c.kind is ChannelKind.TRUNK and not c.mobile_of
+        ]
+        heirs = [conversation.channels[h] for h in conversation.heirs if h in conversation.channels]
         if origin is not None and origin.kind is ChannelKind.TRUNK:
-            return Direction.INCOMING, None, [origin]
+            return Direction.INCOMING, None, [origin, *heirs]
         placer = origin if origin is not None else self._first_rung_phone(conversation)
         if trunks:
-            return Direction.OUTGOING, placer, [t for t in trunks if t.dialled] or trunks
-        return Direction.INTERNAL, placer, [placer] if placer is not None else []
+            dialled = [t for t in trunks if t.dialled] or trunks
+            return Direction.OUTGOING, placer, [*dialled, *heirs]
+        own = [placer] if placer is not None else []
+        return Direction.INTERNAL, placer, [*own, *heirs]
 
     def _update_talk(self, conversation: _Conversation, at: float | None = None) -> None:
         when = self._now if at is None else at
         _, _, counterparts = self._shape(conversation)
-        reached = self._reachable_phones(counterparts)
+        reached = self._reachable_phones(counterparts, set(conversation.heirs))
         connected = conversation.connected
         for ext in [e for e in connected if e not in reached]:
             start = connected.pop(ext)
-            conversation.legs.append(Leg(extension=ext, connected_at=start, disconnected_at=when))
-        for ext in reached:
+            mobile = ext in conversation.connected_mobile
+            conversation.connected_mobile.discard(ext)
+            conversation.legs.append(
+                Leg(extension=ext, connected_at=start, disconnected_at=when, mobile=mobile)
+            )
+        for ext, mobile in reached.items():
             if ext not in connected:
                 connected[ext] = when
-                conversation.answered.setdefault(ext, when)
+                if mobile:
+                    conversation.connected_mobile.add(ext)
+                if ext not in conversation.answered:
+                    conversation.answered[ext] = when
+                    self._settle_target(conversation, ext)
+        self._pin_origin(conversation)
 
-    def _reachable_phones(self, counterparts: list[_Channel]) -> set[str]:
-        """Employee phones sharing audio with any counterpart channel, right now."""
+    @staticmethod
+    def _settle_target(conversation: _Conversation, extension: str) -> None:
+        note = conversation.pending_target
+        if note is None or note.by == extension:
+            return
+        conversation.pending_target = None
+        for index, item in enumerate(conversation.transfers):
+            if item is note:
+                conversation.transfers[index] = replace(note, target=extension)
+                return
+
+    def _reachable_phones(
+        self, counterparts: list[_Channel], heirs: set[str] | frozenset[str] = frozenset()
+    ) -> dict[str, bool]:
+        """Employees sharing audio with any counterpart channel, right now: extension →
+        whether only through their mobile. A counterpart is not reached by itself, except an
+        heir (a transferee), which talks when anyone else is in its audio."""
         if not counterparts:
-            return set()
+            return {}
         seen: set[str] = set()
-        stack = [c for c in counterparts if c.hungup_at is None]
-        start_ids = {c.uniqueid for c in stack}
-        phones: set[str] = set()
+        start_ids = {c.uniqueid for c in counterparts if c.hungup_at is None}
+        phones: dict[str, bool] = {}
         channels = self._channels
-        while stack:
-            channel = stack.pop()
-            if channel.uniqueid in seen:
+        for start in counterparts:
+            if start.hungup_at is not None or start.uniqueid in seen:
                 continue
-            seen.add(channel.uniqueid)
-            if channel.kind is ChannelKind.PHONE and channel.uniqueid not in start_ids:
-                phones.add(channel.endpoint)
-            neighbours: Iterable[str] = ()
-            if channel.bridge is not None:
-                neighbours = self._bridges.get(channel.bridge, ())
-            for uniqueid in neighbours:
-                if uniqueid not in seen:
-                    other = channels.get(uniqueid)
-                    if other is not None and other.hungup_at is None:
-                        stack.append(other)
-            if channel.local_peer is not None and channel.local_peer not in seen:
-                peer = channels.get(channel.local_peer)
-                if peer is not None and peer.hungup_at is None:
-                    stack.append(peer)
+            component: list[_Channel] = []
+            stack = [start]
+            while stack:
+                channel = stack.pop()
+                if channel.uniqueid in seen:
+                    continue
+                seen.add(channel.uniqueid)
+                component.append(channel)
+                neighbours: Iterable[str] = ()
+                if channel.bridge is not None:
+                    neighbours = self._bridges.get(channel.bridge, ())
+                for uniqueid in neighbours:
+                    if uniqueid not in seen:
+                        other = channels.get(uniqueid)
+                        if other is not None and other.hungup_at is None:
+                            stack.append(other)
+                if channel.local_peer is not None and channel.local_peer not in seen:
+                    peer = channels.get(channel.local_peer)
+                    if peer is not None and peer.hungup_at is None:
+                        stack.append(peer)
+            parties = [c for c in component if c.kind is not ChannelKind.TECHNICAL]
+            for channel in component:
+                extension = _extension(channel)
+                if extension is None:
+                    continue
+                if channel.uniqueid in start_ids and (
+                    channel.uniqueid not in heirs or len(parties) < 2
+                ):
+                    continue
+                mobile = channel.kind is not ChannelKind.PHONE
+                phones[extension] = phones.get(extension, True) and mobile
         return phones
 
     # -- finishing ---------------------------------------------------------------------
@@ -1189,9 +1338,15 @@ class CallAssembler:
         # Close the legs still open (an expired conversation).
         for ext, start in conversation.connected.items():
             conversation.legs.append(
-                Leg(extension=ext, connected_at=start, disconnected_at=ended_at)
+                Leg(
+                    extension=ext,
+                    connected_at=start,
+                    disconnected_at=ended_at,
+                    mobile=ext in conversation.connected_mobile,
+                )
             )
         conversation.connected = {}
+        conversation.connected_mobile = set()
         direction, placer, counterparts = self._shape(conversation)
         legs = sorted(conversation.legs, key=lambda leg: (leg.connected_at, leg.extension))
         answered_order = sorted(conversation.answered.items(), key=lambda item: item[1])
@@ -1231,6 +1386,9 @@ class CallAssembler:
             recording_hints=tuple(conversation.recording_hints),
             queues=tuple(conversation.queues),
             transfers=tuple(conversation.transfers),
+            number_withheld=(
+                direction is Direction.INCOMING and bool(counterparts) and counterparts[0].withheld
+            ),
         )
         self._forget(conversation)
         self.stats.conversations_finished += 1
@@ -1244,10 +1402,13 @@ class CallAssembler:
         legs: list[Leg],
     ) -> tuple[Participant, ...]:
         talk: dict[str, float] = {}
+        talked_on_mobile: set[str] = set()
         for leg in legs:
             talk[leg.extension] = talk.get(leg.extension, 0.0) + (
                 leg.disconnected_at - leg.connected_at
             )
+            if leg.mobile:
+                talked_on_mobile.add(leg.extension)
         answered = dict(answered_order)
         order: list[str] = []
         if placer is not None and placer.kind is ChannelKind.PHONE:
@@ -1276,6 +1437,11 @@ class CallAssembler:
                     answered_at=answered_at,
                     rang_at=conversation.rang.get(ext),
                     talk_seconds=round(talk.get(ext, 0.0), 3),
+                    mobile=(
+                        ext in talked_on_mobile
+                        if answered_at is not None
+                        else ext in conversation.rang_mobile
+                    ),
                 )
             )
         return tuple(result)
@@ -1345,9 +1511,35 @@ def _duration_seconds(text: str) -> float:
 
 
 def _extension(channel: _Channel | None) -> str | None:
-    if channel is None or channel.kind is not ChannelKind.PHONE:
+    """The employee a channel is: a phone's extension, a mobile leg's owner, else None."""
+    if channel is None:
         return None
-    return channel.endpoint
+    if channel.kind is ChannelKind.PHONE:
+        return channel.endpoint
+    return channel.mobile_of or None
+
+
+def _digits_only(number: str) -> str | None:
+    digits = "".join(ch for ch in number if ch.isdigit())
+    return digits or None
+
+
+#: ``CID-CallingPres``/``CallerIDNumPres`` value: presentation is bits 5–6 (``0x60``);
+#: ``0x20`` is "prohibited" (``33 (Presentation Prohibited, Passed Screen)``).
+_PRESENTATION_HEADERS = ("CID-CallingPres", "CallerIDNumPres", "CallerIDPres")
+
+
+def _presentation_prohibited(event: AmiEvent) -> bool:
+    for header in _PRESENTATION_HEADERS:
+        value = event.get(header)
+        if not value:
+            continue
+        if "prohibited" in value.lower():
+            return True
+        head = value.split(maxsplit=1)[0]
+        if head.isdigit() and int(head) & 0x60 == 0x20:
+            return True
+    return False
 
 
 _DIGITS = re.compile(r"\+?\d[\d\-\s()]*")
@@ -1386,7 +1578,11 @@ _CHANNEL_FIELDS = (
     "local_peer",
     "hungup_at",
     "hangup_approximate",
+    "mobile_of",
+    "withheld",
 )
+#: Channel fields added after version 1 of the saved state, with their value when absent.
+_LATER_CHANNEL_FIELDS: dict[str, Any] = {"mobile_of": "", "withheld": False}
 
 
 def _export(conversation: _Conversation, bridge_types: Mapping[str, str]) -> dict[str, Any]:
@@ -1411,7 +1607,8 @@ def _export(conversation: _Conversation, bridge_types: Mapping[str, str]) -> dic
         "answered": conversation.answered,
         "connected": conversation.connected,
         "legs": [
-            [leg.extension, leg.connected_at, leg.disconnected_at] for leg in conversation.legs
+            [leg.extension, leg.connected_at, leg.disconnected_at, leg.mobile]
+            for leg in conversation.legs
         ],
         "recordings": [[p.path, p.started_at, p.channel] for p in conversation.recordings.values()],
         "recording_hints": list(conversation.recording_hints),
@@ -1420,6 +1617,15 @@ def _export(conversation: _Conversation, bridge_types: Mapping[str, str]) -> dic
         "transfers": [[t.kind, t.at, t.by, t.target] for t in conversation.transfers],
         "open_channels": conversation.open_channels,
         "approximate_end": conversation.approximate_end,
+        "origin": conversation.origin,
+        "heirs": list(conversation.heirs),
+        "connected_mobile": sorted(conversation.connected_mobile),
+        "rang_mobile": sorted(conversation.rang_mobile),
+        "pending_target": (
+            conversation.transfers.index(conversation.pending_target)
+            if conversation.pending_target in conversation.transfers
+            else None
+        ),
     }
 
 
@@ -1430,13 +1636,20 @@ def _import(state: Mapping[str, Any]) -> tuple[_Conversation, dict[str, str]]:
     conversation.last_event_at = float(state["last_event_at"])
     conversation.linkedids = {str(x) for x in state["linkedids"]}
     for item in state["channels"]:
-        fields = {name: item[name] for name in _CHANNEL_FIELDS}
+        fields = {
+            name: item[name] if name not in _LATER_CHANNEL_FIELDS else item.get(name, default)
+            for name in _CHANNEL_FIELDS
+            for default in (_LATER_CHANNEL_FIELDS.get(name),)
+        }
         channel = _Channel(kind=ChannelKind(item["kind"]), conversation=conversation, **fields)
         conversation.channels[channel.uniqueid] = channel
     conversation.rang = {str(k): float(v) for k, v in state["rang"].items()}
     conversation.answered = {str(k): float(v) for k, v in state["answered"].items()}
     conversation.connected = {str(k): float(v) for k, v in state["connected"].items()}
-    conversation.legs = [Leg(str(e), float(a), float(b)) for e, a, b in state["legs"]]
+    conversation.legs = [
+        Leg(str(leg[0]), float(leg[1]), float(leg[2]), bool(leg[3]) if len(leg) > 3 else False)
+        for leg in state["legs"]
+    ]
     conversation.recordings = {
         str(path): RecordingPart(str(path), float(at), str(name))
         for path, at, name in state["recordings"]
@@ -1450,4 +1663,13 @@ def _import(state: Mapping[str, Any]) -> tuple[_Conversation, dict[str, str]]:
     ]
     conversation.open_channels = int(state["open_channels"])
     conversation.approximate_end = bool(state["approximate_end"])
+    # Saved by an earlier version without them: nothing pinned, nobody handed over.
+    origin = state.get("origin")
+    conversation.origin = str(origin) if origin is not None else None
+    conversation.heirs = [str(h) for h in state.get("heirs", ())]
+    conversation.connected_mobile = {str(e) for e in state.get("connected_mobile", ())}
+    conversation.rang_mobile = {str(e) for e in state.get("rang_mobile", ())}
+    pending = state.get("pending_target")
+    if isinstance(pending, int) and 0 <= pending < len(conversation.transfers):
+        conversation.pending_target = conversation.transfers[pending]
     return conversation, {str(k): str(v) for k, v in state["bridges"].items()}

@@ -151,6 +151,7 @@ def _timeline(
                 "rang_at": format_time(p.rang_at, tz),
                 "answered_at": format_time(p.answered_at, tz),
                 "talk_seconds": round(p.talk_seconds, 1),
+                "on_mobile": p.mobile,
             }
             for p in call.participants
         ],
@@ -161,6 +162,7 @@ def _timeline(
                 "connected_at": format_time(leg.connected_at, tz),
                 "disconnected_at": format_time(leg.disconnected_at, tz),
                 "seconds": round(leg.disconnected_at - leg.connected_at, 1),
+                "on_mobile": leg.mobile,
             }
             for leg in call.legs
         ],

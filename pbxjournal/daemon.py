@@ -52,7 +52,7 @@ from connector.live import snapshot as live_snapshot
 from httpd.app import change_feed, init_app, start_http
 from httpd.feed import ChangeFeed
 from pbxjournal.dbtools import open_journal
-from pbxjournal.logs import configure_logging, mask_number
+from pbxjournal.logs import call_number_for_log, configure_logging
 from pbxjournal.pipeline import build_assembler, build_finder, employee_directory
 from pbxjournal.sdnotify import Notifier
 from pbxjournal.writer import CallSpool, JournalWriter
@@ -538,7 +538,7 @@ class Daemon:
                 started_at=call["started_at"],
                 direction=call["direction"],
                 status=call["status"],
-                number=mask_number(call["number"], numbers),
+                number=call_number_for_log(call, numbers),
                 employees=[f"{e['extension']}:{e['role']}" for e in call["employees"]],
                 ring_seconds=call["ring_seconds"],
                 talk_seconds=call["talk_seconds"],

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from collections.abc import Mapping
+from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["configure_logging", "mask_number"]
+__all__ = ["call_number_for_log", "configure_logging", "mask_number"]
+
+#: What a log line shows instead of a number the caller withheld.
+WITHHELD = "withheld"
 
 #: aiohttp's loggers (aiohttp.log); a filter on a logger does not reach its children.
 _AIOHTTP_LOGGERS = (
@@ -45,6 +49,16 @@ def mask_number(number: str | None, mode: str = "masked") -> str | None:
     if len(number) <= 6:
         return "*" * len(number)
     return f"{number[:-7]}***{number[-4:]}"
+
+
+def call_number_for_log(call: Mapping[str, Any], mode: str = "masked") -> str | None:
+    """The number of a call object as a log line may show it: never a withheld one (the
+    journal keeps it for calling back; logs are read by people who must not see it), even
+    with ``log.numbers = "full"``."""
+    if call.get("number_withheld"):
+        return WITHHELD
+    number = call.get("number")
+    return mask_number(number if isinstance(number, str) else None, mode)
 
 
 class _NoExceptionText(logging.Filter):

@@ -16,6 +16,7 @@ from connector.events import AmiEvent
 from connector.recordings import RecordingFinder
 from storage.journal import EmployeeDirectory, EmployeeInfo, JournalEntry
 from storage.memory import MemoryJournal
+from storage.numbers import normalize_number
 from storage.rules import AttentionWindow
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "build_finder",
     "build_pipeline",
     "employee_directory",
+    "employee_mobiles",
 ]
 
 
@@ -37,8 +39,22 @@ class PipelineStats:
 
 def employee_directory(settings: Settings) -> EmployeeDirectory:
     return EmployeeDirectory(
-        EmployeeInfo(id=e.id, extension=e.extension, name=e.name) for e in settings.employees
+        EmployeeInfo(id=e.id, extension=e.extension, name=e.name, mobile=e.mobile)
+        for e in settings.employees
     )
+
+
+def employee_mobiles(settings: Settings) -> dict[str, str]:
+    """Employees' external numbers, normalised as the journal compares numbers → extension.
+    A number given to two employees goes to the first (the configuration's order)."""
+    region = settings.pbx.default_region
+    mobiles: dict[str, str] = {}
+    for employee in settings.employees:
+        for number in employee.mobile:
+            normalised = normalize_number(number, region)
+            if normalised:
+                mobiles.setdefault(normalised, employee.extension)
+    return mobiles
 
 
 class JournalPipeline:
@@ -85,10 +101,13 @@ class JournalPipeline:
 
 
 def build_classifier(settings: Settings) -> ChannelClassifier:
+    region = settings.pbx.default_region
     return ChannelClassifier(
         settings.pbx.extension_pattern,
         trunks=settings.pbx.trunks,
         extensions=[e.extension for e in settings.employees],
+        mobiles=employee_mobiles(settings),
+        normalize=lambda number: normalize_number(number, region),
     )
 
 

@@ -35,6 +35,8 @@ class EmployeeInfo:
     id: str
     extension: str
     name: str
+    #: External numbers (mobiles) as configured.
+    mobile: tuple[str, ...] = ()
 
 
 class EmployeeDirectory:
@@ -114,6 +116,7 @@ def to_call_object(
                 "extension": participant.extension,
                 "name": info.name,
                 "role": participant.role.value,
+                "on_mobile": participant.mobile,
             }
         )
     return {
@@ -129,6 +132,7 @@ def to_call_object(
         "status_label": entry.status.label,
         "number": entry.number if call.direction is not Direction.INTERNAL else None,
         "number_raw": entry.number_raw,
+        "number_withheld": call.number_withheld,
         "did": call.did,
         "customer": customer,
         "unregistered": call.direction is not Direction.INTERNAL and entry.customer is None,
@@ -168,6 +172,7 @@ def to_call_detail(
                 "rang_at": format_time(p.rang_at, timezone),
                 "answered_at": format_time(p.answered_at, timezone),
                 "talk_seconds": round(p.talk_seconds, 1),
+                "on_mobile": p.mobile,
             }
             for p in call.participants
         ],
@@ -176,6 +181,7 @@ def to_call_detail(
                 "extension": leg.extension,
                 "connected_at": format_time(leg.connected_at, timezone),
                 "disconnected_at": format_time(leg.disconnected_at, timezone),
+                "on_mobile": leg.mobile,
             }
             for leg in call.legs
         ],

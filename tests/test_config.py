@@ -615,6 +615,7 @@ def test_reference_covers_every_field() -> None:
                 "employees.<extension>",
                 "employees.<extension>.id",
                 "employees.<extension>.name",
+                "employees.<extension>.mobile",
             }
             continue
         section = getattr(Settings(), part.name)
