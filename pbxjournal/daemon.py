@@ -45,7 +45,7 @@ from sqlalchemy.engine import make_url
 
 from config import ConfigError, Settings, load_settings
 from connector.ami import AmiConnector, AmiError, SessionEvent
-from connector.assembly import ChannelClassifier, FinishedCall
+from connector.assembly import FinishedCall
 from connector.clock import PbxClock
 from connector.events import AmiEvent
 from connector.live import snapshot as live_snapshot
@@ -53,7 +53,12 @@ from httpd.app import change_feed, init_app, start_http
 from httpd.feed import ChangeFeed
 from pbxjournal.dbtools import open_journal
 from pbxjournal.logs import call_number_for_log, configure_logging
-from pbxjournal.pipeline import build_assembler, build_finder, employee_directory
+from pbxjournal.pipeline import (
+    build_assembler,
+    build_classifier,
+    build_finder,
+    employee_directory,
+)
 from pbxjournal.sdnotify import Notifier
 from pbxjournal.writer import CallSpool, JournalWriter
 from storage.journal import JournalEntry, to_call_object
@@ -389,11 +394,8 @@ class Daemon:
         else:
             self.settings = replace(self.settings, employees=fresh.employees, log=fresh.log)
             self._employees = employee_directory(self.settings)
-            self.assembler.classifier = ChannelClassifier(
-                self.settings.pbx.extension_pattern,
-                trunks=self.settings.pbx.trunks,
-                extensions=[e.extension for e in fresh.employees],
-            )
+            # The same classifier as at start: extensions and employees' mobiles.
+            self.assembler.classifier = build_classifier(self.settings)
             configure_logging(fresh.log.level, fresh.log.format)
             log.info("reloaded", employees=len(fresh.employees), log_level=fresh.log.level)
         self.notifier.notify(ready=1)
