@@ -260,7 +260,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> Result:
         journal_only=True,
     )
     url, drop_database = await scratch_database(args.postgres, workdir, "chaos")
-    pbx = ChaosPbx([capture], username=USERNAME, secret=SECRET, speed=args.speed)
+    pbx = ChaosPbx([capture], username=USERNAME, secret=SECRET, speed=args.speed, keep_time=True)
     say(f"loading the fake PBX: {synthetic.events} messages")
     port = await pbx.start()
     config = workdir / "pbxjournal.toml"

@@ -27,11 +27,9 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-
-import structlog
 
 from connector.assembly import FinishedCall
 
@@ -43,7 +41,6 @@ __all__ = [
     "probe_audio",
 ]
 
-log = structlog.get_logger(__name__)
 
 _WAV_HEADER_BYTES = 44
 
@@ -126,8 +123,17 @@ class RecordingFinder:
     """Resolves the recording parts of finished calls to files under ``directories``."""
 
     def __init__(
-        self, directories: Iterable[str | Path], formats: Sequence[str] = ("wav",)
+        self,
+        directories: Iterable[str | Path],
+        formats: Sequence[str] = ("wav",),
+        *,
+        on_refused: Callable[[str, int], None] | None = None,
     ) -> None:
+        #: Told (conversation id, how many) once per call whose parts lay outside every
+        #: directory: the daemon logs it (this module does no I/O but the file system's).
+        self.on_refused = on_refused
+        #: Parts refused so far, all calls together.
+        self.refused = 0
         self._directories = [Path(d) for d in directories]
         self._formats = [f.lstrip(".") for f in formats]
         self._format_set = {f.lower() for f in self._formats}
@@ -199,9 +205,7 @@ class RecordingFinder:
                 )
             )
         if refused:
-            log.warning(
-                "recording outside the recordings directories refused",
-                conversation_id=call.conversation_id,
-                refused=refused,
-            )
+            self.refused += refused
+            if self.on_refused is not None:
+                self.on_refused(call.conversation_id, refused)
         return found

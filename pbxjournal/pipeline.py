@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import structlog
+
 from config import Settings
 from connector.assembly import CallAssembler, ChannelClassifier, FinishedCall
 from connector.events import AmiEvent
@@ -124,7 +126,19 @@ def build_finder(settings: Settings, recordings: Iterable[str] | None = None) ->
     directories = (
         list(recordings) if recordings is not None else list(settings.recordings.directories)
     )
-    return RecordingFinder(directories, settings.recordings.formats)
+    return RecordingFinder(
+        directories, settings.recordings.formats, on_refused=log_refused_recordings
+    )
+
+
+def log_refused_recordings(conversation_id: str, refused: int) -> None:
+    """Once per call: parts named outside every recordings directory (not listed). The
+    path is not logged: recording file names hold phone numbers."""
+    structlog.get_logger("pbxjournal").warning(
+        "recording outside the recordings directories refused",
+        conversation_id=conversation_id,
+        refused=refused,
+    )
 
 
 def build_pipeline(

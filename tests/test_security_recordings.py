@@ -30,6 +30,7 @@ from httpd.audio import MergedRecordings, default_cache_directory
 from httpd.errors import ApiError
 from httpd.keys import MERGED
 from httpd.recordings import ByteRange, requested_range
+from pbxjournal.pipeline import log_refused_recordings
 from storage.engine import Database, open_database
 from storage.migrate import upgrade
 from tests.db import make_journal
@@ -89,7 +90,7 @@ def test_a_traversal_out_of_the_recordings_directory_is_not_a_part(tmp_path: Pat
     call = blind_call(str(spool.legit), spool.escape())
     assert Path(os.path.realpath(spool.escape())) == spool.secret  # the attack is real
     with capture_logs() as logs:
-        found = RecordingFinder([spool.directory]).find(call)
+        found = RecordingFinder([spool.directory], on_refused=log_refused_recordings).find(call)
     assert [f.file for f in found] == [spool.legit]
     (refused,) = refusals(logs)
     assert refused["log_level"] == "warning"
@@ -106,7 +107,7 @@ def test_a_symlink_in_the_recordings_directory_pointing_outside_is_not_a_part(
     (spool.directory / "etc").symlink_to(spool.secret.parent)  # a linked directory too
     call = blind_call(str(link), str(spool.legit), f"/var/spool/x/etc/{spool.secret.name}")
     with capture_logs() as logs:
-        found = RecordingFinder([spool.directory]).find(call)
+        found = RecordingFinder([spool.directory], on_refused=log_refused_recordings).find(call)
         assert RecordingFinder([spool.directory]).locate(str(link)) is None
     assert [f.file for f in found] == [spool.legit]
     # Two parts refused, one line for the call.
