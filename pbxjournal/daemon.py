@@ -218,7 +218,6 @@ class Daemon:
             recordings=list(settings.recordings.directories),
         )
         spool = CallSpool(spool_path(settings))
-        await asyncio.to_thread(spool.open)
         try:
             await self._serve(spool)
         finally:
@@ -227,13 +226,18 @@ class Daemon:
 
     async def _serve(self, spool: CallSpool) -> None:
         settings = self.settings
-        if spool.count:
-            log.warning(
-                "spooled calls from the last run are written first",
-                calls=spool.count,
-                spool=str(spool.path),
-            )
         async with open_journal(settings) as journal:
+            # After the journal: a journal that cannot be opened is what an admin must hear
+            # of (the default spool lies beside a SQLite file), and its directory is never
+            # created by the spool. Only the default outside systemd is a directory of ours.
+            own = not settings.writer.spool and spool.path.parent.name == "pbxjournal"
+            await asyncio.to_thread(spool.open, create_directory=own)
+            if spool.count:
+                log.warning(
+                    "spooled calls from the last run are written first",
+                    calls=spool.count,
+                    spool=str(spool.path),
+                )
             self.journal = journal
             await self._restore_open(journal, await asyncio.to_thread(spool.conversation_ids))
             writer = JournalWriter(

@@ -15,7 +15,8 @@ code  meaning
 ====  =====================================================================
 2     the configuration is wrong (a key named; see ``config``)
 3     the journal database cannot be opened or created (SQLite file, PostgreSQL
-      refusing the connection, the login or the database)
+      refusing the connection, the login or the database), or its spool (a missing
+      directory, another daemon holding it)
 4     the HTTP address cannot be listened on (in use, not allowed)
 ====  =====================================================================
 
@@ -101,6 +102,13 @@ def explain(
 ) -> StartupFailure | None:
     """A one-line account of a start-up failure, or None when it is not one we know."""
     for cause in _causes(exc):
+        if type(cause).__name__ in ("SpoolError", "SpoolBusy"):
+            return StartupFailure(
+                str(cause),
+                "create the directory for the daemon's user or set writer.spool; a spool in "
+                "use belongs to another pbxjournal configured alike (systemctl status)",
+                EXIT_JOURNAL,
+            )
         failure = _listen_failure(cause, listen)
         if failure is None and database_url is not None:
             failure = _database_failure(cause, database_url)

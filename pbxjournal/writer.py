@@ -158,7 +158,11 @@ def call_from_json(line: str | bytes) -> FinishedCall:
     )
 
 
-class SpoolBusy(RuntimeError):
+class SpoolError(RuntimeError):
+    """The spool cannot be opened (its directory is missing)."""
+
+
+class SpoolBusy(SpoolError):
     """Another process holds the spool (two daemons configured alike)."""
 
 
@@ -186,8 +190,16 @@ class CallSpool:
         self._size = 0
         self.count = 0
 
-    def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def open(self, *, create_directory: bool = False) -> None:
+        """Open (creating the file) and lock. The directory is created only when asked (a
+        default of the daemon's own); a configured one, or the journal's, must exist: it is
+        never made by accident where an admin did not mean it."""
+        if create_directory:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        elif not self.path.parent.is_dir():
+            raise SpoolError(
+                f"cannot open the spool {self.path}: directory {self.path.parent} does not exist"
+            )
         created = not self.path.exists()
         file = self.path.open("a+b")
         try:

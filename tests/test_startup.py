@@ -223,3 +223,16 @@ def test_the_tools_say_the_same_in_one_line(tmp_path: Path, command: list[str]) 
         "  hint: create the directory and give it to the daemon's user (install -d -o "
         "pbxjournal -g pbxjournal DIR), or set storage.url",
     ]
+
+
+def test_a_spool_in_a_directory_that_does_not_exist_is_not_created(tmp_path: Path) -> None:
+    spool = tmp_path / "no-such-dir" / "spool.jsonl"
+    result = pbxjournal(
+        "run",
+        env={
+            "PBXJOURNAL_STORAGE__URL": f"sqlite+aiosqlite:///{tmp_path / 'journal.sqlite3'}",
+            "PBXJOURNAL_WRITER__SPOOL": str(spool),
+        },
+    )
+    assert_one_line(result, 3, str(spool), "does not exist")
+    assert not spool.parent.exists()
