@@ -40,6 +40,7 @@ __all__ = [
     "Customer",
     "Employee",
     "EmployeeExtension",
+    "EmployeeMobile",
     "JournalState",
     "OpenConversation",
     "PhoneNumber",
@@ -139,6 +140,21 @@ class EmployeeExtension(Base):
     )
 
 
+class EmployeeMobile(Base):
+    """An employee's external number (a mobile), normalised: at most one employee's."""
+
+    __tablename__ = "employee_mobiles"
+
+    number: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    #: As written (config or 1C), for ``GET /employees``.
+    raw: Mapped[str] = mapped_column(sa.String(64))
+    employee_id: Mapped[str] = mapped_column(
+        sa.String(64), sa.ForeignKey("employees.id", ondelete="CASCADE"), index=True
+    )
+    #: The employee's order of their numbers.
+    ordinal: Mapped[int]
+
+
 class Call(Base):
     """One journal row: one conversation."""
 
@@ -173,6 +189,8 @@ class Call(Base):
     number: Mapped[str | None] = mapped_column(sa.String(32))
     #: As the PBX presented it.
     number_raw: Mapped[str | None] = mapped_column(sa.String(64))
+    #: The caller withheld the number (kept in ``number``/``number_raw`` for calling back).
+    number_withheld: Mapped[bool] = mapped_column(server_default=sa.false(), default=False)
     did: Mapped[str | None] = mapped_column(sa.String(64))
     ring_seconds: Mapped[float]
     talk_seconds: Mapped[float]
@@ -218,6 +236,8 @@ class CallParticipant(Base):
     answered_at: Mapped[float | None]
     rang_at: Mapped[float | None]
     talk_seconds: Mapped[float]
+    #: Reached on one of their mobiles (over a trunk), not a desk phone.
+    on_mobile: Mapped[bool] = mapped_column(server_default=sa.false(), default=False)
 
 
 class CallLeg(Base):
@@ -232,10 +252,12 @@ class CallLeg(Base):
     extension: Mapped[str] = mapped_column(sa.String(64))
     connected_at: Mapped[float]
     disconnected_at: Mapped[float]
+    #: The employee talked on one of their mobiles (over a trunk), not a desk phone.
+    on_mobile: Mapped[bool] = mapped_column(server_default=sa.false(), default=False)
 
 
 class CallTransfer(Base):
-    """A blind or attended transfer, or a pickup."""
+    """A blind, attended or blonde transfer, or a pickup."""
 
     __tablename__ = "call_transfers"
 
