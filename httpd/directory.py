@@ -106,16 +106,19 @@ def parse_customer(
     return CustomerRecord(customer_id, name, numbers, tuple(contacts))
 
 
-def _committed(request: web.Request, changes: list[Change]) -> dict[str, Any]:
+async def _committed(request: web.Request, changes: list[Change]) -> dict[str, Any]:
     request.app[FEED].committed(changes)
-    return _summary(changes)
+    return await _summary(request, changes)
 
 
-def _summary(changes: list[Change]) -> dict[str, Any]:
-    return {
-        "changed_calls": len({c.id for c in changes}),
-        "last_version": max((c.version for c in changes), default=None),
-    }
+async def _summary(request: web.Request, changes: list[Change]) -> dict[str, Any]:
+    """``changed_calls``, and ``last_version``: the version of the last row this request
+    changed or, when it changed none (a repeated PUT, an unchanged import, a second DELETE),
+    the journal's current version, so that it is never null."""
+    last = max((c.version for c in changes), default=None)
+    if last is None:
+        last = await request.app[JOURNAL].last_version()
+    return {"changed_calls": len({c.id for c in changes}), "last_version": last}
 
 
 def _directory_error(exc: DirectoryError) -> ApiError:
@@ -137,7 +140,7 @@ async def put_customer(request: web.Request) -> web.Response:
         changes = await journal.upsert_customer(record, time.time())
     except DirectoryError as exc:
         raise _directory_error(exc) from None
-    return json_response({"id": customer_id, **_committed(request, changes)})
+    return json_response({"id": customer_id, **await _committed(request, changes)})
 
 
 @routes.delete("/api/v1/customers/{customer_id}")
@@ -145,7 +148,8 @@ async def delete_customer(request: web.Request) -> web.Response:
     customer_id = path_text(request, "customer_id", max_length=_ID)
     Query(request).done()
     found, changes = await storage_api.delete_customer(request.app[JOURNAL], customer_id)
-    return json_response({"id": customer_id, "deleted": found, **_committed(request, changes)})
+    summary = await _committed(request, changes)
+    return json_response({"id": customer_id, "deleted": found, **summary})
 
 
 @routes.post("/api/v1/customers:import")
@@ -167,7 +171,7 @@ async def import_customers(request: web.Request) -> web.Response:
         changes = await journal.import_customers(records, time.time(), committed=feed.committed)
     except DirectoryError as exc:
         raise _directory_error(exc) from None
-    return json_response({"imported": len(records), **_summary(changes)})
+    return json_response({"imported": len(records), **await _summary(request, changes)})
 
 
 def _parse_customers(body: list[Any], region: str) -> list[CustomerRecord]:
@@ -217,11 +221,16 @@ async def put_number(request: web.Request) -> web.Response:
     )
     assert customer_id is not None
     try:
-        changes = await storage_api.bind_number(journal, raw, customer_id, contact_id)
+        before, changes = await storage_api.bind_number(journal, raw, customer_id, contact_id)
     except DirectoryError as exc:
         raise _directory_error(exc) from None
     owner = await journal.lookup_number(raw)
-    return json_response({**_owner(number, owner), **_committed(request, changes)})
+    # Binding takes the number from whoever had it: say so, 1C may want to tell the user.
+    moved_from = None
+    if before is not None:
+        moved_from = {"customer_id": before.customer_id, "contact_id": before.contact_id}
+    summary = await _committed(request, changes)
+    return json_response({**_owner(number, owner), "moved_from": moved_from, **summary})
 
 
 @routes.delete("/api/v1/numbers/{number}")
@@ -233,7 +242,8 @@ async def delete_number(request: web.Request) -> web.Response:
         found, changes = await storage_api.unbind_number(journal, raw)
     except DirectoryError as exc:
         raise _directory_error(exc) from None
-    return json_response({"number": number, "unbound": found, **_committed(request, changes)})
+    summary = await _committed(request, changes)
+    return json_response({"number": number, "unbound": found, **summary})
 
 
 def _employee(record: EmployeeRecord) -> Mapping[str, Any]:
@@ -260,5 +270,15 @@ async def put_employee(request: web.Request) -> web.Response:
     if any(not e.strip() or e != e.strip() for e in extensions):
         raise bad("invalid_body", "body.extensions: extensions must not be blank or padded")
     record = EmployeeRecord(employee_id, name, tuple(sorted(set(extensions))))
-    await request.app[JOURNAL].upsert_employee(record)
-    return json_response(_employee(record))
+    moved = await request.app[JOURNAL].upsert_employee(record)
+    # An extension another employee had moves here; that employee is kept (with what is
+    # left, maybe nothing) and named, so that 1C can DELETE it if it is gone.
+    moved_from = [
+        {
+            "id": m.employee_id,
+            "extensions": list(m.extensions),
+            "extensions_left": list(m.extensions_left),
+        }
+        for m in moved
+    ]
+    return json_response({**_employee(record), "moved_from": moved_from})

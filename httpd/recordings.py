@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import unicodedata
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -305,9 +306,44 @@ def download_name(entry: JournalEntry, names: dict[str, str], started: datetime,
     return "_".join(parts) + FORMATS[fmt][0]
 
 
+#: Russian Cyrillic in Latin letters by the scheme of Russian passports (ICAO Doc 9303, in
+#: use since 2014): what people expect to read their own name as.
+_PASSPORT = {
+    "а": "a", "б": "b", "в": "v", "г": "g", "д": "d", "е": "e", "ё": "e", "ж": "zh", "з": "z",
+    "и": "i", "й": "i", "к": "k", "л": "l", "м": "m", "н": "n", "о": "o", "п": "p", "р": "r",
+    "с": "s", "т": "t", "у": "u", "ф": "f", "х": "kh", "ц": "ts", "ч": "ch", "ш": "sh",
+    "щ": "shch", "ъ": "ie", "ы": "y", "ь": "", "э": "e", "ю": "iu", "я": "ia",
+}  # fmt: skip
+
+
+def transliterate(text: str) -> str:
+    """``text`` in ASCII: Cyrillic by the passport scheme (``Иванова Анна`` →
+    ``Ivanova Anna``), accented Latin without its accents, anything else ``_``."""
+    out = []
+    for index, char in enumerate(text):
+        lower = char.lower()
+        if lower in _PASSPORT:
+            latin = _PASSPORT[lower]
+            if char != lower:
+                # ЩУКА → SHCHUKA, Щука → Shchuka
+                shouting = (
+                    text[index + 1 : index + 2].isupper() or text[index - 1 : index].isupper()
+                )
+                latin = latin.upper() if shouting else latin.capitalize()
+            out.append(latin)
+        elif char.isascii():
+            out.append(char)
+        else:
+            plain = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode()
+            out.append(plain or "_")
+    return "".join(out)
+
+
 def attachment_header(name: str, *, inline: bool = False) -> str:
-    """``Content-Disposition`` with an ASCII ``filename`` and RFC 5987 ``filename*``."""
-    fallback = name.encode("ascii", "replace").decode("ascii").replace("?", "_").replace('"', "")
+    """``Content-Disposition`` with an ASCII ``filename`` (transliterated) and RFC 5987's
+    ``filename*`` (the name in UTF-8)."""
+    fallback = "".join(c if " " <= c < "\x7f" else "_" for c in transliterate(name))
+    fallback = fallback.replace('"', "").replace("\\", "_")
     kind = "inline" if inline else "attachment"
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 

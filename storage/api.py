@@ -8,8 +8,9 @@ they add what the API must tell 1C: whether the thing to delete existed.
 from __future__ import annotations
 
 from storage import directory
-from storage.directory import DirectoryError
+from storage.directory import DirectoryError, NumberOwner
 from storage.models import Contact, Customer
+from storage.numbers import normalize_number
 from storage.store import Change, SqlJournal
 
 __all__ = [
@@ -31,8 +32,12 @@ class UnknownContact(DirectoryError):
 
 async def bind_number(
     journal: SqlJournal, number: str, customer_id: str, contact_id: str | None = None
-) -> list[Change]:
-    """``SqlJournal.bind_number``, telling an unknown customer or contact by its type."""
+) -> tuple[NumberOwner | None, list[Change]]:
+    """``SqlJournal.bind_number``, telling an unknown customer or contact by its type.
+
+    Returns whom the number was taken from (its owner before, when that was another
+    customer or another contact person; None when it was unbound or already theirs) and the
+    rows changed."""
     async with journal.transaction() as tx:
         if await tx.session.get(Customer, customer_id) is None:
             raise UnknownCustomer(f"unknown customer {customer_id!r}")
@@ -40,6 +45,12 @@ async def bind_number(
             contact = await tx.session.get(Contact, contact_id)
             if contact is None or contact.customer_id != customer_id:
                 raise UnknownContact(f"customer {customer_id!r} has no contact {contact_id!r}")
+        before = await directory.owner_of(tx.session, normalize_number(number, journal.region))
+        if before is not None and (before.customer_id, before.contact_id) == (
+            customer_id,
+            contact_id,
+        ):
+            before = None
         await directory.bind_number(
             tx.session,
             number,
@@ -48,7 +59,7 @@ async def bind_number(
             region=journal.region,
             bump=tx.bump,
         )
-        return sorted(tx.changes)
+        return before, sorted(tx.changes)
 
 
 async def delete_customer(journal: SqlJournal, customer_id: str) -> tuple[bool, list[Change]]:

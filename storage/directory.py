@@ -53,11 +53,13 @@ __all__ = [
     "CustomerRecord",
     "DirectoryError",
     "EmployeeRecord",
+    "ExtensionsMoved",
     "NumberOwner",
     "PreparedCustomer",
     "bind_number",
     "call_search_text",
     "delete_customer",
+    "delete_employee",
     "employee_names",
     "import_chunk",
     "list_employees",
@@ -670,7 +672,34 @@ async def _refresh_extensions(session: AsyncSession, extensions: set[str], regio
         await _recompute(session, list((await session.scalars(query)).all()), region, bump=None)
 
 
-async def upsert_employee(session: AsyncSession, record: EmployeeRecord, region: str) -> None:
+@dataclass(frozen=True, slots=True)
+class ExtensionsMoved:
+    """Extensions an upsert took from another employee, and what that employee kept."""
+
+    employee_id: str
+    extensions: tuple[str, ...]
+    extensions_left: tuple[str, ...]
+
+
+async def _extensions_of(session: AsyncSession, employee_id: str) -> set[str]:
+    return set(
+        (
+            await session.scalars(
+                sa.select(EmployeeExtension.extension).where(
+                    EmployeeExtension.employee_id == employee_id
+                )
+            )
+        ).all()
+    )
+
+
+async def upsert_employee(
+    session: AsyncSession, record: EmployeeRecord, region: str
+) -> list[ExtensionsMoved]:
+    """Create or replace an employee; an extension another employee had moves to this one.
+
+    The employees it was taken from are kept, even with no extension left (1C owns its staff
+    and may remove them with :func:`delete_employee`), and returned with what they kept."""
     employee = await session.get(Employee, record.id)
     renamed = employee is None or employee.name != record.name
     if employee is None:
@@ -678,29 +707,48 @@ async def upsert_employee(session: AsyncSession, record: EmployeeRecord, region:
     else:
         employee.name = record.name
     await session.flush()
-    old = set(
-        (
-            await session.scalars(
-                sa.select(EmployeeExtension.extension).where(
-                    EmployeeExtension.employee_id == record.id
-                )
-            )
-        ).all()
-    )
+    old = await _extensions_of(session, record.id)
     new = set(record.extensions)
     await session.execute(
         sa.delete(EmployeeExtension).where(
             EmployeeExtension.employee_id == record.id, EmployeeExtension.extension.not_in(new)
         )
     )
+    taken: defaultdict[str, list[str]] = defaultdict(list)
     for extension in sorted(new - old):
         owned = await session.get(EmployeeExtension, extension)
         if owned is None:
             session.add(EmployeeExtension(extension=extension, employee_id=record.id))
         else:
+            taken[owned.employee_id].append(extension)
             owned.employee_id = record.id
     await session.flush()
     await _refresh_extensions(session, (old | new) if renamed else (old ^ new), region)
+    return [
+        ExtensionsMoved(
+            previous,
+            tuple(extensions),
+            tuple(sorted(await _extensions_of(session, previous))),
+        )
+        for previous, extensions in sorted(taken.items())
+    ]
+
+
+async def delete_employee(session: AsyncSession, employee_id: str, region: str) -> bool:
+    """Remove an employee and free their extensions; False if there was no such employee.
+
+    Their calls stay as they are; the search text of those calls loses the name (as a rename
+    does, without a new version)."""
+    if await session.get(Employee, employee_id) is None:
+        return False
+    freed = await _extensions_of(session, employee_id)
+    await session.execute(
+        sa.delete(EmployeeExtension).where(EmployeeExtension.employee_id == employee_id)
+    )
+    await session.execute(sa.delete(Employee).where(Employee.id == employee_id))
+    await session.flush()
+    await _refresh_extensions(session, freed, region)
+    return True
 
 
 async def seed_employees(

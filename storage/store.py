@@ -519,6 +519,7 @@ class SqlJournal:
                 "answered_at": p.answered_at,
                 "rang_at": p.rang_at,
                 "talk_seconds": p.talk_seconds,
+                "on_mobile": p.mobile,
             }
             for ordinal, p in enumerate(call.participants)
         )
@@ -529,6 +530,7 @@ class SqlJournal:
                 "extension": leg.extension,
                 "connected_at": leg.connected_at,
                 "disconnected_at": leg.disconnected_at,
+                "on_mobile": leg.mobile,
             }
             for ordinal, leg in enumerate(call.legs)
         )
@@ -619,16 +621,22 @@ class SqlJournal:
     # -- comments -------------------------------------------------------------------------
 
     async def set_comment(self, call_id: int, text: str | None, now: float) -> Change:
-        """Set (or, with empty text, remove) a call's comment; the row gets a new version."""
+        """Set (or, with empty text, remove) a call's comment; the row gets a new version.
+
+        Nothing to change (the same text again, or no comment to remove) is no change: the
+        row keeps its version, which the returned ``Change`` then carries."""
         async with self.transaction() as tx:
             row = await tx.session.get(Call, call_id)
             if row is None:
                 raise UnknownCall(call_id)
             comment = await tx.session.get(CallComment, call_id)
-            if text and text.strip():
+            wanted = text if text and text.strip() else None
+            if (comment.text if comment is not None else None) == wanted:
+                return Change(row.version, call_id)
+            if wanted is not None:
                 if comment is None:
                     comment = CallComment(call_id=call_id)
-                comment.text = text
+                comment.text = wanted
                 comment.updated_at = now
                 tx.session.add(comment)
             elif comment is not None:
@@ -772,11 +780,20 @@ class SqlJournal:
         async with self.database.sessions() as session:
             return await directory.owner_of(session, normalize_number(number, self.region))
 
-    async def upsert_employee(self, employee: EmployeeRecord) -> None:
-        """Name and extensions of one employee; calls' search text follows, versions do not."""
+    async def upsert_employee(self, employee: EmployeeRecord) -> list[directory.ExtensionsMoved]:
+        """Name and extensions of one employee; calls' search text follows, versions do not.
+        Returns the employees extensions were taken from (:func:`directory.upsert_employee`)."""
         try:
             async with self.transaction() as tx:
-                await directory.upsert_employee(tx.session, employee, self.region)
+                return await directory.upsert_employee(tx.session, employee, self.region)
+        finally:
+            self._forget_directory()
+
+    async def delete_employee(self, employee_id: str) -> bool:
+        """Remove an employee and free their extensions; False if there was none."""
+        try:
+            async with self.transaction() as tx:
+                return await directory.delete_employee(tx.session, employee_id, self.region)
         finally:
             self._forget_directory()
 
@@ -823,6 +840,7 @@ def _fill_call(row: Call, call: FinishedCall, number: str | None) -> None:
     row.answered = call.answered
     row.number = number
     row.number_raw = call.external_number
+    row.number_withheld = call.number_withheld
     row.did = call.did
     row.ring_seconds = call.ring_seconds
     row.talk_seconds = call.talk_seconds
