@@ -44,6 +44,8 @@ __all__ = [
     "JournalState",
     "OpenConversation",
     "PhoneNumber",
+    "WebSession",
+    "WebUser",
 ]
 
 #: Auto-incremented 64-bit ids; SQLite only auto-increments an ``INTEGER PRIMARY KEY``.
@@ -310,3 +312,33 @@ class OpenConversation(Base):
     key: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
     state: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     updated_at: Mapped[float]
+
+
+class WebUser(Base):
+    """A person who signs in to the web journal (``pbxjournal users``), as an employee."""
+
+    __tablename__ = "web_users"
+
+    login: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    #: The employee id or extension "Мои звонки" means (``GET /calls?employee=``).
+    employee: Mapped[str] = mapped_column(sa.String(64))
+    admin: Mapped[bool]
+    #: ``scrypt$N$r$p$salt$hash`` (base64), see :mod:`httpd.web.accounts`.
+    password_hash: Mapped[str] = mapped_column(sa.String(255))
+    created_at: Mapped[float]
+    password_changed_at: Mapped[float]
+
+
+class WebSession(Base):
+    """A signed-in browser: the SHA-256 of its cookie's token (never the token itself)."""
+
+    __tablename__ = "web_sessions"
+
+    token_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    login: Mapped[str] = mapped_column(
+        sa.String(64), sa.ForeignKey("web_users.login", ondelete="CASCADE"), index=True
+    )
+    #: The token every write of this session must carry (``X-CSRF-Token``).
+    csrf: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[float]
+    expires_at: Mapped[float] = mapped_column(index=True)
