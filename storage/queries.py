@@ -540,6 +540,7 @@ _ENTRY = (
         Customer.__table__.c.name,
         Contact.__table__.c.name,
         CallComment.__table__.c.text,
+        _calls.number_withheld,
     )
     .select_from(Call.__table__)
     .outerjoin(Customer.__table__, Customer.__table__.c.id == _calls.customer_id)
@@ -557,12 +558,19 @@ _PARTICIPANTS = (
         _participants.answered_at,
         _participants.rang_at,
         _participants.talk_seconds,
+        _participants.on_mobile,
     )
     .where(_participants.call_id.in_(_IDS))
     .order_by(_participants.call_id, _participants.ordinal)
 )
 _LEGS = (
-    sa.select(_legs.call_id, _legs.extension, _legs.connected_at, _legs.disconnected_at)
+    sa.select(
+        _legs.call_id,
+        _legs.extension,
+        _legs.connected_at,
+        _legs.disconnected_at,
+        _legs.on_mobile,
+    )
     .where(_legs.call_id.in_(_IDS))
     .order_by(_legs.call_id, _legs.ordinal)
 )
@@ -611,9 +619,17 @@ def read_entries(session: Session, ids: Sequence[int]) -> list[JournalEntry]:
         return []
     wanted = [call_id for call_id in wanted if call_id in rows]
     participants: dict[int, list[Participant]] = defaultdict(list)
-    for call_id, extension, role, placed, rang, answered_at, rang_at, talk in session.execute(
-        _PARTICIPANTS, {"ids": wanted}
-    ):
+    for (
+        call_id,
+        extension,
+        role,
+        placed,
+        rang,
+        answered_at,
+        rang_at,
+        talk,
+        on_mobile,
+    ) in session.execute(_PARTICIPANTS, {"ids": wanted}):
         participants[call_id].append(
             Participant(
                 extension=extension,
@@ -623,13 +639,14 @@ def read_entries(session: Session, ids: Sequence[int]) -> list[JournalEntry]:
                 answered_at=answered_at,
                 rang_at=rang_at,
                 talk_seconds=talk,
+                mobile=on_mobile,
             )
         )
     legs: dict[int, list[Leg]] = defaultdict(list)
-    for call_id, extension, connected_at, disconnected_at in session.execute(
+    for call_id, extension, connected_at, disconnected_at, on_mobile in session.execute(
         _LEGS, {"ids": wanted}
     ):
-        legs[call_id].append(Leg(extension, connected_at, disconnected_at))
+        legs[call_id].append(Leg(extension, connected_at, disconnected_at, mobile=on_mobile))
     transfers: dict[int, list[TransferNote]] = defaultdict(list)
     for call_id, kind, at, by, target in session.execute(_TRANSFERS, {"ids": wanted}):
         transfers[call_id].append(TransferNote(kind, at, by, target))
@@ -706,6 +723,7 @@ def _entry(
         customer_name,
         contact_name,
         comment,
+        number_withheld,
     ) = row
     call = FinishedCall(
         conversation_id=conversation_id,
@@ -729,6 +747,7 @@ def _entry(
         recording_hints=_json_list(hints),
         queues=_json_list(queues),
         transfers=tuple(transfers),
+        number_withheld=number_withheld,
     )
     customer = None
     if customer_id is not None:
