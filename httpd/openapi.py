@@ -135,6 +135,11 @@ _SCHEMAS: dict[str, Any] = {
             "status_label": {"type": "string"},
             "number": {"type": ["string", "null"], "description": "normalised (E.164)"},
             "number_raw": _NULLABLE_STRING,
+            "number_withheld": {
+                "type": "boolean",
+                "description": "the caller withheld the number: kept for calling back, "
+                "not to be shown (1C shows 'Номер скрыт')",
+            },
             "did": _NULLABLE_STRING,
             "customer": _ref("Customer"),
             "unregistered": {"type": "boolean"},
@@ -146,6 +151,10 @@ _SCHEMAS: dict[str, Any] = {
                         "extension": {"type": "string"},
                         "name": {"type": "string"},
                         "role": {"enum": ["placed", "answered", "rang"]},
+                        "on_mobile": {
+                            "type": "boolean",
+                            "description": "reached on their mobile, not a desk phone",
+                        },
                     }
                 ),
             },
@@ -188,6 +197,7 @@ _SCHEMAS: dict[str, Any] = {
                                         "rang_at": _NULLABLE_TIME,
                                         "answered_at": _NULLABLE_TIME,
                                         "talk_seconds": {"type": "number"},
+                                        "on_mobile": {"type": "boolean"},
                                     }
                                 ),
                             },
@@ -200,6 +210,7 @@ _SCHEMAS: dict[str, Any] = {
                                         "connected_at": _TIME,
                                         "disconnected_at": _TIME,
                                         "seconds": {"type": "number"},
+                                        "on_mobile": {"type": "boolean"},
                                     }
                                 ),
                             },
@@ -207,7 +218,7 @@ _SCHEMAS: dict[str, Any] = {
                                 "type": "array",
                                 "items": _object(
                                     {
-                                        "kind": {"enum": ["blind", "attended", "pickup"]},
+                                        "kind": {"enum": ["blind", "attended", "blonde", "pickup"]},
                                         "at": _TIME,
                                         "by": _NULLABLE_STRING,
                                         "target": _NULLABLE_STRING,
