@@ -39,6 +39,7 @@ from storage.directory import (
     CustomerRecord,
     DirectoryError,
     EmployeeRecord,
+    MobileTaken,
     NumberOwner,
 )
 from storage.numbers import normalize_number
@@ -247,7 +248,12 @@ async def delete_number(request: web.Request) -> web.Response:
 
 
 def _employee(record: EmployeeRecord) -> Mapping[str, Any]:
-    return {"id": record.id, "name": record.name, "extensions": list(record.extensions)}
+    return {
+        "id": record.id,
+        "name": record.name,
+        "extensions": list(record.extensions),
+        "mobile": list(record.mobile or ()),
+    }
 
 
 @routes.get("/api/v1/employees")
@@ -262,15 +268,27 @@ async def put_employee(request: web.Request) -> web.Response:
     employee_id = path_text(request, "employee_id", max_length=_ID)
     Query(request).done()
     body = expect_object(
-        await read_json(request, limit=_BODY_LIMIT), "body", ("name", "extensions")
+        await read_json(request, limit=_BODY_LIMIT), "body", ("name", "extensions", "mobile")
     )
     name = object_field(body, "name", "body", max_length=_NAME)
     assert name is not None
     extensions = string_list(body, "extensions", "body", max_items=50, max_length=_ID)
     if any(not e.strip() or e != e.strip() for e in extensions):
         raise bad("invalid_body", "body.extensions: extensions must not be blank or padded")
-    record = EmployeeRecord(employee_id, name, tuple(sorted(set(extensions))))
-    moved = await request.app[JOURNAL].upsert_employee(record)
+    # Mobiles: any written form; absent keeps the stored ones, [] removes them.
+    mobile = (
+        tuple(string_list(body, "mobile", "body", max_items=10, max_length=64))
+        if "mobile" in body
+        else None
+    )
+    record = EmployeeRecord(employee_id, name, tuple(sorted(set(extensions))), mobile)
+    try:
+        moved = await request.app[JOURNAL].upsert_employee(record)
+    except MobileTaken as exc:
+        raise ApiError(409, "mobile_taken", str(exc)) from None
+    except DirectoryError as exc:
+        raise ApiError(422, "invalid_number", str(exc)) from None
+    record = next(r for r in await request.app[JOURNAL].employees() if r.id == employee_id)
     # An extension another employee had moves here; that employee is kept (with what is
     # left, maybe nothing) and named, so that 1C can DELETE it if it is gone.
     moved_from = [

@@ -360,6 +360,11 @@ _SCHEMAS: dict[str, Any] = {
             "id": {"type": "string"},
             "name": {"type": "string"},
             "extensions": {"type": "array", "items": {"type": "string"}},
+            "mobile": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "the employee's external numbers (mobiles), normalised (E.164)",
+            },
         }
     ),
     "EmployeeInput": _object(
@@ -368,6 +373,15 @@ _SCHEMAS: dict[str, Any] = {
             "extensions": {
                 "type": "array",
                 "maxItems": 50,
+                "items": {"type": "string", "minLength": 1, "maxLength": 64},
+            },
+            "mobile": {
+                "type": "array",
+                "maxItems": 10,
+                "description": (
+                    "external numbers (mobiles) in any written form; absent: the stored ones "
+                    "stay, []: none"
+                ),
                 "items": {"type": "string", "minLength": 1, "maxLength": 64},
             },
         },
@@ -745,7 +759,7 @@ def _build() -> dict[str, Any]:
         },
         "/api/v1/employees/{employee_id}": {
             "put": {
-                "summary": "Create or replace an employee (name, extensions)",
+                "summary": "Create or replace an employee (name, extensions, mobiles)",
                 "parameters": [_path_text("employee_id", "Employee id")],
                 "requestBody": {
                     "required": True,
@@ -754,7 +768,12 @@ def _build() -> dict[str, Any]:
                 "responses": {
                     "200": _json(_ref("Employee"), "Saved"),
                     **_ERRORS,
+                    "409": _error(
+                        "mobile_taken: a mobile is another employee's mobile or a customer's "
+                        "number (nothing saved)"
+                    ),
                     "413": _BODY_ERRORS["413"],
+                    "422": _error("invalid_number: a mobile is not a phone number"),
                 },
             }
         },

@@ -145,6 +145,7 @@ class Daemon:
         self._clock = PbxClock(time.monotonic, time.time)
         self.connector = AmiConnector(settings.ami, self.handle, on_session=self._on_session)
         self.journal: SqlJournal | None = None
+        self._classifier_loads: set[asyncio.Task[None]] = set()
         self.writer: JournalWriter | None = None
         #: Called with the changes of every committed batch, first thing after the commit
         #: (the HTTP long-polls: 1C hears of a call before the daemon logs it).
@@ -239,6 +240,10 @@ class Daemon:
                     spool=str(spool.path),
                 )
             self.journal = journal
+            # Employees' extensions and mobiles as the journal has them (the configuration's,
+            # seeded, and edits over HTTP), and again after each edit: new calls follow.
+            await self._load_classifier()
+            journal.on_employees_changed(self._employees_changed)
             await self._restore_open(journal, await asyncio.to_thread(spool.conversation_ids))
             writer = JournalWriter(
                 journal,
@@ -400,9 +405,33 @@ class Daemon:
             self._employees = employee_directory(self.settings)
             # The same classifier as at start: extensions and employees' mobiles.
             self.assembler.classifier = build_classifier(self.settings)
+            self._employees_changed()
             configure_logging(fresh.log.level, fresh.log.format)
             log.info("reloaded", employees=len(fresh.employees), log_level=fresh.log.level)
         self.notifier.notify(ready=1)
+
+    async def _load_classifier(self) -> None:
+        if self.journal is None:
+            return
+        extensions, mobiles = await self.journal.classifier_directory()
+        self.assembler.classifier = build_classifier(
+            self.settings, extensions=extensions, mobiles=mobiles
+        )
+
+    async def _reload_classifier(self) -> None:
+        try:
+            await self._load_classifier()
+        except Exception as exc:  # the database is away: the next change tries again
+            log.warning("employee directory not reloaded", error=type(exc).__name__)
+
+    def _employees_changed(self) -> None:
+        """An employee changed (over HTTP, or a reload): rebuild the classifier from the
+        journal's directory, off the caller's path."""
+        if self.journal is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._reload_classifier())
+        self._classifier_loads.add(task)
+        task.add_done_callback(self._classifier_loads.discard)
 
     def stop(self) -> None:
         self._stop.set()

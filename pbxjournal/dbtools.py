@@ -50,10 +50,15 @@ def employee_records(settings: Settings) -> list[EmployeeRecord]:
     """``[employees]`` grouped by id (several extensions may share one employee)."""
     from storage.directory import EmployeeRecord
 
-    grouped: dict[str, tuple[str, list[str]]] = {}
+    grouped: dict[str, tuple[str, list[str], list[str]]] = {}
     for employee in settings.employees:
-        grouped.setdefault(employee.id, (employee.name, []))[1].append(employee.extension)
-    return [EmployeeRecord(i, name, tuple(exts)) for i, (name, exts) in grouped.items()]
+        entry = grouped.setdefault(employee.id, (employee.name, [], []))
+        entry[1].append(employee.extension)
+        entry[2].extend(employee.mobile)
+    return [
+        EmployeeRecord(i, name, tuple(exts), tuple(mobiles))
+        for i, (name, exts, mobiles) in grouped.items()
+    ]
 
 
 @asynccontextmanager

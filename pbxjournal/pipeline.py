@@ -7,7 +7,7 @@ events). It owns no task and reads no clock: the caller passes ``now``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -102,13 +102,22 @@ class JournalPipeline:
         return changed
 
 
-def build_classifier(settings: Settings) -> ChannelClassifier:
+def build_classifier(
+    settings: Settings,
+    *,
+    extensions: Iterable[str] = (),
+    mobiles: Mapping[str, str] | None = None,
+) -> ChannelClassifier:
+    """The channel classifier of the configuration; with the journal's directory
+    (``SqlJournal.classifier_directory``) its ``extensions`` are added and its ``mobiles``
+    replace the configured ones (they were seeded into it and may have been edited over
+    HTTP since)."""
     region = settings.pbx.default_region
     return ChannelClassifier(
         settings.pbx.extension_pattern,
         trunks=settings.pbx.trunks,
-        extensions=[e.extension for e in settings.employees],
-        mobiles=employee_mobiles(settings),
+        extensions=sorted({e.extension for e in settings.employees} | set(extensions)),
+        mobiles=employee_mobiles(settings) if mobiles is None else dict(mobiles),
         normalize=lambda number: normalize_number(number, region),
     )
 

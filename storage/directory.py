@@ -41,6 +41,7 @@ from storage.models import (
     Customer,
     Employee,
     EmployeeExtension,
+    EmployeeMobile,
     PhoneNumber,
 )
 from storage.numbers import normalize_number
@@ -54,6 +55,7 @@ __all__ = [
     "DirectoryError",
     "EmployeeRecord",
     "ExtensionsMoved",
+    "MobileTaken",
     "NumberOwner",
     "PreparedCustomer",
     "bind_number",
@@ -63,6 +65,7 @@ __all__ = [
     "employee_names",
     "import_chunk",
     "list_employees",
+    "mobile_owners",
     "owner_of",
     "owners_of",
     "prepare_import",
@@ -71,6 +74,7 @@ __all__ = [
     "refresh_numbers",
     "refresh_numbers_in",
     "seed_employees",
+    "set_employee_mobiles",
     "unbind_number",
     "upsert_customer",
     "upsert_employee",
@@ -107,6 +111,19 @@ class EmployeeRecord:
     id: str
     name: str
     extensions: tuple[str, ...] = ()
+    #: External numbers (mobiles), any written form; None: keep what is stored.
+    mobile: tuple[str, ...] | None = None
+
+
+class MobileTaken(DirectoryError):
+    """A mobile given to an employee is another employee's mobile or a customer's number."""
+
+    def __init__(self, number: str, owner: str, owner_id: str) -> None:
+        super().__init__(f"{number} is the number of {owner} {owner_id!r}")
+        self.number = number
+        #: "employee" or "customer".
+        self.owner = owner
+        self.owner_id = owner_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -769,6 +786,25 @@ async def seed_employees(
         await session.flush()
     # Calls taken before an extension was known are found by its new name from now on.
     await _refresh_extensions(session, added, region)
+    # Configured mobiles no employee or customer has yet (an edit over HTTP survives).
+    for record in records:
+        for raw in record.mobile or ():
+            number = normalize_number(raw, region)
+            if number is None or await _mobile_owner(session, number, record.id) is not None:
+                continue
+            if await session.get(EmployeeMobile, number) is None:
+                ordinal = await session.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(EmployeeMobile)
+                    .where(EmployeeMobile.employee_id == record.id)
+                )
+                session.add(
+                    EmployeeMobile(
+                        number=number, raw=raw, employee_id=record.id, ordinal=ordinal or 0
+                    )
+                )
+                await session.flush()
+                count += 1
     return count + len(added)
 
 
@@ -783,4 +819,80 @@ async def list_employees(session: AsyncSession) -> list[EmployeeRecord]:
         entry = found.setdefault(employee_id, (name, []))
         if extension is not None:
             entry[1].append(extension)
-    return [EmployeeRecord(i, name, tuple(exts)) for i, (name, exts) in found.items()]
+    mobiles: dict[str, list[str]] = defaultdict(list)
+    for employee_id, number in await session.execute(
+        sa.select(EmployeeMobile.employee_id, EmployeeMobile.number).order_by(
+            EmployeeMobile.employee_id, EmployeeMobile.ordinal
+        )
+    ):
+        mobiles[employee_id].append(number)
+    return [
+        EmployeeRecord(i, name, tuple(exts), tuple(mobiles.get(i, ())))
+        for i, (name, exts) in found.items()
+    ]
+
+
+async def _mobile_owner(
+    session: AsyncSession, number: str, employee_id: str
+) -> tuple[str, str] | None:
+    """Who else has ``number``: ("employee", id) for another employee's mobile,
+    ("customer", id) for a customer's (or contact's) number, None when nobody."""
+    owner = await session.scalar(
+        sa.select(EmployeeMobile.employee_id).where(
+            EmployeeMobile.number == number, EmployeeMobile.employee_id != employee_id
+        )
+    )
+    if owner is not None:
+        return "employee", owner
+    bound = await session.get(PhoneNumber, number)
+    if bound is not None:
+        return "customer", bound.customer_id
+    return None
+
+
+async def set_employee_mobiles(
+    session: AsyncSession, employee_id: str, raws: Sequence[str], region: str
+) -> tuple[str, ...]:
+    """Replace an employee's mobiles with ``raws`` (normalised; repeats collapse, the first
+    written form kept). A number that is another employee's mobile or a customer's number is
+    refused (:class:`MobileTaken`), nothing changed: one number cannot be both, and the
+    journal would credit calls to the wrong person. Returns the normalised numbers."""
+    wanted: dict[str, str] = {}
+    for raw in raws:
+        wanted.setdefault(_normalized(raw, region), raw)
+    for number in wanted:
+        owner = await _mobile_owner(session, number, employee_id)
+        if owner is not None:
+            raise MobileTaken(number, *owner)
+    await session.execute(
+        sa.delete(EmployeeMobile).where(EmployeeMobile.employee_id == employee_id)
+    )
+    await session.flush()
+    session.add_all(
+        EmployeeMobile(number=number, raw=raw, employee_id=employee_id, ordinal=ordinal)
+        for ordinal, (number, raw) in enumerate(wanted.items())
+    )
+    await session.flush()
+    return tuple(wanted)
+
+
+async def mobile_owners(session: AsyncSession) -> tuple[list[str], dict[str, str]]:
+    """What the channel classifier needs from the directory: every extension, and each
+    employee's mobile (normalised) → that employee's first extension (an employee with no
+    extension cannot be a call's participant and is left out)."""
+    extensions: dict[str, str] = {}
+    for extension, employee_id in await session.execute(
+        sa.select(EmployeeExtension.extension, EmployeeExtension.employee_id).order_by(
+            EmployeeExtension.extension
+        )
+    ):
+        extensions.setdefault(employee_id, extension)
+    everyone = list((await session.scalars(sa.select(EmployeeExtension.extension))).all())
+    mobiles = {
+        number: extensions[employee_id]
+        for number, employee_id in await session.execute(
+            sa.select(EmployeeMobile.number, EmployeeMobile.employee_id)
+        )
+        if employee_id in extensions
+    }
+    return sorted(everyone), mobiles

@@ -223,6 +223,7 @@ class SqlJournal:
         #: of the changes made here (a read that began before one must not be kept).
         self._directory: tuple[float, EmployeeDirectory] | None = None
         self._directory_changes = 0
+        self._employee_listeners: list[Callable[[], None]] = []
 
     # -- transactions -------------------------------------------------------------------
 
@@ -785,7 +786,12 @@ class SqlJournal:
         Returns the employees extensions were taken from (:func:`directory.upsert_employee`)."""
         try:
             async with self.transaction() as tx:
-                return await directory.upsert_employee(tx.session, employee, self.region)
+                moved = await directory.upsert_employee(tx.session, employee, self.region)
+                if employee.mobile is not None:
+                    await directory.set_employee_mobiles(
+                        tx.session, employee.id, employee.mobile, self.region
+                    )
+                return moved
         finally:
             self._forget_directory()
 
@@ -824,6 +830,18 @@ class SqlJournal:
     def _forget_directory(self) -> None:
         self._directory = None
         self._directory_changes += 1
+        for listener in list(self._employee_listeners):
+            listener()
+
+    def on_employees_changed(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after every change of employees made through this journal
+        (the daemon rebuilds its channel classifier: extensions, employees' mobiles)."""
+        self._employee_listeners.append(listener)
+
+    async def classifier_directory(self) -> tuple[list[str], dict[str, str]]:
+        """Every extension, and employees' mobiles (normalised) → extension."""
+        async with self.database.sessions() as session:
+            return await directory.mobile_owners(session)
 
     async def employees(self) -> list[EmployeeRecord]:
         async with self.database.sessions() as session:
