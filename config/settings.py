@@ -402,6 +402,10 @@ def _matching(pattern: re.Pattern[str]) -> Callable[[str], str]:
     return check
 
 
+def _ip_address(text: str) -> str:
+    return str(ipaddress.ip_address(text.strip()))
+
+
 def _non_blank(text: str) -> str:
     if not text.strip():
         raise ValueError
@@ -926,6 +930,19 @@ class HttpSettings:
             "Open client connections at most; one more is answered 503 and closed. Keep it well "
             "below the unit's LimitNOFILE.",
             _Integer(1, 100_000),
+        ),
+    )
+    trusted_proxies: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "Addresses of reverse proxies in front of the daemon whose X-Forwarded-Proto and "
+            "X-Forwarded-For are believed: the web journal's cookies are Secure when the "
+            "proxy says https, and sign-in failures are counted per forwarded address.",
+            _StringList(
+                _String("IP address", "an IP address", _ip_address),
+                "list of IP addresses",
+                "an array of IP addresses",
+            ),
         ),
     )
 

@@ -90,6 +90,7 @@ from httpd.keys import (
 )
 from httpd.metrics import Metrics, observe_middleware
 from httpd.protocols import DaemonStatus, LiveCalls
+from httpd.web import Accounts, serve_page, session_middleware, setup_pages
 from storage.store import SqlJournal
 
 __all__ = ["change_feed", "init_app", "start_http"]
@@ -121,11 +122,13 @@ def init_app(
     feed = feed or ChangeFeed(journal)
     metrics = Metrics(status, feed)
     authenticator = Authenticator(settings.http.clients)
+    # The web journal's people (httpd.web): a session cookie is a credential too.
+    accounts = Accounts(journal.database)
     app = web.Application(
         middlewares=[
             observe_middleware(metrics),
             error_middleware,
-            auth_middleware(authenticator),
+            session_middleware(accounts, auth_middleware(authenticator), serve_page),
         ],
         # Bodies are read by the handlers with their own limits (httpd.params.read_json);
         # this is the ceiling for the largest, the customer import.
@@ -149,6 +152,7 @@ def init_app(
     app.add_routes(recordings.routes)
     app.add_routes(directory.routes)
     app.add_routes(system.routes)
+    setup_pages(app, accounts)
     return app
 
 

@@ -132,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     calls = commands.add_parser("calls", help="print the journal, filtered as GET /calls")
     add_calls_arguments(calls)
     _add_config(calls)
+    from pbxjournal.users import add_users_arguments
+
+    users = commands.add_parser("users", help="the people who sign in to the web journal")
+    _add_config(users)
+    add_users_arguments(users)
     return parser
 
 
@@ -164,6 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pbxjournal.dbtools import run_calls, run_migrate
 
             return run_migrate(args) if args.command == "migrate" else run_calls(args)
+        if args.command == "users":
+            from pbxjournal.users import run_users
+
+            return run_users(args)
         if args.command == "capture":
             from pbxjournal.tools import run_capture
 

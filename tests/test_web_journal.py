@@ -1,0 +1,325 @@
+"""The web journal in a real browser: Debian's chromium driven by Selenium, against the real
+daemon in-process, fed by the fake PBX (speed 0) with the real captures.
+
+The daemon and the fake PBX run on an event loop in a thread of their own (Selenium's calls
+block); the test speaks to them with ``run``. Screenshots of each screen go under the test's
+tmp directory. Skipped only when /usr/bin/chromium or /usr/bin/chromedriver is missing (CI
+installs both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import shutil
+import tempfile
+import threading
+import urllib.request
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from connector.fakepbx import FakePbx
+from httpd.web.accounts import Accounts
+from pbxjournal.daemon import Daemon
+from tests.daemon_support import Committed, daemon_settings
+from tests.scenarios import capture
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+    pytest.skip("needs Debian's chromium and chromium-driver", allow_module_level=True)
+
+from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+SLUGS = [
+    "01-incoming-answered-direct",
+    "02-incoming-ringgroup-102-answers",
+    "03-incoming-noanswer-timeout",
+    "04-incoming-abandoned-while-ringing",
+    "07-outgoing-answered",
+    "08-outgoing-noanswer-cancelled",
+    "10-internal-101-to-102",
+    "11-incoming-blind-transfer",
+]
+#: Played last, held after its first message until the test releases it.
+LATE = "13-incoming-pickup-by-105"
+LATE_NUMBER = "79998887766"
+XSS = "<img src=x onerror=alert(1)>"
+DOCS_IMG = Path(__file__).parent.parent / "docs" / "img"
+
+T = TypeVar("T")
+
+
+class LiveJournal:
+    """The fake PBX and the daemon on a loop of their own thread."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    async def start(self) -> None:
+        slugs = [*SLUGS, LATE]
+        self.pbx = FakePbx([capture(s) for s in slugs], speed=0)
+        self.pbx.hold_when(lambda m: m.first("CallerIDNum") == LATE_NUMBER)
+        port = await self.pbx.start()
+        settings = daemon_settings(port, self.tmp / "journal.sqlite3", slugs)
+        self.daemon = Daemon(settings)
+        self.committed = Committed(self.daemon)
+        self.task = asyncio.create_task(self.daemon.run())
+        await self.committed.wait_for(len(SLUGS))
+        await self.pbx.wait_held()
+        assert self.daemon.journal is not None
+        accounts = Accounts(self.daemon.journal.database)
+        await accounts.add("anna", "101", "anna-password", admin=False)
+        await accounts.add("petrov", "102", "petrov-password", admin=False)
+
+    async def stop(self) -> None:
+        self.daemon.stop()
+        await asyncio.wait_for(self.task, 15)
+        await self.pbx.close()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.daemon.http_port}"
+
+    def api(self, path: str, body: Any = None, method: str = "GET") -> Any:
+        """The JSON API with 1C's credentials (the oracle the page is compared with)."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        request.add_header("Authorization", "Basic " + base64.b64encode(b"1c:secret").decode())
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def journal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveJournal]:
+    live = LiveJournal(tmp_path_factory.mktemp("web-journal"))
+    live.run(live.start())
+    try:
+        yield live
+    finally:
+        live.run(live.stop())
+        live.loop.call_soon_threadsafe(live.loop.stop)
+        live.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1366,768",
+        "--lang=ru",
+    ):
+        options.add_argument(argument)
+    profile = tempfile.mkdtemp(prefix="pbxjournal-chromium-")
+    options.add_argument(f"--user-data-dir={profile}")
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("screenshots")
+
+
+def wait(driver: WebDriver, condition: Any, seconds: float = 15) -> Any:
+    return WebDriverWait(driver, seconds, poll_frequency=0.1).until(condition)
+
+
+def sign_in(driver: WebDriver, journal: LiveJournal, login: str, password: str) -> None:
+    driver.delete_all_cookies()
+    driver.get(journal.base + "/")
+    wait(driver, lambda d: "/login" in d.current_url)
+    driver.find_element(By.ID, "login").send_keys(login)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "sign-in").click()
+
+
+def rows(driver: WebDriver) -> list[dict[str, Any]]:
+    script = """
+      return [...document.querySelectorAll('#rows tr.call')].map(r => ({
+        id: Number(r.dataset.id),
+        status: r.querySelector('.badge').textContent,
+        tone: r.querySelector('.badge').className,
+        party: r.querySelector('.c-party').innerText,
+      }));"""
+    result: list[dict[str, Any]] = driver.execute_script(script)
+    return result
+
+
+def settled(driver: WebDriver) -> list[dict[str, Any]]:
+    """The rows once the page has loaded them (the state line empty or "Звонков нет")."""
+    wait(
+        driver,
+        lambda d: (
+            d.find_element(By.ID, "state").text in ("", "Звонков нет")
+            and d.execute_script("return document.readyState") == "complete"
+        ),
+    )
+    return rows(driver)
+
+
+def ids_of_api(journal: LiveJournal, query: str = "") -> list[int]:
+    return [c["id"] for c in journal.api("/api/v1/calls?limit=500" + query)["items"]]
+
+
+def shoot(driver: WebDriver, shots: Path, name: str) -> None:
+    driver.save_screenshot(str(shots / f"{name}.png"))
+
+
+def test_a_wrong_password_is_refused(journal: LiveJournal, browser: WebDriver, shots: Path) -> None:
+    sign_in(browser, journal, "anna", "not-her-password")
+    error = wait(browser, lambda d: d.find_element(By.ID, "error"))
+    assert error.text == "Неверный логин или пароль."
+    assert "/login" in browser.current_url
+    shoot(browser, shots, "sign-in-refused")
+
+
+def test_the_journal_shows_the_calls_with_their_statuses(
+    journal: LiveJournal, browser: WebDriver, shots: Path
+) -> None:
+    sign_in(browser, journal, "anna", "anna-password")
+    wait(browser, lambda d: d.current_url.rstrip("/") == journal.base)
+    shown = settled(browser)
+    expected = journal.api("/api/v1/calls?limit=500")["items"]
+    assert [r["id"] for r in shown] == [c["id"] for c in expected]
+    assert [r["status"] for r in shown] == [c["status_label"] for c in expected]
+    labels = {r["status"] for r in shown}
+    assert {"Принят", "Дозвонились", "Потерян", "Отменен"} <= labels
+    tones = {r["status"]: r["tone"] for r in shown}
+    assert "badge-ok" in tones["Принят"] and "badge-ok" in tones["Дозвонились"]
+    assert "badge-bad" in tones["Потерян"] and "badge-muted" in tones["Отменен"]
+    assert any("+7 916 123-45-67" in r["party"] for r in shown)
+    assert browser.find_element(By.ID, "who").text.startswith("Ivanova Anna")
+    shoot(browser, shots, "journal")
+
+
+def test_lost_calls_filter_and_the_address_bar_keeps_the_view(
+    journal: LiveJournal, browser: WebDriver, shots: Path
+) -> None:
+    browser.get(journal.base + "/")
+    everything = settled(browser)
+    browser.find_element(By.XPATH, "//label[span='Потерянные']").click()
+    wait(browser, lambda d: "kind=lost" in d.current_url)
+    wait(browser, lambda d: [r["id"] for r in rows(d)] == ids_of_api(journal, "&kind=lost"))
+    lost = rows(browser)
+    assert lost and {r["status"] for r in lost} == {"Потерян"}
+    shoot(browser, shots, "lost")
+    # The link reopens the same view...
+    link = browser.current_url
+    browser.get("about:blank")
+    browser.get(link)
+    assert [r["id"] for r in settled(browser)] == [r["id"] for r in lost]
+    assert browser.find_element(By.CSS_SELECTOR, "input[value=lost]").is_selected()
+    # ... and Back returns to the previous one.
+    browser.get(journal.base + "/")
+    settled(browser)
+    browser.find_element(By.XPATH, "//label[span='Потерянные']").click()
+    wait(browser, lambda d: "kind=lost" in d.current_url)
+    browser.back()
+    wait(browser, lambda d: [r["id"] for r in rows(d)] == [r["id"] for r in everything])
+    assert not browser.find_element(By.CSS_SELECTOR, "input[value=lost]").is_selected()
+
+
+def test_search_finds_a_number_in_any_written_form(
+    journal: LiveJournal, browser: WebDriver, shots: Path
+) -> None:
+    browser.get(journal.base + "/")
+    settled(browser)
+    box = browser.find_element(By.ID, "q")
+    box.send_keys("8 (916) 123-45-67")
+    wait(browser, lambda d: "q=8" in d.current_url)
+    wait(browser, lambda d: len(rows(d)) == 1)
+    (row,) = rows(browser)
+    assert "+7 916 123-45-67" in row["party"]
+    assert [row["id"]] == ids_of_api(journal, "&q=89161234567")
+    shoot(browser, shots, "search")
+
+
+def test_my_calls_are_the_signed_in_employees(
+    journal: LiveJournal, browser: WebDriver, shots: Path
+) -> None:
+    mine: dict[str, list[int]] = {}
+    for login, password in (("anna", "anna-password"), ("petrov", "petrov-password")):
+        sign_in(browser, journal, login, password)
+        wait(browser, lambda d: d.current_url.rstrip("/") == journal.base)
+        settled(browser)
+        browser.find_element(By.XPATH, "//label[span='Мои звонки']").click()
+        wait(browser, lambda d: "mine=1" in d.current_url)
+        employee = "101" if login == "anna" else "102"
+        expected = ids_of_api(journal, f"&employee={employee}")
+        wait(browser, lambda d, e=expected: [r["id"] for r in rows(d)] == e)
+        mine[login] = expected
+    assert mine["anna"] != mine["petrov"]
+    assert mine["anna"] and mine["petrov"]
+
+
+def test_names_are_text_never_html(journal: LiveJournal, browser: WebDriver, shots: Path) -> None:
+    sign_in(browser, journal, "anna", "anna-password")
+    wait(browser, lambda d: d.current_url.rstrip("/") == journal.base)
+    settled(browser)
+    browser.execute_script("window.notReloaded = true")
+    journal.api(
+        "/api/v1/customers/xss",
+        {"name": XSS, "numbers": ["79161234567"], "contacts": []},
+        method="PUT",
+    )
+    # The row changes in place (the change feed), showing the name as text.
+    wait(browser, lambda d: any(XSS in r["party"] for r in rows(d)))
+    assert browser.execute_script("return window.notReloaded") is True
+    assert not browser.find_elements(By.CSS_SELECTOR, "#rows img[src='x']")
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert.text  # noqa: B018
+    shoot(browser, shots, "customer-name-as-text")
+
+
+def test_a_new_call_appears_at_the_top_without_a_reload(
+    journal: LiveJournal, browser: WebDriver, shots: Path
+) -> None:
+    browser.get(journal.base + "/")
+    before = settled(browser)
+    browser.execute_script("window.notReloaded = true")
+    journal.pbx.release()
+    wait(browser, lambda d: "+7 999 888-77-66" in rows(d)[0]["party"], 30)
+    after = rows(browser)
+    assert [r["id"] for r in after[1:]] == [r["id"] for r in before]
+    assert browser.execute_script("return window.notReloaded") is True
+    shoot(browser, shots, "new-call")
+    # The phone's width: the same journal as cards.
+    browser.set_window_size(390, 844)
+    shoot(browser, shots, "phone")
+    browser.set_window_size(1366, 768)
+    DOCS_IMG.mkdir(exist_ok=True)
+    for name in ("journal", "lost", "phone"):
+        source = shots / f"{name}.png"
+        if source.exists():
+            shutil.copy(source, DOCS_IMG / f"web-{name}.png")
