@@ -300,3 +300,11 @@ async def put_employee(request: web.Request) -> web.Response:
         for m in moved
     ]
     return json_response({**_employee(record), "moved_from": moved_from})
+
+
+@routes.delete("/api/v1/employees/{employee_id}")
+async def delete_employee(request: web.Request) -> web.Response:
+    employee_id = path_text(request, "employee_id", max_length=_ID)
+    Query(request).done()
+    found = await request.app[JOURNAL].delete_employee(employee_id)
+    return json_response({"id": employee_id, "deleted": found})

@@ -337,7 +337,13 @@ _SCHEMAS: dict[str, Any] = {
                 "type": "integer",
                 "description": "journal rows whose customer (or search text) changed",
             },
-            "last_version": {"type": ["integer", "null"]},
+            "last_version": {
+                "type": "integer",
+                "description": (
+                    "the version of the last row changed or, when none changed, the "
+                    "journal's current version"
+                ),
+            },
         }
     ),
     "NumberOwner": _object(
@@ -364,6 +370,67 @@ _SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "items": {"type": "string"},
                 "description": "the employee's external numbers (mobiles), normalised (E.164)",
+            },
+        }
+    ),
+    "EmployeeSaved": {
+        "allOf": [
+            _ref("Employee"),
+            _object(
+                {
+                    "moved_from": {
+                        "type": "array",
+                        "description": (
+                            "employees an extension was taken from; they are kept, even "
+                            "with no extension left (DELETE them if they are gone)"
+                        ),
+                        "items": _object(
+                            {
+                                "id": {"type": "string"},
+                                "extensions": {"type": "array", "items": {"type": "string"}},
+                                "extensions_left": {
+                                    "type": "array",
+                                    "items": {"type": "string"},
+                                },
+                            }
+                        ),
+                    }
+                }
+            ),
+        ]
+    },
+    "NumberBound": {
+        "allOf": [
+            _ref("NumberOwner"),
+            _ref("DirectoryChange"),
+            _object(
+                {
+                    "moved_from": {
+                        "type": ["object", "null"],
+                        "description": (
+                            "the owner the number was taken from; null when it was unbound "
+                            "or already bound so"
+                        ),
+                        "properties": {
+                            "customer_id": {"type": "string"},
+                            "contact_id": _NULLABLE_STRING,
+                        },
+                        "required": ["customer_id", "contact_id"],
+                    }
+                }
+            ),
+        ]
+    },
+    "ApiIndex": _object(
+        {
+            "name": {"const": "pbxjournal"},
+            "version": {"type": "string", "description": "pbxjournal's version"},
+            "openapi": {"type": "string", "description": "where this document is"},
+            "docs": {"type": "object", "additionalProperties": {"type": "string"}},
+            "endpoints": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "METHOD /path of every endpoint",
             },
         }
     ),
@@ -494,6 +561,15 @@ def _calls_parameters() -> list[dict[str, Any]]:
     ]
 
 
+def _index_path() -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": "What this API is: name, version, where its description is, endpoints",
+            "responses": {"200": _json(_ref("ApiIndex"), "The index"), **_ERRORS},
+        }
+    }
+
+
 def _build() -> dict[str, Any]:
     recording_responses = {
         "200": {"description": "The part", "content": _AUDIO_TYPES},
@@ -531,6 +607,8 @@ def _build() -> dict[str, Any]:
                 "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1"), **_ERRORS},
             }
         },
+        "/api/v1": _index_path(),
+        "/api/v1/": _index_path(),
         "/api/v1/calls": {
             "get": {
                 "summary": "A journal page, newest first",
@@ -551,7 +629,10 @@ def _build() -> dict[str, Any]:
         },
         "/api/v1/calls/{call_id}/comment": {
             "put": {
-                "summary": "Set a call's comment (empty text removes it)",
+                "summary": (
+                    "Set a call's comment (empty text removes it); the same text again, or "
+                    "removing no comment, changes nothing and keeps the version"
+                ),
                 "parameters": [_path_id("call_id", "Call")],
                 "requestBody": {
                     "required": True,
@@ -717,9 +798,7 @@ def _build() -> dict[str, Any]:
                     "content": {"application/json": {"schema": _ref("NumberInput")}},
                 },
                 "responses": {
-                    "200": _json(
-                        {"allOf": [_ref("NumberOwner"), _ref("DirectoryChange")]}, "Bound"
-                    ),
+                    "200": _json(_ref("NumberBound"), "Bound"),
                     **_ERRORS,
                     "404": _error("customer_not_found or contact_not_found"),
                     **_BODY_ERRORS,
@@ -766,7 +845,7 @@ def _build() -> dict[str, Any]:
                     "content": {"application/json": {"schema": _ref("EmployeeInput")}},
                 },
                 "responses": {
-                    "200": _json(_ref("Employee"), "Saved"),
+                    "200": _json(_ref("EmployeeSaved"), "Saved"),
                     **_ERRORS,
                     "409": _error(
                         "mobile_taken: a mobile is another employee's mobile or a customer's "
@@ -775,7 +854,18 @@ def _build() -> dict[str, Any]:
                     "413": _BODY_ERRORS["413"],
                     "422": _error("invalid_number: a mobile is not a phone number"),
                 },
-            }
+            },
+            "delete": {
+                "summary": "Remove an employee and free their extensions",
+                "parameters": [_path_text("employee_id", "Employee id")],
+                "responses": {
+                    "200": _json(
+                        _object({"id": {"type": "string"}, "deleted": {"type": "boolean"}}),
+                        "Done (deleted: false when there was no such employee)",
+                    ),
+                    **_ERRORS,
+                },
+            },
         },
         "/api/v1/live": {
             "get": {

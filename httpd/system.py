@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import Any
 
 from aiohttp import web
@@ -18,6 +19,9 @@ from storage.numbers import normalize_number
 __all__ = ["routes"]
 
 routes = web.RouteTableDef()
+
+#: Where the API is described for people, in pbxjournal's source tree.
+DOCS = {"api": "docs/api.md", "1c": "docs/1c.md"}
 
 
 @routes.get("/healthz")
@@ -38,6 +42,36 @@ async def metrics(request: web.Request) -> web.Response:
 async def openapi(request: web.Request) -> web.Response:
     Query(request).done()
     return json_response(document())
+
+
+def _version() -> str:
+    try:
+        return metadata.version("pbxjournal")
+    except metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
+        return "unknown"
+
+
+@routes.get("/api/v1")
+@routes.get("/api/v1/")
+async def index(request: web.Request) -> web.Response:
+    """What the API is and where its parts are: the address the demo prints, opened as is."""
+    Query(request).done()
+    endpoints = sorted(
+        {
+            f"{route.method} {route.resource.canonical}"
+            for route in request.app.router.routes()
+            if route.resource is not None and route.method not in ("HEAD", "OPTIONS")
+        }
+    )
+    return json_response(
+        {
+            "name": "pbxjournal",
+            "version": _version(),
+            "openapi": "/openapi.json",
+            "docs": DOCS,
+            "endpoints": endpoints,
+        }
+    )
 
 
 async def _live_item(
