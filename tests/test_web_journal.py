@@ -328,3 +328,110 @@ def test_a_new_call_appears_at_the_top_without_a_reload(
         source = shots / f"{name}.png"
         if source.exists():
             shutil.copy(source, DOCS_IMG / f"web-{name}.png")
+
+
+def blind_transfer_call(journal: LiveJournal) -> dict[str, Any]:
+    """The call of capture 11: a blind transfer, two recording parts."""
+    for summary in journal.api("/api/v1/calls?limit=500")["items"]:
+        call: dict[str, Any] = journal.api(f"/api/v1/calls/{summary['id']}")
+        kinds = [t["kind"] for t in call["timeline"]["transfers"]]
+        if kinds == ["blind"] and len(call["timeline"]["recordings"]) == 2:
+            return call
+    raise AssertionError("no blind-transfer call with two recording parts")
+
+
+def audio_state(driver: WebDriver) -> dict[str, Any]:
+    state: dict[str, Any] = driver.execute_script(
+        "const a = document.getElementById('audio');"
+        "return {time: a.currentTime, paused: a.paused, rate: a.playbackRate, src: a.src,"
+        " ready: a.readyState, error: a.error && a.error.code};"
+    )
+    return state
+
+
+def test_the_side_panel_plays_the_parts_and_edits_the_comment(
+    journal: LiveJournal, browser: WebDriver, shots: Path
+) -> None:
+    call = blind_transfer_call(journal)
+    parts = call["timeline"]["recordings"]
+    sign_in(browser, journal, "anna", "anna-password")
+    wait(browser, lambda d: d.current_url.rstrip("/") == journal.base)
+    settled(browser)
+    browser.find_element(By.CSS_SELECTOR, f"#rows tr[data-id='{call['id']}'] .c-time").click()
+    panel = wait(browser, lambda d: d.find_element(By.ID, "panel"))
+    wait(browser, lambda d: panel.is_displayed() and d.find_elements(By.ID, "timeline"))
+    timeline = browser.find_element(By.ID, "timeline").text
+    assert "Перевод" in timeline and "ответил" in timeline
+    for employee in call["employees"]:
+        assert (employee["name"] or employee["extension"]) in panel.text
+    assert browser.find_element(By.ID, "part-label").text == "Часть 1 из 2"
+
+    # Play; the seek bar starts playing mid-file at once.
+    browser.find_element(By.ID, "play").click()
+    wait(browser, lambda d: not audio_state(d)["paused"] and audio_state(d)["time"] > 0)
+    assert audio_state(browser)["src"].endswith(f"/api/v1/recordings/{parts[0]['id']}")
+    browser.find_element(By.ID, "play").click()
+    wait(browser, lambda d: audio_state(d)["paused"])
+    browser.execute_script(
+        "const s = document.getElementById('seek'); s.value = 4;"
+        "s.dispatchEvent(new Event('input'));"
+    )
+    wait(browser, lambda d: not audio_state(d)["paused"] and audio_state(d)["time"] >= 4)
+    shoot(browser, shots, "panel-playing")
+    # 10 s back: to the start of the part; 10 s forward from there: past the end of the
+    # 9.6 s first part, into the second (the parts are one conversation).
+    browser.find_element(By.ID, "back10").click()
+    wait(browser, lambda d: audio_state(d)["time"] < 2)
+    browser.find_element(By.ID, "fwd10").click()
+    wait(browser, lambda d: audio_state(d)["src"].endswith(f"/api/v1/recordings/{parts[1]['id']}"))
+    wait(browser, lambda d: audio_state(d)["time"] > 0.3 and not audio_state(d)["paused"])
+    assert browser.find_element(By.ID, "part-label").text == "Часть 2 из 2"
+    browser.find_element(By.ID, "part-prev").click()
+    wait(browser, lambda d: audio_state(d)["src"].endswith(f"/api/v1/recordings/{parts[0]['id']}"))
+
+    # The next part, at 1.5x.
+    browser.find_element(By.ID, "part-next").click()
+    wait(browser, lambda d: audio_state(d)["src"].endswith(f"/api/v1/recordings/{parts[1]['id']}"))
+    assert browser.find_element(By.ID, "part-label").text == "Часть 2 из 2"
+    browser.find_element(By.ID, "speed-1_5").click()
+    wait(browser, lambda d: audio_state(d)["rate"] == 1.5)
+    wait(browser, lambda d: audio_state(d)["ready"] >= 1 and audio_state(d)["error"] is None)
+
+    # The download is the whole conversation as one audio file, for this session.
+    href = browser.find_element(By.ID, "download").get_attribute("href")
+    assert href == f"{journal.base}/api/v1/calls/{call['id']}/recording?format=mp3"
+    head = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch(arguments[0], {credentials: 'same-origin'}).then(async r => {"
+        "  const b = new Uint8Array(await r.arrayBuffer());"
+        "  done({status: r.status, type: r.headers.get('Content-Type'), size: b.length,"
+        "        head: Array.from(b.slice(0, 12))});"
+        "}).catch(e => done({error: String(e)}));",
+        href,
+    )
+    assert head["status"] == 200, head
+    magic = bytes(head["head"])
+    assert magic.startswith(b"ID3") or (magic[0] == 0xFF and magic[1] & 0xE0 == 0xE0), magic
+    assert head["size"] > 1000
+
+    # The comment: saved through the API with the CSRF token; the row's icon follows.
+    comment = "Перезвонить <b>завтра</b>"
+    box = browser.find_element(By.ID, "comment-text")
+    box.clear()
+    box.send_keys(comment)
+    browser.find_element(By.ID, "comment-save").click()
+    icon = f"#rows tr[data-id='{call['id']}'] img.icon-comment"
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, icon))
+    assert browser.find_element(By.CSS_SELECTOR, icon).get_attribute("title") == (
+        "Комментарий: " + comment
+    )
+    assert journal.api(f"/api/v1/calls/{call['id']}")["comment"] == comment
+    shoot(browser, shots, "panel-comment")
+    browser.find_element(By.ID, "comment-delete").click()
+    wait(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, icon))
+    assert journal.api(f"/api/v1/calls/{call['id']}")["comment"] is None
+    browser.set_window_size(390, 844)
+    shoot(browser, shots, "panel-phone")
+    browser.set_window_size(1366, 768)
+    browser.find_element(By.ID, "panel-close").click()
+    wait(browser, lambda d: not d.find_element(By.ID, "panel").is_displayed())

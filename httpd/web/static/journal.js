@@ -4,6 +4,7 @@
 import { api } from "./api.js";
 import { apiParams, fillForm, fromSearch, readForm, toSearch } from "./filters.js";
 import { follow } from "./live.js";
+import { Panel } from "./panel.js";
 import { renderRow } from "./rows.js";
 
 const PAGE = 50;
@@ -101,6 +102,7 @@ async function applyChanges(items) {
     if (Number(old.dataset.version) >= call.version) continue;
     const row = renderRow(call);
     row.classList.add("changed");
+    if (old.classList.contains("selected")) row.classList.add("selected");
     old.replaceWith(row);
   }
   if (!unknown) return;
@@ -119,6 +121,24 @@ async function applyChanges(items) {
   rows.prepend(...fresh);
   if (fresh.length) say("");
 }
+
+// A call newer than its row (a comment written in the panel): the row changes at once.
+function showCall(call) {
+  const old = rows.querySelector(`tr[data-id="${Number(call.id)}"]`);
+  if (!old || Number(old.dataset.version) >= call.version) return;
+  const row = renderRow(call);
+  if (old.classList.contains("selected")) row.classList.add("selected");
+  old.replaceWith(row);
+}
+
+const panel = new Panel(document.getElementById("panel"), { onCallChanged: showCall });
+rows.addEventListener("click", (event) => {
+  const row = event.target.closest("tr.call");
+  if (!row) return;
+  rows.querySelector("tr.selected")?.classList.remove("selected");
+  row.classList.add("selected");
+  panel.open(row.dataset.id).catch((error) => say("Не удалось открыть звонок: " + error.message));
+});
 
 fillForm(form, view);
 reload();
