@@ -1051,19 +1051,31 @@ class CallAssembler:
         target = involved[3]
         target_ext = _extension(target)
         if target is not None and target_ext is None:
-            # The target is usually a Local channel: name the phone behind it.
-            behind = set(self._reachable_phones([target])) - {_extension(transferer)}
+            # The target is usually a Local channel: name the phone behind it. The
+            # transferee may already share its bridge (a DTMF transfer merges the bridges
+            # first): it is not the target, nor is the transferer.
+            behind = set(self._reachable_phones([target])) - {
+                _extension(c) for c in (involved[0], involved[1], involved[2])
+            }
             target_ext = min(behind) if len(behind) == 1 else None
-        # Blonde: completed while the consultation leg was still dialling (Asterisk hands the
-        # transferee to the Dial application instead of a bridge).
-        blonde = (event.get("DestType") == "App" and event.get("DestApp") == "Dial") or (
-            event.get("SecondTransfererChannelStateDesc") not in ("", "Up")
+        # Blonde: completed before the target answered. A phone's REFER while the
+        # consultation leg still dials hands the transferee to the Dial application
+        # (``DestType: App``) or names a second transferer not yet up; a DTMF transfer
+        # (features ``atxfer``) merges the bridges as for an attended one (``DestType:
+        # Bridge``, the transferer's channel ``Up``) with the target still ``Ringing``
+        # (bridge_basic.c, blond_enter).
+        blonde = (
+            (event.get("DestType") == "App" and event.get("DestApp") == "Dial")
+            or event.get("SecondTransfererChannelStateDesc") not in ("", "Up")
+            or event.get("TransferTargetChannelStateDesc") not in ("", "Up")
         )
         note = TransferNote(
             kind="blonde" if blonde else "attended",
             at=event.time,
             by=_extension(transferer),
-            target=target_ext,
+            # Until someone answers: the extension the target channel was dialled to
+            # (``Local/104@from-internal`` → ``104``), if the PBX names it.
+            target=target_ext or event.get("TransferTargetExten") or None,
         )
         conversation.transfers.append(note)
         if target_ext is None:
