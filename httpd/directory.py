@@ -34,6 +34,7 @@ from httpd.params import (
     string_list,
 )
 from storage import api as storage_api
+from storage import directory as storage_directory
 from storage.directory import (
     ContactRecord,
     CustomerRecord,
@@ -142,6 +143,29 @@ async def put_customer(request: web.Request) -> web.Response:
     except DirectoryError as exc:
         raise _directory_error(exc) from None
     return json_response({"id": customer_id, **await _committed(request, changes)})
+
+
+@routes.get("/api/v1/customers")
+async def find_customers(request: web.Request) -> web.Response:
+    """Type-ahead: customers whose name (or a contact person's) contains ``q``."""
+    query = Query(request)
+    text = query.text("q", max_length=200, default="", allow_empty=True) or ""
+    limit = query.integer("limit", default=20, low=1, high=100)
+    query.done()
+    async with request.app[JOURNAL].database.sessions() as session:
+        found = await storage_directory.find_customers(session, text, limit)
+    return json_response({"items": [{"id": i, "name": n} for i, n in found]})
+
+
+@routes.get("/api/v1/customers/{customer_id}")
+async def get_customer(request: web.Request) -> web.Response:
+    customer_id = path_text(request, "customer_id", max_length=_ID)
+    Query(request).done()
+    async with request.app[JOURNAL].database.sessions() as session:
+        customer = await storage_directory.read_customer(session, customer_id)
+    if customer is None:
+        raise ApiError(404, "customer_not_found", f"no customer {customer_id!r}")
+    return json_response(customer)
 
 
 @routes.delete("/api/v1/customers/{customer_id}")

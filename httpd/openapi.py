@@ -308,6 +308,23 @@ _SCHEMAS: dict[str, Any] = {
         required=["id", "name"],
         closed=True,
     ),
+    "CustomerRecord": _object(
+        {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "numbers": {"type": "array", "items": {"type": "string"}},
+            "contacts": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "id": {"type": "string"},
+                        "name": {"type": "string"},
+                        "numbers": {"type": "array", "items": {"type": "string"}},
+                    }
+                ),
+            },
+        }
+    ),
     "CustomerInput": _object(
         {
             "name": {"type": "string", "minLength": 1, "maxLength": 500},
@@ -716,7 +733,51 @@ def _build() -> dict[str, Any]:
                 },
             }
         },
+        "/api/v1/customers": {
+            "get": {
+                "summary": "Type-ahead: customers whose name, id or a contact's name contains q",
+                "parameters": [
+                    _param(
+                        "q",
+                        "query",
+                        {"type": "string", "maxLength": 200},
+                        "Text to find, case- and ё-insensitive; empty finds nothing",
+                    ),
+                    _param(
+                        "limit",
+                        "query",
+                        {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+                        "At most this many, by name",
+                    ),
+                ],
+                "responses": {
+                    "200": _json(
+                        _object(
+                            {
+                                "items": {
+                                    "type": "array",
+                                    "items": _object(
+                                        {"id": {"type": "string"}, "name": {"type": "string"}}
+                                    ),
+                                }
+                            }
+                        ),
+                        "The customers found",
+                    ),
+                    **_ERRORS,
+                },
+            }
+        },
         "/api/v1/customers/{customer_id}": {
+            "get": {
+                "summary": "One customer with its numbers and contact persons",
+                "parameters": [_path_text("customer_id", "1C's customer id")],
+                "responses": {
+                    "200": _json(_ref("CustomerRecord"), "The customer"),
+                    **_ERRORS,
+                    "404": _error("customer_not_found"),
+                },
+            },
             "put": {
                 "summary": "Create or replace a customer with its numbers and contact persons",
                 "parameters": [_path_text("customer_id", "1C's customer id")],

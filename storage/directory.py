@@ -45,7 +45,7 @@ from storage.models import (
     PhoneNumber,
 )
 from storage.numbers import normalize_number
-from storage.search import search_text
+from storage.search import fold, search_text
 
 __all__ = [
     "IMPORT_CHUNK",
@@ -63,12 +63,14 @@ __all__ = [
     "delete_customer",
     "delete_employee",
     "employee_names",
+    "find_customers",
     "import_chunk",
     "list_employees",
     "mobile_owners",
     "owner_of",
     "owners_of",
     "prepare_import",
+    "read_customer",
     "read_employee_names",
     "read_owners",
     "refresh_numbers",
@@ -896,3 +898,61 @@ async def mobile_owners(session: AsyncSession) -> tuple[list[str], dict[str, str
         if employee_id in extensions
     }
     return sorted(everyone), mobiles
+
+
+async def find_customers(session: AsyncSession, text: str, limit: int) -> list[tuple[str, str]]:
+    """Customers (id, name) whose name, id or a contact person's name contains ``text``, folded
+    as the journal's search folds (case, ё/е), by name, at most ``limit``. Folding is done
+    here, not in SQL (SQLite's ``lower`` knows only ASCII): a directory of tens of thousands of
+    names is read in a few milliseconds."""
+    wanted = fold(text)
+    if not wanted:
+        return []
+    by_contact = {
+        customer_id
+        for customer_id, name in await session.execute(sa.select(Contact.customer_id, Contact.name))
+        if wanted in fold(name)
+    }
+    found: list[tuple[str, str]] = []
+    rows = await session.execute(
+        sa.select(Customer.id, Customer.name).order_by(Customer.name, Customer.id)
+    )
+    for customer_id, name in rows:
+        if customer_id in by_contact or wanted in fold(name) or wanted in fold(customer_id):
+            found.append((customer_id, name))
+            if len(found) >= limit:
+                break
+    return found
+
+
+async def read_customer(session: AsyncSession, customer_id: str) -> dict[str, Any] | None:
+    """One customer with its own numbers and its contact persons with theirs; None if absent."""
+    customer = await session.get(Customer, customer_id)
+    if customer is None:
+        return None
+    contacts = (
+        await session.scalars(
+            sa.select(Contact).where(Contact.customer_id == customer_id).order_by(Contact.name)
+        )
+    ).all()
+    numbers = (
+        await session.scalars(
+            sa.select(PhoneNumber)
+            .where(PhoneNumber.customer_id == customer_id)
+            .order_by(PhoneNumber.number)
+        )
+    ).all()
+    own = [n.number for n in numbers if n.contact_id is None]
+    return {
+        "id": customer.id,
+        "name": customer.name,
+        "numbers": own,
+        "contacts": [
+            {
+                "id": c.id,
+                "name": c.name,
+                "numbers": [n.number for n in numbers if n.contact_id == c.id],
+            }
+            for c in contacts
+        ],
+    }

@@ -38,6 +38,7 @@ from selenium import webdriver  # noqa: E402
 from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -435,3 +436,68 @@ def test_the_side_panel_plays_the_parts_and_edits_the_comment(
     browser.set_window_size(1366, 768)
     browser.find_element(By.ID, "panel-close").click()
     wait(browser, lambda d: not d.find_element(By.ID, "panel").is_displayed())
+
+
+def open_call_of(driver: WebDriver, journal: LiveJournal, number: str) -> int:
+    (call,) = [c for c in journal.api("/api/v1/calls?limit=500")["items"] if c["number"] == number]
+    driver.find_element(By.CSS_SELECTOR, f"#rows tr[data-id='{call['id']}'] .c-time").click()
+    wait(driver, lambda d: d.find_elements(By.ID, "customer-search"))
+    return int(call["id"])
+
+
+def party_of(driver: WebDriver, call_id: int) -> str:
+    text: str = driver.find_element(By.CSS_SELECTOR, f"#rows tr[data-id='{call_id}'] .c-party").text
+    return text
+
+
+def test_registering_a_number_from_the_journal(
+    journal: LiveJournal, browser: WebDriver, shots: Path
+) -> None:
+    sign_in(browser, journal, "anna", "anna-password")
+    wait(browser, lambda d: d.current_url.rstrip("/") == journal.base)
+    settled(browser)
+    browser.execute_script("window.notReloaded = true")
+
+    # A new customer for an unregistered number: its name typed, then F7.
+    first = open_call_of(browser, journal, "+79267001122")
+    shoot(browser, shots, "register-unregistered")
+    browser.find_element(By.ID, "customer-search").send_keys("ИП Новиков Сергей")
+    wait(browser, lambda d: "Не найдено" in d.find_element(By.ID, "customer-found").text)
+    browser.find_element(By.ID, "customer-search").send_keys(Keys.F7)
+    wait(browser, lambda d: "ИП Новиков Сергей" in party_of(d, first))
+    wait(browser, lambda d: d.find_elements(By.ID, "register-done"))
+    assert not browser.find_elements(By.ID, "customer-search")
+    owner = journal.api("/api/v1/numbers/79267001122")["customer"]
+    assert owner["name"] == "ИП Новиков Сергей" and owner["id"].startswith("web-")
+    for call in journal.api("/api/v1/calls?limit=500&q=79267001122")["items"]:
+        assert call["customer"]["id"] == owner["id"]
+        assert "ИП Новиков Сергей" in party_of(browser, call["id"])
+    shoot(browser, shots, "register-created")
+
+    # A number added to a contact person of a customer 1C has, found as one types.
+    journal.api(
+        "/api/v1/customers/c-kvazar",
+        {
+            "name": "АО Квазар",
+            "numbers": [],
+            "contacts": [
+                {"id": "p-orlova", "name": "Орлова Ирина", "numbers": []},
+                {"id": "p-zaitsev", "name": "Зайцев Олег", "numbers": []},
+            ],
+        },
+        method="PUT",
+    )
+    second = open_call_of(browser, journal, "+74957654321")
+    browser.find_element(By.ID, "customer-search").send_keys("квазар")
+    pick = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#customer-found .pick"))
+    assert pick.text == "АО Квазар"
+    shoot(browser, shots, "register-found")
+    pick.click()
+    choice = wait(browser, lambda d: d.find_element(By.ID, "contact-choice"))
+    choice.find_element(By.XPATH, "option[.='Орлова Ирина']").click()
+    browser.find_element(By.ID, "bind-contact").click()
+    wait(browser, lambda d: "Орлова Ирина" in party_of(d, second))
+    assert "АО Квазар" in party_of(browser, second)
+    assert journal.api("/api/v1/numbers/74957654321")["customer"]["contact"]["id"] == "p-orlova"
+    assert browser.execute_script("return window.notReloaded") is True
+    shoot(browser, shots, "register-contact")

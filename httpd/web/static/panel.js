@@ -94,6 +94,10 @@ export class Panel {
     });
     document.addEventListener("keydown", (event) => {
       if (event.key === "Escape" && !this.root.hidden) this.close();
+      if (event.key === "F7" && !this.root.hidden && this.canRegister()) {
+        event.preventDefault();
+        this.createCustomer();
+      }
     });
   }
 
@@ -145,8 +149,9 @@ export class Panel {
       timeline.append(item);
     }
 
-    this.root.replaceChildren(head, partyOf(call), facts, el("h3", "", "Ход звонка"), timeline,
-      this.renderPlayer(), this.renderComment());
+    const registration = this.canRegister() ? [this.renderRegistration()] : [];
+    this.root.replaceChildren(head, partyOf(call), ...registration, facts,
+      el("h3", "", "Ход звонка"), timeline, this.renderPlayer(), this.renderComment());
   }
 
   renderPlayer() {
@@ -206,6 +211,135 @@ export class Panel {
     box.append(this.audio, controls, seek, where, tools);
     this.controls = { play, prev, next, seek, partLabel, time, speeds };
     return box;
+  }
+
+  canRegister() {
+    const call = this.call;
+    return Boolean(call && call.unregistered && call.number && call.direction !== "internal");
+  }
+
+  // The guide's "Регистрация клиента": a new customer with this number, or the number added
+  // to a customer found by name (or to one of its contact persons).
+  renderRegistration() {
+    const box = el("section", "register");
+    box.id = "register";
+    const search = el("input");
+    search.type = "search";
+    search.id = "customer-search";
+    search.placeholder = "Введите название";
+    search.maxLength = 200;
+    search.setAttribute("aria-label", "Введите название клиента");
+    search.autocomplete = "off";
+    const found = el("ul", "found");
+    found.id = "customer-found";
+    const create = button("create-customer", "Создать клиента (F7)");
+    create.classList.add("primary");
+    create.addEventListener("click", () => this.createCustomer());
+    const chosen = el("div", "chosen");
+    chosen.id = "chosen";
+    chosen.hidden = true;
+    const status = el("p", "muted");
+    status.id = "register-status";
+    status.setAttribute("aria-live", "polite");
+    let typing = null;
+    let asked = 0;
+    search.addEventListener("input", () => {
+      clearTimeout(typing);
+      typing = setTimeout(async () => {
+        const mine = ++asked;
+        const q = search.value.trim();
+        if (!q) { found.replaceChildren(); return; }
+        try {
+          const page = await api("/api/v1/customers", { params: { q, limit: 10 } });
+          if (mine !== asked) return;
+          found.replaceChildren(...page.items.map((customer) => {
+            const item = el("li");
+            const pick = el("button", "pick", customer.name);
+            pick.type = "button";
+            pick.dataset.id = customer.id;
+            pick.addEventListener("click", () => this.choose(customer.id));
+            item.append(pick);
+            return item;
+          }));
+          if (!page.items.length) found.append(el("li", "muted", "Не найдено: создайте клиента (F7)"));
+        } catch (error) {
+          status.textContent = "Поиск не удался: " + error.message;
+        }
+      }, 200);
+    });
+    box.append(el("h3", "", "Регистрация номера"), search, found, chosen, create, status);
+    this.registration = { search, found, chosen, status };
+    return box;
+  }
+
+  async choose(customerId) {
+    const { found, chosen, status } = this.registration;
+    let customer;
+    try {
+      customer = await api(`/api/v1/customers/${encodeURIComponent(customerId)}`);
+    } catch (error) {
+      status.textContent = "Не удалось открыть клиента: " + error.message;
+      return;
+    }
+    found.replaceChildren();
+    const name = el("div", "chosen-name", customer.name);
+    const toCustomer = button("bind-customer", "Добавить номер клиенту");
+    toCustomer.addEventListener("click", () => this.bind(customer.id, null));
+    const contacts = el("select");
+    contacts.id = "contact-choice";
+    contacts.setAttribute("aria-label", "Контактное лицо");
+    for (const contact of customer.contacts) {
+      const option = el("option", "", contact.name);
+      option.value = contact.id;
+      contacts.append(option);
+    }
+    const toContact = button("bind-contact", "Добавить номер контактному лицу");
+    toContact.addEventListener("click", () => this.bind(customer.id, contacts.value));
+    const row = el("div", "actions");
+    if (customer.contacts.length) row.append(contacts, toContact);
+    else row.append(el("span", "muted", "У клиента нет контактных лиц"));
+    chosen.replaceChildren(name, toCustomer, row);
+    chosen.hidden = false;
+  }
+
+  async bind(customerId, contactId) {
+    const number = this.call.number;
+    await this.register("Номер добавлен", () => api(`/api/v1/numbers/${encodeURIComponent(number)}`, {
+      method: "PUT", body: contactId ? { customer_id: customerId, contact_id: contactId } : { customer_id: customerId },
+    }));
+  }
+
+  async createCustomer() {
+    const { search, status } = this.registration;
+    const name = search.value.trim();
+    if (!name) {
+      status.textContent = "Введите название нового клиента";
+      search.focus();
+      return;
+    }
+    // 1C owns the customers: ids made here say where they come from (docs/1c.md).
+    const random = crypto.getRandomValues(new Uint8Array(12));
+    const id = "web-" + Array.from(random, (b) => b.toString(16).padStart(2, "0")).join("");
+    await this.register("Клиент создан", () => api(`/api/v1/customers/${id}`, {
+      method: "PUT", body: { name, numbers: [this.call.number], contacts: [] },
+    }));
+  }
+
+  async register(done, write) {
+    const { status } = this.registration;
+    status.textContent = "Сохранение…";
+    try {
+      await write();
+    } catch (error) {
+      status.textContent = "Не сохранено: " + error.message;
+      return;
+    }
+    const id = this.call.id;
+    await this.open(id);
+    this.onCallChanged(this.call);
+    const note = el("p", "muted", done);
+    note.id = "register-done";
+    this.root.querySelector(".p-party")?.append(note);
   }
 
   renderComment() {
