@@ -228,6 +228,7 @@ async def test_employees_directory(make_api: Maker) -> None:
         "id": "anna",
         "name": "Иванова Анна",
         "extensions": ["101"],
+        "mobile": [],
         "moved_from": [{"id": "101", "extensions": ["101"], "extensions_left": []}],
     }
     staff = {e["id"]: e for e in (await api.get("/api/v1/employees"))["items"]}

@@ -122,7 +122,8 @@ async def test_employees_seeded_once_then_edited(database: Database) -> None:
     # A restart seeds from the config again: what was edited stays.
     await make_journal(database)
     employees = {e.id: e for e in await journal.employees()}
-    assert employees["101"] == EmployeeRecord("101", "Ivanova-Petrova Anna", ("101", "111"))
+    # Read back, "no mobiles" is an empty list (None, "keep what is stored", is for writes).
+    assert employees["101"] == EmployeeRecord("101", "Ivanova-Petrova Anna", ("101", "111"), ())
     async with database.sessions() as session:
         page = await list_calls(session, JournalFilter(query="petrova"))
     assert [e.id for e in page.entries] == [call_id]
