@@ -304,6 +304,38 @@ def test_names_are_text_never_html(journal: LiveJournal, browser: WebDriver, sho
     shoot(browser, shots, "customer-name-as-text")
 
 
+def test_now_on_the_phone_shows_the_call_in_progress(
+    journal: LiveJournal, browser: WebDriver, shots: Path
+) -> None:
+    # The late call is held by the fake PBX mid-call: the daemon's assembler has it open.
+    live = journal.api("/api/v1/live")
+    assert live["available"] and [c["number"] for c in live["items"]] == ["+" + LATE_NUMBER]
+    sign_in(browser, journal, "anna", "anna-password")
+    wait(browser, lambda d: d.current_url.rstrip("/") == journal.base)
+    settled(browser)
+    strip = wait(browser, lambda d: d.find_element(By.ID, "now"))
+    wait(browser, lambda d: strip.is_displayed())
+    (card,) = browser.find_elements(By.CSS_SELECTOR, "#now-calls .now-call")
+    assert card.get_attribute("data-linkedid") == live["items"][0]["linkedid"]
+    assert "+7 999 888-77-66" in card.text
+    states = {"ringing": "ЗВОНОК", "talking": "РАЗГОВОР", "waiting": "ОЖИДАНИЕ"}
+    assert states[live["items"][0]["state"]] in card.text.upper()
+    shoot(browser, shots, "now-number")
+    # The customer's name once the number is known, at the next refresh (no reload).
+    browser.execute_script("window.notReloaded = true")
+    journal.api(
+        "/api/v1/customers/c-late",
+        {"name": "ООО <Поздний> звонок", "numbers": [LATE_NUMBER], "contacts": []},
+        method="PUT",
+    )
+    wait(browser, lambda d: "ООО <Поздний> звонок" in d.find_element(By.ID, "now").text, 10)
+    assert browser.execute_script("return window.notReloaded") is True
+    shoot(browser, shots, "now-customer")
+    browser.set_window_size(390, 844)
+    shoot(browser, shots, "now-phone")
+    browser.set_window_size(1366, 768)
+
+
 def test_a_new_call_appears_at_the_top_without_a_reload(
     journal: LiveJournal, browser: WebDriver, shots: Path
 ) -> None:

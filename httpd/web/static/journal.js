@@ -4,6 +4,7 @@
 import { api } from "./api.js";
 import { apiParams, fillForm, fromSearch, readForm, toSearch } from "./filters.js";
 import { follow } from "./live.js";
+import { startNow } from "./now.js";
 import { Panel } from "./panel.js";
 import { renderRow } from "./rows.js";
 
@@ -142,6 +143,7 @@ rows.addEventListener("click", (event) => {
 
 fillForm(form, view);
 reload();
+startNow(document.getElementById("now"));
 follow({
   onChanges: (items) => applyChanges(items).catch(() => {}),
   onJournalChanged: reload,
