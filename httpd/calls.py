@@ -317,3 +317,17 @@ async def put_comment(request: web.Request) -> web.Response:
     request.app[FEED].committed([change])
     comment = text if text and text.strip() else None
     return json_response({"id": call_id, "comment": comment, "version": change.version})
+
+
+@routes.delete("/api/v1/calls/{call_id}/comment")
+async def delete_comment(request: web.Request) -> web.Response:
+    """Remove the comment; a call without one keeps its version (nothing changes)."""
+    call_id = path_int(request, "call_id")
+    Query(request).done()
+    journal = request.app[JOURNAL]
+    try:
+        change = await journal.set_comment(call_id, None, time.time())
+    except UnknownCall:
+        raise ApiError(404, "call_not_found", f"no call {call_id}") from None
+    request.app[FEED].committed([change])
+    return json_response({"id": call_id, "comment": None, "version": change.version})

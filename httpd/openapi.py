@@ -661,7 +661,19 @@ def _build() -> dict[str, Any]:
                     **_NOT_FOUND,
                     "413": _BODY_ERRORS["413"],
                 },
-            }
+            },
+            "delete": {
+                "summary": (
+                    "Remove a call's comment; removing no comment changes nothing and keeps "
+                    "the version"
+                ),
+                "parameters": [_path_id("call_id", "Call")],
+                "responses": {
+                    "200": _json(_ref("CommentResult"), "Removed (comment: null)"),
+                    **_ERRORS,
+                    **_NOT_FOUND,
+                },
+            },
         },
         "/api/v1/calls/{call_id}/recording": {
             "get": {

@@ -68,7 +68,7 @@ async def test_anonymous_and_wrong_credentials_get_401_everywhere_but_healthz(
         {"Authorization": TOKEN},
     ]
     operations = documented()
-    assert len(operations) == 23
+    assert len(operations) == 24
     for method, path in [*operations, ("GET", "/api/v1/not-an-endpoint")]:
         for headers in wrong:
             async with api.client.request(method, path, headers=headers, json={}) as response:

@@ -1,5 +1,6 @@
 // The side panel of a call (the guide's "Записи разговора"): its details and timeline from
-// GET /api/v1/calls/{id}, the comment (PUT .../comment with the CSRF token), and the player
+// GET /api/v1/calls/{id}, the comment (PUT .../comment, DELETE to remove it, with the CSRF
+// token), and the player
 // of its recording parts (/api/v1/recordings/{id}, served with Range) with the whole
 // conversation as one download (/api/v1/calls/{id}/recording).
 
@@ -359,7 +360,10 @@ export class Panel {
     const write = async (value) => {
       status.textContent = "Сохранение…";
       try {
-        const answer = await api(`/api/v1/calls/${Number(this.call.id)}/comment`, { method: "PUT", body: { text: value } });
+        const path = `/api/v1/calls/${Number(this.call.id)}/comment`;
+        const answer = value.trim()
+          ? await api(path, { method: "PUT", body: { text: value } })
+          : await api(path, { method: "DELETE" });
         this.call = { ...this.call, comment: answer.comment, version: answer.version };
         text.value = answer.comment ?? "";
         status.textContent = answer.comment ? "Сохранено" : "Удалено";
