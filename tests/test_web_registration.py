@@ -1,0 +1,110 @@
+"""Registering a number from the web journal changes every row of that number, without a
+reload (chromium, as tests/test_web_journal.py): capture 15 has a missed call from 79265550011
+and the call back dialled as 89265550011 — one number in two written forms, two rows."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+
+from connector.fakepbx import FakePbx
+from httpd.web.accounts import Accounts
+from pbxjournal.daemon import Daemon
+from tests.daemon_support import Committed, daemon_settings
+from tests.scenarios import capture
+
+# Skipped with it when chromium or chromedriver is missing.
+from tests.test_web_journal import browser, rows, settled, shoot, sign_in, wait
+
+__all__ = ["browser"]  # the fixture, shared with tests/test_web_journal.py
+
+SLUGS = ["01-incoming-answered-direct", "15-missed-then-callback"]
+NUMBER = "+79265550011"
+T = TypeVar("T")
+
+
+class Daemon15:
+    """The daemon fed captures 01 and 15 by the fake PBX, on a loop of its own thread."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    async def start(self) -> None:
+        self.pbx = FakePbx([capture(s) for s in SLUGS], speed=0)
+        port = await self.pbx.start()
+        self.daemon = Daemon(daemon_settings(port, self.tmp / "journal.sqlite3", SLUGS))
+        committed = Committed(self.daemon)
+        self.task = asyncio.create_task(self.daemon.run())
+        await committed.wait_for(3)
+        assert self.daemon.journal is not None
+        accounts = Accounts(self.daemon.journal.database)
+        await accounts.add("anna", "101", "anna-password", admin=False)
+
+    async def stop(self) -> None:
+        self.daemon.stop()
+        await asyncio.wait_for(self.task, 15)
+        await self.pbx.close()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.daemon.http_port}"
+
+
+@pytest.fixture(scope="module")
+def journal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon15]:
+    live = Daemon15(tmp_path_factory.mktemp("web-registration"))
+    live.run(live.start())
+    try:
+        yield live
+    finally:
+        live.run(live.stop())
+        live.loop.call_soon_threadsafe(live.loop.stop)
+        live.thread.join(10)
+
+
+def test_registering_a_number_changes_every_row_of_that_number(
+    journal: Daemon15, browser: WebDriver, tmp_path: Path
+) -> None:
+    sign_in(browser, journal, "anna", "anna-password")  # type: ignore[arg-type]
+    wait(browser, lambda d: d.current_url.rstrip("/") == journal.base)
+    shown = settled(browser)
+    ids = browser.execute_script(
+        "return [...document.querySelectorAll('#rows tr.call')].map(r => Number(r.dataset.id))"
+    )
+    assert len(shown) == 3
+    same = [r for r in shown if "+7 926 555-00-11" in r["party"]]
+    assert len(same) == 2, shown
+    other = next(r for r in shown if r not in same)
+    browser.execute_script("window.notReloaded = true")
+
+    # From the missed call's row: a new customer with the number.
+    missed = next(r for r in same if r["status"] != "Дозвонились")
+    browser.find_element(By.CSS_SELECTOR, f"#rows tr[data-id='{missed['id']}'] .c-time").click()
+    search = wait(browser, lambda d: d.find_element(By.ID, "customer-search"))
+    search.send_keys("ООО Перезвон")
+    wait(browser, lambda d: "Не найдено" in d.find_element(By.ID, "customer-found").text)
+    search.send_keys(Keys.F7)
+
+    # Both rows of the number show the name — the other one through the change feed.
+    def names(d: WebDriver) -> dict[int, str]:
+        return {r["id"]: r["party"] for r in rows(d)}
+
+    wait(browser, lambda d: all("ООО Перезвон" in names(d)[r["id"]] for r in same), 20)
+    assert "ООО Перезвон" not in names(browser)[other["id"]]
+    assert browser.execute_script("return window.notReloaded") is True
+    assert [r["id"] for r in rows(browser)] == ids  # rows changed in place, none added
+    shoot(browser, tmp_path, "registered-both-rows")
