@@ -91,9 +91,16 @@ def _asset_version() -> str:
     return digest.hexdigest()[:12]
 
 
+#: The page's modules, fetched at once (<link rel="modulepreload">) rather than in rounds as
+#: each import is discovered.
+MODULES = tuple(sorted(p.name for p in STATIC.glob("*.js")))
+
+
 def _render(request: web.Request, template: str, status: int = 200, **values: Any) -> web.Response:
     html = (
-        request.app[_TEMPLATES].get_template(template).render(assets=request.app[_ASSETS], **values)
+        request.app[_TEMPLATES]
+        .get_template(template)
+        .render(assets=request.app[_ASSETS], modules=MODULES, **values)
     )
     return web.Response(
         text=html, status=status, content_type="text/html", charset="utf-8", headers=_HEADERS
@@ -241,14 +248,24 @@ async def static_file(request: web.Request, name: str) -> web.StreamResponse:
     # Only the files of the directory itself, by exact name: no traversal to judge.
     if "/" in name or name.startswith(".") or path.suffix not in _TYPES or not path.is_file():
         raise web.HTTPNotFound()
+    version = request.app[_ASSETS]
+    etag = f'"{version}-{name}"'
+    headers = {
+        # A URL with the assets' version never changes: the browser keeps it. The modules
+        # it imports (./api.js...) are asked again, and a 304 answers while nothing changed.
+        "Cache-Control": "public, max-age=31536000, immutable"
+        if request.query.get("v") == version
+        else "no-cache",
+        "ETag": etag,
+        "X-Content-Type-Options": "nosniff",
+    }
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
     return web.Response(
         body=path.read_bytes(),
         content_type=_TYPES[path.suffix],
         charset="utf-8",
-        headers={
-            "Cache-Control": "no-cache",
-            "X-Content-Type-Options": "nosniff",
-        },
+        headers=headers,
     )
 
 
