@@ -216,6 +216,7 @@ class Synth:
             "fingerprint": f"{call_id:064x}",
             "search_text": self._search_text(number, names, mapped),
             "version": call_id,
+            "number_withheld": False,
         }
         tables.calls.append(tuple(values[c] for c in CALL_COLUMNS))
         for ordinal, p in enumerate(call.participants):
@@ -229,6 +230,7 @@ class Synth:
                 "answered_at": None if p.answered_at is None else p.answered_at + shift,
                 "rang_at": None if p.rang_at is None else p.rang_at + shift,
                 "talk_seconds": p.talk_seconds,
+                "on_mobile": False,
             }
             tables.participants.append(tuple(row[c] for c in PART_COLUMNS))
         for stored in t.recordings:

@@ -66,18 +66,7 @@ GOAL_MS = 300.0
 def fill(path: Path, rows: int) -> None:
     """``bench.journal_queries``' rows into a new SQLite file at ``path``."""
     from bench import journal_queries as jq
-    from storage.models import Call, CallParticipant
 
-    # Columns added to the schema after the generator was written (issue 15): it does not
-    # fill them, their server defaults do (false).
-    generated = {"number_withheld"}, {"on_mobile"}
-    for columns, model, later in (
-        (jq.CALL_COLUMNS, Call, generated[0]),
-        (jq.PART_COLUMNS, CallParticipant, generated[1]),
-    ):
-        for name in later:
-            assert model.__table__.columns[name].server_default is not None
-        columns[:] = [c for c in columns if c not in later]
     args = argparse.Namespace(sqlite_path=str(path), reuse=False, pg_url=None)
     asyncio.run(jq.prepare("sqlite", args, jq.Synth(rows)))
 
