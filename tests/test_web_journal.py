@@ -14,10 +14,8 @@ import base64
 import json
 import os
 import shutil
-import tempfile
-import threading
 import urllib.request
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,21 +24,18 @@ import pytest
 from connector.fakepbx import FakePbx
 from httpd.web.accounts import Accounts
 from pbxjournal.daemon import Daemon
+from tests.browser import LoopThread, chromium, chromium_available
 from tests.daemon_support import Committed, daemon_settings
 from tests.scenarios import capture
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+if not chromium_available():
     pytest.skip("needs Debian's chromium and chromium-driver", allow_module_level=True)
 
-from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
 
 SLUGS = [
     "01-incoming-answered-direct",
@@ -61,17 +56,12 @@ DOCS_IMG = Path(__file__).parent.parent / "docs" / "img"
 T = TypeVar("T")
 
 
-class LiveJournal:
+class LiveJournal(LoopThread):
     """The fake PBX and the daemon on a loop of their own thread."""
 
     def __init__(self, tmp: Path) -> None:
+        super().__init__()
         self.tmp = tmp
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 60) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     async def start(self) -> None:
         slugs = [*SLUGS, LATE]
@@ -116,36 +106,13 @@ def journal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveJournal]:
         yield live
     finally:
         live.run(live.stop())
-        live.loop.call_soon_threadsafe(live.loop.stop)
-        live.thread.join(10)
+        live.close()
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1366,768",
-        "--lang=ru",
-    ):
-        options.add_argument(argument)
-    profile = tempfile.mkdtemp(prefix="pbxjournal-chromium-")
-    options.add_argument(f"--user-data-dir={profile}")
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(30)
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

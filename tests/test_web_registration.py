@@ -5,10 +5,9 @@ and the call back dialled as 89265550011 — one number in two written forms, tw
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -18,6 +17,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from connector.fakepbx import FakePbx
 from httpd.web.accounts import Accounts
 from pbxjournal.daemon import Daemon
+from tests.browser import LoopThread
 from tests.daemon_support import Committed, daemon_settings
 from tests.scenarios import capture
 
@@ -31,17 +31,12 @@ NUMBER = "+79265550011"
 T = TypeVar("T")
 
 
-class Daemon15:
+class Daemon15(LoopThread):
     """The daemon fed captures 01 and 15 by the fake PBX, on a loop of its own thread."""
 
     def __init__(self, tmp: Path) -> None:
+        super().__init__()
         self.tmp = tmp
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 60) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     async def start(self) -> None:
         self.pbx = FakePbx([capture(s) for s in SLUGS], speed=0)
@@ -72,8 +67,7 @@ def journal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon15]:
         yield live
     finally:
         live.run(live.stop())
-        live.loop.call_soon_threadsafe(live.loop.stop)
-        live.thread.join(10)
+        live.close()
 
 
 def test_registering_a_number_changes_every_row_of_that_number(
