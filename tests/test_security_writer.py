@@ -146,6 +146,9 @@ async def test_a_database_away_while_calls_flow_loses_no_call_and_memory_stays_b
 
         watcher = asyncio.create_task(watch())
         with locked(database):
+            # A batch the lock waited for may still be on its way back from the writer's
+            # thread: count once the writer has met the lock.
+            await until(lambda: writer.stats.writable is False, "the writer to meet the lock")
             written = daemon.calls_written
             # Well over max_pending calls end while the database is away.
             await until(lambda: writer.spooled > 5 * MAX_PENDING, "calls to pile up", 60)
