@@ -166,12 +166,13 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
 async def make_api(
     aiohttp_client: Any, tmp_path: Path, sqlite_template: Seeded
 ) -> AsyncIterator[Maker]:
-    """``await make_api(engine="sqlite"|"postgresql", **init_app_kwargs)`` → :class:`Api`."""
+    """``await make_api(engine="sqlite"|"postgresql", settings=..., **init_app_kwargs)`` →
+    :class:`Api` (``settings`` replaces the seeded ones for the app, e.g. other clients)."""
     databases = []
     clients = []
 
-    async def make(engine: str = "sqlite", **kwargs: Any) -> Api:
-        settings = sqlite_template.settings
+    async def make(engine: str = "sqlite", settings: Settings | None = None, **kwargs: Any) -> Api:
+        settings = settings or sqlite_template.settings
         if engine == "sqlite":
             url = copy_sqlite(sqlite_template.path, tmp_path / f"journal-{len(databases)}.sqlite3")
         else:
