@@ -702,6 +702,8 @@ class FakePbx:
             await self._status(client, action_id, message, response)
         elif action == "originate" and self.click_to_call is not None:
             await self._originate(client, message, response)
+        elif action == "listcommands":
+            await client.send(response("Success", *self._commands()))
         else:
             await client.send(response("Error", ("Message", "Invalid/unknown command")))
         return True
@@ -798,6 +800,22 @@ class FakePbx:
                 ]
             )
         )
+
+    def _commands(self) -> list[tuple[str, str]]:
+        """``ListCommands``: what this user may call, as Asterisk lists it (one header per
+        action, ``Synopsis (Priv: ...)``); ``Originate`` only when the fake answers it and
+        :attr:`originate_error` does not say it is refused."""
+        commands = [
+            ("Login", "Login Manager. (Priv: <none>)"),
+            ("Logoff", "Logoff Manager. (Priv: <none>)"),
+            ("Ping", "Keepalive command. (Priv: <none>)"),
+            ("ListCommands", "List available manager commands. (Priv: <none>)"),
+            ("CoreShowChannels", "List currently active channels. (Priv: system,reporting,all)"),
+            ("Status", "List channel status. (Priv: system,call,reporting,all)"),
+        ]
+        if self.click_to_call is not None and self.originate_error is None:
+            commands.append(("Originate", "Originate a call. (Priv: originate,all)"))
+        return commands
 
     async def _originate(
         self, client: _Client, message: AmiMessage, response: Callable[..., bytes]
