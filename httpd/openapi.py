@@ -1043,7 +1043,7 @@ def _build() -> dict[str, Any]:
                         "originate.allow: international, premium-rate), employee_has_no_phone"
                     ),
                     "503": _error(
-                        "ami_unavailable: the PBX cannot be asked now (retry); "
+                        "ami_unavailable: the AMI session is down, nothing was sent (retry); "
                         "originate_unavailable: no daemon behind this server; "
                         "database_unavailable"
                     ),

@@ -24,6 +24,11 @@ A request then moves through :class:`~httpd.protocols.OriginateState`:
   up, 0: the channel could not be created), or no word from the PBX long after the ring
   timeout (the session dropped and the response with it).
 
+A session that is down is :class:`~httpd.protocols.OriginateUnavailable` (503: nothing was
+sent, retry). An action the PBX does not answer within ``ami.action_timeout`` was sent and
+may ring: it is followed like any other rather than reported as unavailable, which would
+invite a second click and a second ring.
+
 ``OriginateResponse`` reaches :meth:`observe` through the connector's consumer, in order with
 the events (the transport passes events carrying an ``ActionID`` on). The daemon asks
 :meth:`tag` for every finished call before the writer takes it: the conversation a
@@ -174,6 +179,8 @@ class Originator:
         self._requests: OrderedDict[str, _Request] = OrderedDict()
         self._by_action: dict[str, str] = {}
         self._by_linkedid: dict[str, str] = {}
+        #: After the ring timeout, how long to wait for a word of the PBX before failing.
+        self.response_grace = RESPONSE_GRACE_SECONDS
 
     def __len__(self) -> int:
         return len(self._requests)
@@ -204,11 +211,14 @@ class Originator:
         fields = originate_fields(self.settings, order, action_id, channel_id, request_id)
         try:
             await self._send(fields)
-        except (AmiDisconnected, AmiActionTimeout) as exc:
+        except AmiDisconnected as exc:
             self._forget(request)
-            result = "ami_unavailable" if isinstance(exc, AmiDisconnected) else "ami_timeout"
-            self._log(request, result=result, reason=str(exc))
+            self._log(request, result="ami_unavailable", reason=str(exc))
             raise OriginateUnavailable(str(exc)) from None
+        except AmiActionTimeout:
+            # The action went out; the PBX may well ring the phone. Saying "retry" could ring
+            # it twice: the request is followed as sent, and fails if nothing ever comes.
+            log.warning("originate not confirmed in time; following it", originate_id=request_id)
         except AmiActionError as exc:
             first = exc.messages[0] if exc.messages else None
             reason = (first.first("Message") if first else "") or "refused by the PBX"
@@ -304,14 +314,10 @@ class Originator:
         lost = (
             request.state is OriginateState.RINGING_EMPLOYEE
             and live is None
-            and waited > self.settings.originate.timeout + RESPONSE_GRACE_SECONDS
+            and waited > self.settings.originate.timeout + self.response_grace
         )
         if lost:
-            self._finish(
-                request,
-                OriginateState.FAILED,
-                reason="the PBX never said how the call went (the AMI session dropped?)",
-            )
+            self._finish(request, OriginateState.FAILED, reason="no word from the PBX about it")
 
     def _move(self, request: _Request, state: OriginateState) -> None:
         request.state = state

@@ -350,3 +350,30 @@ async def test_an_allow_list_opens_international_numbers(tmp_path: Path) -> None
         await pbx.close()
     (sent,) = pbx.originates
     assert sent.exten == "+442079460958"
+
+
+async def test_a_pbx_that_never_confirms_is_followed_not_retried(tmp_path: Path) -> None:
+    """No answer to the Originate within ami.action_timeout: the phone may ring all the same,
+    so the request is accepted and followed (a 503 would invite a second ring), and fails
+    once the ring timeout and a grace have passed without a word."""
+    pbx = FakePbx([capture(LOST)], speed=0, click_to_call=CLICK_TO_CALL)
+    pbx.ignore_actions = {"originate"}
+    port = await pbx.start()
+    extra = {"PBXJOURNAL_AMI__ACTION_TIMEOUT": "0.3s", "PBXJOURNAL_ORIGINATE__TIMEOUT": "1s"}
+    try:
+        with capture_logs() as logs:
+            async with running(tmp_path, port, extra) as run:
+                await lost_call(run)
+                run.daemon.originator.response_grace = 0.2
+                status, accepted = await run.originate({"employee": "101", "number": "89267001122"})
+                assert status == 202, accepted
+                assert accepted["state"] == "ringing_employee"
+                states = await run.follow(accepted["id"])
+    finally:
+        await pbx.close()
+    assert (states[-1]["state"], states[-1]["reason"]) == (
+        "failed",
+        "no word from the PBX about it",
+    )
+    (line,) = [e for e in logs if e["event"] == "originate"]
+    assert line["result"] == "failed"

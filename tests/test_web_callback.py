@@ -114,8 +114,14 @@ def sign_in(driver: WebDriver, journal: CallBackJournal) -> None:
 
 
 def row_state(driver: WebDriver, call_id: int) -> str:
-    found = driver.find_elements(By.CSS_SELECTOR, f'#rows tr[data-id="{call_id}"] .callback-status')
-    return found[0].text if found else ""
+    """The call back's state line in the call's row, read in one go (the change feed may
+    redraw the row between two WebDriver calls)."""
+    script = (
+        "return document.querySelector("
+        f"'#rows tr[data-id=\"{int(call_id)}\"] .callback-status')?.textContent ?? ''"
+    )
+    text: str = driver.execute_script(script)
+    return text
 
 
 def test_calling_back_from_the_journal_rings_my_phone_then_the_customer(
@@ -153,20 +159,26 @@ def test_calling_back_from_the_journal_rings_my_phone_then_the_customer(
     # The call back is on top, placed by Anna, and the lost call's attention mark is gone,
     # without a reload (the change feed).
     def redrawn(driver: WebDriver) -> bool:
-        top = driver.find_element(By.CSS_SELECTOR, "#rows tr.call")
-        lost_row = driver.find_element(By.CSS_SELECTOR, f'#rows tr[data-id="{lost["id"]}"]')
-        return top.get_attribute("data-id") != str(lost["id"]) and not lost_row.find_elements(
-            By.CSS_SELECTOR, ".icon-attention"
-        )
+        script = f"""
+          const top = document.querySelector('#rows tr.call');
+          const lost = document.querySelector('#rows tr[data-id="{int(lost["id"])}"]');
+          return Boolean(top && lost && top.dataset.id !== String({int(lost["id"])})
+                         && !lost.querySelector('.icon-attention'));"""
+        done: bool = driver.execute_script(script)
+        return done
 
     wait(browser, redrawn, 30)
-    top = browser.find_element(By.CSS_SELECTOR, "#rows tr.call")
-    assert "+7 926 700-11-22" in top.find_element(By.CSS_SELECTOR, ".c-party").text
-    assert "Ivanova Anna" in top.find_element(By.CSS_SELECTOR, ".c-staff").text
+    top: dict[str, str] = browser.execute_script(
+        """const row = document.querySelector('#rows tr.call');
+           return {id: row.dataset.id, party: row.querySelector('.c-party').innerText,
+                   staff: row.querySelector('.c-staff').innerText};"""
+    )
+    assert "+7 926 700-11-22" in top["party"]
+    assert "Ivanova Anna" in top["staff"]
     assert browser.execute_script("return window.notReloaded") is True
     # The redrawn lost row keeps the state of its call back.
     assert row_state(browser, lost["id"]) == "Звонок завершён"
-    back = journal.api(f"/api/v1/calls/{top.get_attribute('data-id')}")
+    back = journal.api(f"/api/v1/calls/{top['id']}")
     assert back["callback_of"] == lost["id"]
     assert back["direction"] == "outgoing"
     assert [(e["extension"], e["role"]) for e in back["employees"]] == [("101", "placed")]
