@@ -16,7 +16,9 @@ which dials the customer through a trunk. When the phone does not answer within 
 and :meth:`ClickToCall.answered` / :meth:`ClickToCall.unanswered` rewrite it for one request:
 every uniqueid and bridge id new (``ChannelId``/``OtherChannelId`` become the Local pair's
 uniqueids, as Asterisk 13+ does), every channel name new, the captured employee's extension
-replaced by the requested one (taken from ``Channel``), the dialled digits by ``Exten``, the
+replaced by the requested one (the endpoint of ``Channel``: ``101`` of ``PJSIP/101`` or of
+``Local/101@from-internal``; the channels stay the capture's, a FreePBX's Local pair
+dialling the phone, whatever technology the request names), the dialled digits by ``Exten``, the
 number sent to the trunk by the same number in the trunk's form (an 11-digit ``8...`` becomes
 ``7...``, as the capture's outbound route did), and the ``OriginateResponse`` given the
 request's ``ActionID``. Each message keeps its offset from the start of the capture; the fake
@@ -173,14 +175,16 @@ class ClickToCall:
             tokens[old] = given or f"{base}.{index}"
         for old in self.bridges:
             tokens[old] = str(uuid.uuid4())
-        requested = request.channel
         for old in self.channels:
             head = old.partition(";")[0]
             prefix, dash, _sequence = head.rpartition("-")
             if not dash:
                 continue
             if old.startswith("Local/"):
-                new_head = f"{requested}-{serial:08x}"
+                # The capture's Local pair, for the requested employee: the fake replays a
+                # FreePBX, whatever technology the request names.
+                local = prefix.replace(f"/{self.extension}@", f"/{request.extension}@", 1)
+                new_head = f"{local}-{serial:08x}"
             else:
                 tech, _, endpoint = prefix.partition("/")
                 if endpoint == self.extension:
@@ -228,15 +232,14 @@ class ClickToCall:
 
     def unanswered(self, request: OriginateRequest) -> list[TemplateMessage]:
         """The employee's phone rings for ``request.timeout`` and nobody picks up."""
-        ringing = next(
-            (
-                index
-                for index, m in enumerate(self.messages)
-                if m.first("Uniqueid") == self._phone and m.first("ChannelStateDesc") == "Ringing"
-            ),
-            self._response_at - 1,
-        )
-        head = self._messages(request, until=ringing)
+        # Up to the phone ringing and dialled (its Newstate and the DialBegin to it).
+        ringing = [
+            index
+            for index, m in enumerate(self.messages[: self._response_at])
+            if (m.first("Uniqueid") == self._phone and m.first("ChannelStateDesc") == "Ringing")
+            or (m.first("Event") == "DialBegin" and m.first("DestUniqueid") == self._phone)
+        ]
+        head = self._messages(request, until=max(ringing, default=self._response_at - 1))
         end = head[-1].offset + request.timeout
         snapshots: dict[str, dict[str, str]] = {}
         dial: TemplateMessage | None = None

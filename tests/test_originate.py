@@ -179,6 +179,8 @@ async def test_calling_back_a_lost_call_from_the_journal(tmp_path: Path) -> None
     # The call back: outgoing, placed by 102, answered by the customer, linked to the lost call.
     assert back["direction"] == "outgoing"
     assert back["status"] == "reached"
+    # Timed as capture 18: the customer answered 5 s after the click, talked 6 s.
+    assert (back["ring_seconds"], back["talk_seconds"]) == (5.0, 6.0)
     assert back["number"] == "+79267001122"
     assert back["callback_of"] == lost["id"]
     assert [(e["extension"], e["role"]) for e in back["employees"]] == [("102", "placed")]
