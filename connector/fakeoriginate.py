@@ -118,7 +118,10 @@ class ClickToCall:
         if response is None:
             raise ValueError("the click-to-call capture has no OriginateResponse")
         self._response_at = self.messages.index(response)
-        self.extension = _ENDPOINT.match(response.first("Channel")).group(1)  # type: ignore[union-attr]
+        endpoint = _ENDPOINT.match(response.first("Channel"))
+        if endpoint is None:
+            raise ValueError("the click-to-call capture's OriginateResponse names no channel")
+        self.extension = endpoint.group(1)
         self.exten = response.first("Exten")
         self.trunk_number = _trunk_form(self.exten)
         newchannels = [m for m in self.messages if m.first("Event") == "Newchannel"]

@@ -176,6 +176,8 @@ def test_calling_back_from_the_journal_rings_my_phone_then_the_customer(
     assert "+7 926 700-11-22" in top["party"]
     assert "Ivanova Anna" in top["staff"]
     assert browser.execute_script("return window.notReloaded") is True
+    done = tmp_path / "web-callback-done.png"
+    browser.save_screenshot(str(done))
     # The redrawn lost row keeps the state of its call back.
     assert row_state(browser, lost["id"]) == "Звонок завершён"
     back = journal.api(f"/api/v1/calls/{top['id']}")
@@ -186,6 +188,14 @@ def test_calling_back_from_the_journal_rings_my_phone_then_the_customer(
     (sent,) = journal.pbx.originates
     assert sent.channel == "PJSIP/101"
     assert sent.exten == "89267001122"
+    # The side panel of the lost call shows the same button and state.
+    browser.find_element(By.CSS_SELECTOR, f'#rows tr[data-id="{lost["id"]}"] .c-time').click()
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#panel .callback-status"))
+    panel_state = browser.execute_script(
+        "return document.querySelector('#panel .callback-status').textContent"
+    )
+    assert panel_state == "Звонок завершён"
+    browser.save_screenshot(str(tmp_path / "web-callback-panel.png"))
     # The signed-in person rang their own phone; someone else's is refused.
     cookie = browser.get_cookie("pbxjournal_session")
     assert cookie is not None
@@ -206,4 +216,4 @@ def test_calling_back_from_the_journal_rings_my_phone_then_the_customer(
     # was): PBXJOURNAL_UPDATE_SCREENSHOTS=1 pytest tests/test_web_callback.py
     if os.environ.get("PBXJOURNAL_UPDATE_SCREENSHOTS"):
         DOCS_IMG.mkdir(exist_ok=True)
-        shutil.copy(shots, DOCS_IMG / "web-callback.png")
+        shutil.copy(done, DOCS_IMG / "web-callback.png")
