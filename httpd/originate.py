@@ -39,34 +39,37 @@ _ID_RE = re.compile(r"[0-9a-f]{16}")
 _COSTLY = frozenset({phonenumbers.PhoneNumberType.PREMIUM_RATE})
 
 
-def check_number(text: str, settings: Settings) -> tuple[str, phonenumbers.PhoneNumber]:
-    """The E.164 form of ``text`` and its parse, or a 422 naming what is wrong."""
+def check_number(
+    text: str, settings: Settings, *, shown: str | None = None
+) -> tuple[str, phonenumbers.PhoneNumber]:
+    """The E.164 form of ``text`` and its parse, or a 422 naming what is wrong. ``shown``
+    replaces the number in the messages (a returned call's number may be withheld)."""
     region = settings.pbx.default_region
     parsed = possible_number(text, region)
     if parsed is None or not phonenumbers.is_valid_number(parsed):
-        raise ApiError(422, "invalid_number", f"number: not a phone number: {text[:40]!r}")
+        what = shown or repr(text[:40])
+        raise ApiError(422, "invalid_number", f"number: not a phone number: {what}")
     e164 = normalize_number(text, region)
     assert e164 is not None
+    what = shown or e164
     allow = settings.originate.allow_re
     if allow is not None:
         if not allow.fullmatch(e164):
             raise ApiError(
-                422,
-                "number_not_allowed",
-                f"number: {e164} is not allowed by originate.allow",
+                422, "number_not_allowed", f"number: {what} is not allowed by originate.allow"
             )
         return e164, parsed
     if phonenumbers.region_code_for_number(parsed) != region:
         raise ApiError(
             422,
             "number_not_allowed",
-            f"number: {e164} is outside {region}; international calls need originate.allow",
+            f"number: {what} is outside {region}; international calls need originate.allow",
         )
     if phonenumbers.number_type(parsed) in _COSTLY:
         raise ApiError(
             422,
             "number_not_allowed",
-            f"number: {e164} is a premium-rate number; it needs originate.allow",
+            f"number: {what} is a premium-rate number; it needs originate.allow",
         )
     return e164, parsed
 
@@ -148,17 +151,22 @@ async def post_originate(request: web.Request) -> web.Response:
     originator = request.app[ORIGINATOR]
     employee_id, extension, name = await _employee(request, wanted)
     journal = request.app[JOURNAL]
+    shown = None
+    withheld = False
     if call_id is not None:
         entry = await journal.get(call_id)
         if entry is None:
             raise ApiError(404, "call_not_found", f"no call {call_id}")
         if number_text is None:
-            number_text = entry.number_raw or entry.number
+            number_text = entry.number or entry.number_raw
             if not number_text:
                 raise ApiError(422, "invalid_number", f"call {call_id} has no number to call")
+            # Never quoted back: a withheld number is kept for calling back, not shown.
+            shown = f"the number of call {call_id}"
+            withheld = entry.call.number_withheld
     if number_text is None:
         raise bad("invalid_body", "body.number: is required (or call_id of a call to return)")
-    e164, parsed = check_number(number_text, settings)
+    e164, parsed = check_number(number_text, settings, shown=shown)
     if originator is None:
         raise ApiError(
             503,
@@ -167,6 +175,8 @@ async def post_originate(request: web.Request) -> web.Response:
         )
     owner = await journal.lookup_number(e164)
     display = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    if withheld:
+        display = "Номер скрыт"
     if owner is not None:
         display = owner.contact_name or owner.customer_name or display
     order = OriginateOrder(
@@ -178,6 +188,7 @@ async def post_originate(request: web.Request) -> web.Response:
         display=display,
         callback_of=call_id,
         client=request.get(CLIENT, "?"),
+        withheld=withheld,
     )
     try:
         status = await originator.originate(order)

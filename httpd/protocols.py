@@ -99,6 +99,8 @@ class OriginateOrder:
     callback_of: int | None
     #: The API client (or ``web:<login>``) that asked, for the log.
     client: str
+    #: The number is a returned call's withheld one: never logged.
+    withheld: bool = False
 
 
 @dataclass(frozen=True, slots=True)

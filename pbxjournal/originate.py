@@ -58,7 +58,7 @@ from connector.assembly import FinishedCall
 from connector.events import AmiEvent, AmiMessage
 from connector.live import LiveConversation
 from httpd.protocols import OriginateOrder, OriginateState, OriginateStatus, OriginateUnavailable
-from pbxjournal.logs import mask_number
+from pbxjournal.logs import WITHHELD, mask_number
 from storage.journal import JournalEntry
 
 __all__ = [
@@ -151,7 +151,8 @@ def originate_fields(
         "Exten": order.exten,
         "Priority": "1",
         "Timeout": str(int(originate.timeout * 1000)),
-        "CallerID": _caller_id(order.display, order.exten),
+        # A withheld number is dialled, never shown: not on the phone's screen either.
+        "CallerID": _caller_id(order.display, "" if order.withheld else order.exten),
         "Async": "true",
         "ChannelId": channel_id,
         "OtherChannelId": f"{channel_id};2",
@@ -349,7 +350,9 @@ class Originator:
             originate_id=request.id,
             client=order.client,
             employee=order.extension,
-            number=mask_number(order.number, self.settings.log.numbers),
+            number=WITHHELD
+            if order.withheld
+            else mask_number(order.number, self.settings.log.numbers),
             callback_of=order.callback_of,
             result=result or request.state.value,
             reason=reason if reason is not None else request.reason,

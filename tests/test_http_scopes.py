@@ -168,3 +168,29 @@ def test_scopes_default_to_read_and_write(tmp_path: Any) -> None:
     )
     settings = load_settings(config, environ={})
     assert [c.scopes for c in settings.http.clients] == [("read", "write"), ("originate", "read")]
+
+
+def test_originate_settings_are_checked_naming_the_key(tmp_path: Any) -> None:
+    config = tmp_path / "pbxjournal.toml"
+    config.write_text(
+        "[originate]\n"
+        'channel = "PJSIP/{ext}"\n'
+        'context = "from internal"\n'
+        'exten = "{national}{country}"\n'
+        'timeout = "0s"\n'
+        "allow = '+7('\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as failure:
+        load_settings(config, environ={})
+    problems = failure.value.problems
+    assert any(p.startswith("originate.channel: unknown field {ext}") for p in problems)
+    assert any(p.startswith("originate.context: expected a context name") for p in problems)
+    assert any(p.startswith("originate.exten: unknown field {country}") for p in problems)
+    assert any(p.startswith("originate.timeout:") for p in problems)
+    assert any(p.startswith("originate.allow: invalid regular expression") for p in problems)
+    environ = {"PBXJOURNAL_ORIGINATE__CHANNEL": "Local/101@from-internal"}
+    with pytest.raises(ConfigError) as missing:
+        load_settings(None, environ=environ)
+    (problem,) = missing.value.problems
+    assert problem.startswith("PBXJOURNAL_ORIGINATE__CHANNEL (originate.channel): must contain")

@@ -21,8 +21,12 @@ from typing import Any
 import aiohttp
 from structlog.testing import capture_logs
 
+from config import AmiSettings, load_settings
+from connector.ami import open_session
 from connector.fakepbx import FakePbx
+from httpd.protocols import OriginateOrder
 from pbxjournal.daemon import Daemon
+from pbxjournal.originate import Originator
 from tests.daemon_support import Committed, daemon_settings
 from tests.scenarios import capture
 
@@ -379,3 +383,37 @@ async def test_a_pbx_that_never_confirms_is_followed_not_retried(tmp_path: Path)
     )
     (line,) = [e for e in logs if e["event"] == "originate"]
     assert line["result"] == "failed"
+
+
+async def test_a_withheld_number_is_called_back_but_never_shown_or_logged() -> None:
+    """The journal keeps a withheld number for calling back (issue 15): the Originate dials it,
+    the phone's screen and the log line do not show it."""
+    pbx = FakePbx([], speed=0, click_to_call=CLICK_TO_CALL)
+    pbx.originate_error = "Permission denied"  # failed at once: the log line is written now
+    port = await pbx.start()
+    settings = load_settings(None, environ={"PBXJOURNAL_LOG__NUMBERS": "full"})
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(pbx.close)
+        session = await open_session(AmiSettings(port=port))
+        stack.push_async_callback(session.close)
+        originator = Originator(settings, session.send_action, lambda: [])
+        order = OriginateOrder(
+            "101",
+            "101",
+            "Ivanova Anna",
+            "+79267001122",
+            "89267001122",
+            "Номер скрыт",
+            7,
+            "1c",
+            withheld=True,
+        )
+        with capture_logs() as logs:
+            status = await originator.originate(order)
+    assert (status.state.value, status.reason) == ("failed", "Permission denied")
+    (sent,) = [a for a in pbx.actions_received if a.first("Action") == "Originate"]
+    assert sent.first("Exten") == "89267001122"
+    assert sent.first("CallerID") == '"Номер скрыт" <>'
+    (line,) = [e for e in logs if e["event"] == "originate"]
+    assert line["number"] == "withheld"
+    assert "9267001122" not in repr(logs)
