@@ -3,6 +3,7 @@
 from config.settings import (
     DEFAULT_CONFIG_PATH,
     ENV_PREFIX,
+    SCOPES,
     AmiSettings,
     AttentionWindow,
     ConfigError,
@@ -10,6 +11,7 @@ from config.settings import (
     HttpClient,
     HttpSettings,
     LogSettings,
+    OriginateSettings,
     PbxSettings,
     RecordingsSettings,
     RulesSettings,
@@ -23,6 +25,7 @@ from config.settings import (
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "ENV_PREFIX",
+    "SCOPES",
     "AmiSettings",
     "AttentionWindow",
     "ConfigError",
@@ -30,6 +33,7 @@ __all__ = [
     "HttpClient",
     "HttpSettings",
     "LogSettings",
+    "OriginateSettings",
     "PbxSettings",
     "RecordingsSettings",
     "RulesSettings",

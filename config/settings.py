@@ -24,6 +24,7 @@ import json
 import math
 import os
 import re
+import string
 import tomllib
 import unicodedata
 import zoneinfo
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "ENV_PREFIX",
+    "SCOPES",
     "AmiSettings",
     "AttentionWindow",
     "ConfigError",
@@ -49,6 +51,7 @@ __all__ = [
     "HttpClient",
     "HttpSettings",
     "LogSettings",
+    "OriginateSettings",
     "PbxSettings",
     "RecordingsSettings",
     "RulesSettings",
@@ -781,6 +784,30 @@ class WriterSettings:
     )
 
 
+#: What an API client may do (``[[http.clients]] scopes``): read the journal, change it, ring
+#: phones (click-to-call), read the Prometheus metrics.
+SCOPES: Final = ("read", "write", "originate", "metrics")
+#: The scopes of a client whose table names none: what every client could do before scopes.
+DEFAULT_SCOPES: Final = ("read", "write")
+
+
+@dataclass(frozen=True)
+class _Scopes(_StringList):
+    """A non-empty list of scopes, each once."""
+
+    def from_toml(self, value: object, key: str) -> object:
+        scopes = super().from_toml(value, key)
+        assert isinstance(scopes, tuple)
+        if not scopes:
+            raise _Invalid(_Problem(key, f"must name at least one of {', '.join(SCOPES)}"))
+        return tuple(dict.fromkeys(scopes))
+
+
+_SCOPES_KIND: Final = _Scopes(
+    _choice(*SCOPES), "list of scopes", f"an array of scopes ({', '.join(SCOPES)})"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class HttpClient:
     """One [[http.clients]] entry: a client allowed to call the API, with HTTP Basic
@@ -799,6 +826,16 @@ class HttpClient:
         default=None,
         repr=False,
         metadata=_meta("Bearer token (Authorization: Bearer <token>); unique.", _TOKEN),
+    )
+    scopes: tuple[str, ...] = field(
+        default=DEFAULT_SCOPES,
+        metadata=_meta(
+            "What the client may do: read (GET the journal, directory, live calls), write "
+            "(change them), originate (click-to-call: POST /api/v1/originate), metrics "
+            "(GET /metrics only; read includes it). A request outside them is answered 403 "
+            "naming the scope.",
+            _SCOPES_KIND,
+        ),
     )
 
 
@@ -839,6 +876,7 @@ class _Clients(_Kind):
                         username=_optional_text(values.get("username")),
                         password=_optional_text(values.get("password")),
                         token=_optional_text(values.get("token")),
+                        scopes=_scopes_or_default(values.get("scopes")),
                     )
                 )
         if problems:
@@ -854,6 +892,13 @@ class _Clients(_Kind):
 
 def _optional_text(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def _scopes_or_default(value: object) -> tuple[str, ...]:
+    if value is None:
+        return DEFAULT_SCOPES
+    assert isinstance(value, tuple)
+    return tuple(str(scope) for scope in value)
 
 
 def _credential_problems(present: Iterable[str], key: str) -> list[_Problem]:
@@ -954,6 +999,97 @@ class HttpSettings:
     @property
     def port(self) -> int:
         return _split_listen(self.listen)[1]
+
+
+def _template(*fields: str, required: str | None = None) -> Callable[[str], str]:
+    """A check for a ``str.format`` template naming only ``fields`` (``required`` at least)."""
+    allowed = ", ".join(f"{{{name}}}" for name in fields)
+
+    def check(text: str) -> str:
+        _no_control_characters(_non_blank(text))
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+        except ValueError as exc:
+            raise ValueError(f"not a template ({exc}): {text!r}") from None
+        unknown = sorted(names - set(fields))
+        if unknown:
+            raise ValueError(f"unknown field {{{unknown[0]}}} in {text!r}; known: {allowed}")
+        if required is not None and required not in names:
+            raise ValueError(f"must contain {{{required}}}, got {text!r}")
+        return text
+
+    return check
+
+
+_CONTEXT_RE: Final = re.compile(r"[A-Za-z0-9_.+-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class OriginateSettings:
+    """[originate]: click-to-call (POST /api/v1/originate): the AMI Originate that rings an
+    employee's phone and, once they pick up, dials the customer. The AMI user needs the
+    ``originate`` write permission in manager.conf."""
+
+    channel: str = field(
+        default="PJSIP/{extension}",
+        metadata=_meta(
+            "The channel rung first, the employee's phone; {extension} is their extension. "
+            "FreePBX: Local/{extension}@from-internal (its follow-me, recording and "
+            "caller-id rules apply).",
+            _String(
+                "channel template",
+                "a channel like PJSIP/{extension}",
+                _template("extension", required="extension"),
+            ),
+        ),
+    )
+    context: str = field(
+        default="default",
+        metadata=_meta(
+            "Dialplan context the customer's number is dialled in once the employee answers "
+            "(it must reach the outbound routes). FreePBX: from-internal.",
+            _String(
+                "dialplan context", "a context name (letters, digits, _.+-)", _matching(_CONTEXT_RE)
+            ),
+        ),
+    )
+    exten: str = field(
+        default="{national}",
+        metadata=_meta(
+            "The extension dialled in that context, from the normalised number: {national} "
+            "(as dialled at home, 89161234567 in Russia), {e164} (+79161234567) or {digits} "
+            "(79161234567).",
+            _String(
+                "extension template",
+                "a template of {national}, {e164}, {digits}",
+                _template("national", "e164", "digits"),
+            ),
+        ),
+    )
+    timeout: float = field(
+        default=30.0,
+        metadata=_meta(
+            "How long the employee's phone rings before the call back fails as not answered "
+            "(Originate's Timeout).",
+            _Duration(1.0, 600.0),
+        ),
+    )
+    allow: str = field(
+        default="",
+        metadata=_meta(
+            "Regular expression the number (E.164, like +79161234567) must match whole to be "
+            "called. Empty: numbers of pbx.default_region only, not premium-rate ones.",
+            _String(
+                "regular expression or empty",
+                "a regular expression, or empty for the default",
+                lambda text: text if not text else _check_regex(text),
+            ),
+        ),
+    )
+
+    @property
+    def allow_re(self) -> re.Pattern[str] | None:
+        return re.compile(self.allow) if self.allow else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1182,6 +1318,9 @@ class Settings:
         default_factory=StorageSettings, metadata={"doc": StorageSettings.__doc__}
     )
     http: HttpSettings = field(default_factory=HttpSettings, metadata={"doc": HttpSettings.__doc__})
+    originate: OriginateSettings = field(
+        default_factory=OriginateSettings, metadata={"doc": OriginateSettings.__doc__}
+    )
     rules: RulesSettings = field(
         default_factory=RulesSettings, metadata={"doc": RulesSettings.__doc__}
     )
@@ -1211,6 +1350,7 @@ _SECTIONS: Final[Mapping[str, type[DataclassInstance]]] = {
     "recordings": RecordingsSettings,
     "storage": StorageSettings,
     "http": HttpSettings,
+    "originate": OriginateSettings,
     "rules": RulesSettings,
     "log": LogSettings,
     "writer": WriterSettings,

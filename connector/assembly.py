@@ -185,6 +185,9 @@ class FinishedCall:
     #: The caller withheld their number (presentation prohibited): ``external_number`` is
     #: the number as first seen, kept for calling back, never to be shown or logged as is.
     number_withheld: bool = False
+    #: The journal id of the call this one returns: set by the daemon (never the assembler)
+    #: on the conversation a click-to-call it placed became (``POST /api/v1/originate``).
+    callback_of: int | None = None
 
     @property
     def employees_answered(self) -> tuple[str, ...]:

@@ -14,6 +14,9 @@ receives ``FullyBooted`` with an ``Uptime`` and, from then on, the stream. It ma
 ``CoreShowChannels`` (the channels alive at the current point of the stream, tracked from
 the events already streamed; a dialled channel shows ``AppDial`` as Asterisk does), ``Status``
 with ``Variables`` (the last value of each variable set on each channel) and ``Logoff``;
+``Originate`` when it was given a click-to-call capture (:mod:`connector.fakeoriginate`:
+``Response: Success`` at once for ``Async: true``, then that capture's events rewritten for the
+requested employee and number, paced like the stream, ending in ``OriginateResponse``);
 anything else is an unknown command.
 
 One streamer task walks the stream for the whole server, so its position never goes back.
@@ -32,6 +35,9 @@ channels are forgotten, its uptime starts again from 0, and the stream waits for
 login to continue after the Shutdown (capture 00 then plays as two sessions).
 
 For tests: :attr:`FakePbx.ignore_actions` names actions that get no answer (a stalled PBX),
+:attr:`FakePbx.originate_error` makes ``Originate`` fail as Asterisk refuses it
+(``Response: Error`` with that message, e.g. ``Permission denied``),
+:attr:`FakePbx.unanswered_extensions` are phones that ring out an originate unanswered,
 :meth:`FakePbx.hold_when` pauses the stream after a given message,
 :meth:`FakePbx.discard_until` loses messages as an outage would, :meth:`FakePbx.crash` kills
 the PBX without a ``Shutdown``, :meth:`FakePbx.inject`
@@ -52,6 +58,7 @@ from pathlib import Path
 
 from connector.capture import iter_capture_messages
 from connector.events import AmiMessage, MalformedMessage, MessageFramer, parse_message
+from connector.fakeoriginate import ClickToCall, OriginateRequest, TemplateMessage
 
 __all__ = ["BANNER", "FakePbx"]
 
@@ -239,6 +246,7 @@ class FakePbx:
         max_catch_up: float = _MAX_CATCH_UP,
         keep_time: bool = False,
         clock_offset: float = 0.0,
+        click_to_call: Path | ClickToCall | None = None,
     ) -> None:
         if speed < 0:
             raise ValueError(f"speed must be >= 0, got {speed}")
@@ -277,6 +285,19 @@ class FakePbx:
         self._batch_size = 0
         #: Lower-case action names the fake reads and never answers.
         self.ignore_actions: set[str] = set()
+        #: The click-to-call ``Originate`` replays (None: ``Originate`` is an unknown command).
+        self.click_to_call = (
+            ClickToCall.from_capture(click_to_call)
+            if isinstance(click_to_call, Path)
+            else click_to_call
+        )
+        #: ``Originate`` is answered ``Response: Error`` with this message (None: accepted).
+        self.originate_error: str | None = None
+        #: Extensions whose phone rings out an originate without anybody picking up.
+        self.unanswered_extensions: set[str] = set()
+        #: Every originate accepted, in order.
+        self.originates: list[OriginateRequest] = []
+        self._originate_tasks: set[asyncio.Task[None]] = set()
         #: Every action received, in order, across connections.
         self.actions_received: list[AmiMessage] = []
         self.connections = 0
@@ -336,6 +357,9 @@ class FakePbx:
         if self._streamer is not None:
             self._streamer.cancel()
             await asyncio.gather(self._streamer, return_exceptions=True)
+        for task in list(self._originate_tasks):
+            task.cancel()
+        await asyncio.gather(*self._originate_tasks, return_exceptions=True)
         for client in list(self._clients):
             client.writer.close()  # flushes what is buffered, then closes
         clients = list(self._client_tasks)
@@ -676,6 +700,10 @@ class FakePbx:
             await self._show_channels(client, action_id, response)
         elif action == "status":
             await self._status(client, action_id, message, response)
+        elif action == "originate" and self.click_to_call is not None:
+            await self._originate(client, message, response)
+        elif action == "listcommands":
+            await client.send(response("Success", *self._commands()))
         else:
             await client.send(response("Error", ("Message", "Invalid/unknown command")))
         return True
@@ -772,6 +800,85 @@ class FakePbx:
                 ]
             )
         )
+
+    def _commands(self) -> list[tuple[str, str]]:
+        """``ListCommands``: what this user may call, as Asterisk lists it (one header per
+        action, ``Synopsis (Priv: ...)``); ``Originate`` only when the fake answers it and
+        :attr:`originate_error` does not say it is refused."""
+        commands = [
+            ("Login", "Login Manager. (Priv: <none>)"),
+            ("Logoff", "Logoff Manager. (Priv: <none>)"),
+            ("Ping", "Keepalive command. (Priv: <none>)"),
+            ("ListCommands", "List available manager commands. (Priv: <none>)"),
+            ("CoreShowChannels", "List currently active channels. (Priv: system,reporting,all)"),
+            ("Status", "List channel status. (Priv: system,call,reporting,all)"),
+        ]
+        if self.click_to_call is not None and self.originate_error is None:
+            commands.append(("Originate", "Originate a call. (Priv: originate,all)"))
+        return commands
+
+    async def _originate(
+        self, client: _Client, message: AmiMessage, response: Callable[..., bytes]
+    ) -> None:
+        """``Originate``: refused as Asterisk refuses it, or queued and played."""
+        assert self.click_to_call is not None
+        channel = _header(message, "Channel")
+        if self.originate_error is not None:
+            await client.send(response("Error", ("Message", self.originate_error)))
+            return
+        if "/" not in channel:
+            await client.send(response("Error", ("Message", "Invalid channel")))
+            return
+        if not _header(message, "Exten") or not _header(message, "Context"):
+            await client.send(response("Error", ("Message", "Exten and Context are required")))
+            return
+        if _header(message, "Async").lower() not in ("true", "yes", "1", "on"):
+            await client.send(response("Error", ("Message", "the fake PBX answers Async only")))
+            return
+        try:
+            timeout = int(_header(message, "Timeout") or "30000") / 1000.0
+        except ValueError:
+            timeout = 30.0
+        request = OriginateRequest(
+            action_id=_header(message, "ActionID"),
+            channel=channel,
+            context=_header(message, "Context"),
+            exten=_header(message, "Exten"),
+            timeout=timeout,
+            caller_id=_header(message, "CallerID"),
+            channel_id=_header(message, "ChannelId"),
+            other_channel_id=_header(message, "OtherChannelId"),
+        )
+        self.originates.append(request)
+        await client.send(response("Success", ("Message", "Originate successfully queued")))
+        if request.extension in self.unanswered_extensions:
+            messages = self.click_to_call.unanswered(request)
+        else:
+            messages = self.click_to_call.answered(request)
+        task = asyncio.create_task(self._play_originate(messages), name="fakepbx-originate")
+        self._originate_tasks.add(task)
+        task.add_done_callback(self._originate_tasks.discard)
+
+    async def _play_originate(self, messages: Sequence[TemplateMessage]) -> None:
+        """Send an originate's events on the PBX's clock, paced like the stream."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        base = self._pbx_time()
+        for item in messages:
+            if self.speed > 0:
+                delay = started + item.offset / self.speed - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            else:
+                await asyncio.sleep(0)
+            headers = [(k, v) for k, v in item.headers if k != "Timestamp"]
+            stamp = ("Timestamp", f"{base + item.offset:.6f}")
+            at = 2 if len(headers) > 1 and headers[1][0] == "Privilege" else 1
+            wire = _format([*headers[:at], stamp, *headers[at:]])
+            for listener in self._listeners():
+                await listener.send(wire)
+            # Followed for CoreShowChannels, without moving the stream's clock.
+            self._track(_StreamItem(None, -1, b"", AmiMessage(tuple(headers))))
 
     def _pbx_time(self) -> float:
         """The replayed PBX's clock: the stream's time (its start before it starts)."""

@@ -70,7 +70,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from config import HttpSettings, Settings
-from httpd import calls, directory, recordings, system
+from httpd import calls, directory, originate, recordings, system
 from httpd.audio import MergedRecordings
 from httpd.auth import Authenticator, auth_middleware
 from httpd.errors import ApiError, error_body, error_middleware, json_response
@@ -84,12 +84,13 @@ from httpd.keys import (
     MERGE_SLOTS,
     MERGED,
     METRICS,
+    ORIGINATOR,
     SETTINGS,
     STATUS,
     WORKERS,
 )
 from httpd.metrics import Metrics, observe_middleware
-from httpd.protocols import DaemonStatus, LiveCalls
+from httpd.protocols import DaemonStatus, LiveCalls, Originator
 from httpd.web import Accounts, serve_page, session_middleware, setup_pages
 from storage.store import SqlJournal
 
@@ -111,10 +112,12 @@ def init_app(
     feed: ChangeFeed | None = None,
     merged_cache: Path | None = None,
     merged_cache_bytes: int = 512 * 1024 * 1024,
+    originator: Originator | None = None,
 ) -> web.Application:
     """The API over ``journal``.
 
-    ``live`` and ``status`` come from the daemon (None on a stateless front end);
+    ``live``, ``status`` and ``originator`` (click-to-call) come from the daemon (None on a
+    stateless front end);
     ``merged_cache`` is where merged recordings are kept (default: a private per-user
     directory, :func:`httpd.audio.default_cache_directory`); ``feed`` may be passed in to
     share one feed between apps.
@@ -141,6 +144,7 @@ def init_app(
     app[HEALTH] = HealthProbe(journal, status)
     app[LIVE] = live
     app[STATUS] = status
+    app[ORIGINATOR] = originator
     app[MERGED] = MergedRecordings(merged_cache, max_bytes=merged_cache_bytes)
     app[MERGE_SLOTS] = asyncio.Semaphore(MERGE_QUEUE)
     # Threads start on first use; the cleanup context shuts them down with the app.
@@ -152,6 +156,7 @@ def init_app(
     app.add_routes(recordings.routes)
     app.add_routes(directory.routes)
     app.add_routes(system.routes)
+    app.add_routes(originate.routes)
     setup_pages(app, accounts)
     return app
 

@@ -12,7 +12,7 @@ from config import Settings
 from httpd.audio import MergedRecordings
 from httpd.feed import ChangeFeed
 from httpd.health import HealthProbe
-from httpd.protocols import DaemonStatus, LiveCalls
+from httpd.protocols import DaemonStatus, LiveCalls, Originator
 from storage.store import SqlJournal
 
 if TYPE_CHECKING:  # httpd.metrics reads CLIENT from here
@@ -27,6 +27,7 @@ __all__ = [
     "MERGED",
     "MERGE_SLOTS",
     "METRICS",
+    "ORIGINATOR",
     "SETTINGS",
     "STATUS",
     "WORKERS",
@@ -44,6 +45,8 @@ WORKERS: web.AppKey[ThreadPoolExecutor] = web.AppKey("workers")
 MERGE_SLOTS = web.AppKey("merge_slots", asyncio.Semaphore)
 LIVE: web.AppKey[LiveCalls | None] = web.AppKey("live")
 STATUS: web.AppKey[DaemonStatus | None] = web.AppKey("status")
+#: Click-to-call through the daemon's AMI session (None on a stateless front end).
+ORIGINATOR: web.AppKey[Originator | None] = web.AppKey("originator")
 
 #: The name of the client the request authenticated as (never its credentials).
 CLIENT = web.RequestKey("client", str)

@@ -48,6 +48,11 @@ def _error(description: str) -> dict[str, Any]:
 _ERRORS = {
     "400": _error("Invalid parameter or body: the message names it"),
     "401": _error("No or wrong credentials"),
+    "403": _error(
+        "missing_scope: the client's [[http.clients]] scopes lack the one this endpoint needs "
+        "(read, write, originate, metrics); csrf_failed: a web session's write without its "
+        "X-CSRF-Token"
+    ),
     "503": _error("database_unavailable: the journal database cannot be reached; retry"),
 }
 _NOT_FOUND = {"404": _error("Not found (the code says what)")}
@@ -141,6 +146,11 @@ _SCHEMAS: dict[str, Any] = {
                 "not to be shown (1C shows 'Номер скрыт')",
             },
             "did": _NULLABLE_STRING,
+            "callback_of": {
+                "type": ["integer", "null"],
+                "description": "the id of the call this one returns: set on the call a "
+                "click-to-call (POST /api/v1/originate with call_id) became",
+            },
             "customer": _ref("Customer"),
             "unregistered": {"type": "boolean"},
             "employees": {
@@ -482,6 +492,17 @@ _SCHEMAS: dict[str, Any] = {
             "number": _NULLABLE_STRING,
             "number_raw": _NULLABLE_STRING,
             "customer": _ref("Customer"),
+            "originate": {
+                "type": ["object", "null"],
+                "description": "the click-to-call that placed this conversation, or null",
+                "properties": {
+                    "id": {"type": "string"},
+                    "state": _ref("OriginateStateName"),
+                    "state_label": {"type": "string"},
+                    "callback_of": {"type": ["integer", "null"]},
+                },
+                "required": ["id", "state", "state_label", "callback_of"],
+            },
             "employees": {
                 "type": "array",
                 "items": _object(
@@ -494,6 +515,69 @@ _SCHEMAS: dict[str, Any] = {
                     }
                 ),
             },
+        }
+    ),
+    "OriginateStateName": {
+        "enum": ["ringing_employee", "dialling_customer", "talking", "finished", "failed"]
+    },
+    "OriginateInput": _object(
+        {
+            "employee": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 64,
+                "description": "id or extension of the employee whose phone rings first "
+                "(a web journal session: its own, by default)",
+            },
+            "number": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 64,
+                "description": "the customer's number in any written form (default: the "
+                "number of call_id)",
+            },
+            "call_id": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "maximum": INT64_MAX,
+                "description": "the journal call being returned (callback_of of the new call)",
+            },
+        },
+        required=[],
+        closed=True,
+    ),
+    "Originate": _object(
+        {
+            "id": {"type": "string"},
+            "state": _ref("OriginateStateName"),
+            "state_label": {"type": "string", "description": "for people, in Russian"},
+            "reason": {
+                "type": ["string", "null"],
+                "description": "why it failed, in the PBX's words (Permission denied, no "
+                "answer, busy, ...)",
+            },
+            "reason_code": {
+                "type": ["integer", "null"],
+                "description": "OriginateResponse's Reason: 4 answered, 3 no answer, 5 busy, "
+                "8 congestion, 1 hung up, 0 the channel could not be rung",
+            },
+            "employee": _object(
+                {
+                    "id": {"type": "string"},
+                    "extension": {"type": "string"},
+                    "name": {"type": "string"},
+                }
+            ),
+            "number": {"type": "string", "description": "E.164"},
+            "callback_of": {"type": ["integer", "null"]},
+            "linkedid": _NULLABLE_STRING,
+            "call_id": {
+                "type": ["integer", "null"],
+                "description": "the journal row of the conversation, once written",
+            },
+            "created_at": _TIME,
+            "updated_at": _TIME,
+            "url": {"type": "string"},
         }
     ),
     "Health": _object(
@@ -939,6 +1023,43 @@ def _build() -> dict[str, Any]:
                     **_ERRORS,
                 },
             },
+        },
+        "/api/v1/originate": {
+            "post": {
+                "summary": "Click-to-call: ring the employee's phone, then dial the customer",
+                "description": "Needs the originate scope. The AMI Originate is sent at once; "
+                "follow it at the returned url.",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("OriginateInput")}},
+                },
+                "responses": {
+                    "202": _json(_ref("Originate"), "Sent to the PBX (or refused by it: failed)"),
+                    **_ERRORS,
+                    "404": _error("employee_not_found, call_not_found"),
+                    "413": _BODY_ERRORS["413"],
+                    "422": _error(
+                        "invalid_number (not a phone number), number_not_allowed (outside "
+                        "originate.allow: international, premium-rate), employee_has_no_phone"
+                    ),
+                    "503": _error(
+                        "ami_unavailable: the AMI session is down, nothing was sent (retry); "
+                        "originate_unavailable: no daemon behind this server; "
+                        "database_unavailable"
+                    ),
+                },
+            }
+        },
+        "/api/v1/originate/{originate_id}": {
+            "get": {
+                "summary": "Where a click-to-call is",
+                "parameters": [_path_text("originate_id", "The id POST /api/v1/originate gave")],
+                "responses": {
+                    "200": _json(_ref("Originate"), "Its state"),
+                    **_ERRORS,
+                    "404": _error("originate_not_found (unknown, or ended over an hour ago)"),
+                },
+            }
         },
         "/api/v1/live": {
             "get": {

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from connector.live import LiveConversation
 from httpd.errors import json_response
-from httpd.keys import HEALTH, JOURNAL, LIVE, METRICS, SETTINGS
+from httpd.keys import HEALTH, JOURNAL, LIVE, METRICS, ORIGINATOR, SETTINGS
 from httpd.metrics import CONTENT_TYPE
 from httpd.openapi import document
 from httpd.params import Query
@@ -89,6 +89,16 @@ async def _live_item(
             if owner.contact_id is not None:
                 contact = {"id": owner.contact_id, "name": owner.contact_name}
             customer = {"id": owner.customer_id, "name": owner.customer_name, "contact": contact}
+    originator = request.app[ORIGINATOR]
+    placed = originator.for_conversation(live.id) if originator is not None else None
+    originate = None
+    if placed is not None:
+        originate = {
+            "id": placed.id,
+            "state": placed.state.value,
+            "state_label": placed.state.label,
+            "callback_of": placed.order.callback_of,
+        }
     return {
         "linkedid": live.id,
         "started_at": format_time(live.started_at, tz),
@@ -98,6 +108,7 @@ async def _live_item(
         "number": number,
         "number_raw": live.number,
         "customer": customer,
+        "originate": originate,
         "employees": [
             {
                 "id": employees.get(p.extension).id,

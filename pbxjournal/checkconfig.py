@@ -2,7 +2,8 @@
 
 Reads the configuration (the file and the ``PBXJOURNAL_*`` environment, as ``run`` does),
 prints what it found, then checks what ``run`` will need, changing nothing: the AMI login
-(log in, log off), the journal database (connect; its schema revision against this
+(log in, log off; when a client may click-to-call, that the AMI user may ``Originate``, from
+``ListCommands``), the journal database (connect; its schema revision against this
 version's; for a SQLite file that does not exist yet, that it could be created), the
 recordings directories, the HTTP address. One line per check: ``ok``, ``warn`` or ``FAIL``.
 Exit status 0 when nothing failed, 1 otherwise (2 for a configuration error, as every
@@ -17,10 +18,13 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from config import Settings, load_settings
 from pbxjournal.startup import explain, sqlite_path, startup_warnings
+
+if TYPE_CHECKING:
+    from connector.ami import AmiSession
 
 __all__ = ["run_check_config"]
 
@@ -80,6 +84,7 @@ async def _check_ami(settings: Settings, report: Report) -> None:
             session = await open_session(settings.ami)
             try:
                 banner = session.banner
+                originate = await _may_originate(session) if _originators(settings) else None
                 await session.logoff()
             finally:
                 await session.close()
@@ -90,6 +95,44 @@ async def _check_ami(settings: Settings, report: Report) -> None:
         report.line("FAIL", "ami", f"{where}: cannot connect: {reason}")
     else:
         report.line("ok", "ami", f"{where}: logged in as {settings.ami.username!r} ({banner})")
+        if originate is not None:
+            _report_originate(settings, report, originate)
+
+
+def _originators(settings: Settings) -> list[str]:
+    """The API clients allowed to click-to-call."""
+    return [c.name for c in settings.http.clients if "originate" in c.scopes]
+
+
+async def _may_originate(session: AmiSession) -> bool | str:
+    """Whether the AMI user may send ``Originate`` (``ListCommands`` lists only the actions
+    its ``write`` permissions allow), or why that cannot be told."""
+    from connector.ami import AmiError
+
+    try:
+        (answer, *_rest) = await session.send_action({"Action": "ListCommands"})
+    except AmiError as exc:
+        return str(exc)
+    return any(key.lower() == "originate" for key, _value in answer.headers)
+
+
+def _report_originate(settings: Settings, report: Report, originate: bool | str) -> None:
+    clients = ", ".join(_originators(settings))
+    if originate is True:
+        report.line("ok", "originate", f"the AMI user may Originate (click-to-call for {clients})")
+    elif originate is False:
+        report.line(
+            "FAIL",
+            "originate",
+            f"{clients} may click-to-call (scope originate) but the AMI user "
+            f"{settings.ami.username!r} may not Originate: add originate to its write "
+            "permissions in manager.conf, or the PBX refuses every call back "
+            "(Permission denied)",
+        )
+    else:
+        report.line(
+            "warn", "originate", f"cannot tell whether the AMI user may Originate: {originate}"
+        )
 
 
 async def _check_database(settings: Settings, report: Report) -> None:

@@ -116,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep serving (idle, answering Ping) after the captures are exhausted",
     )
+    fake.add_argument(
+        "--click-to-call",
+        type=Path,
+        default=None,
+        metavar="CAPTURE.ami",
+        help="answer Originate by replaying this captured click-to-call (capture 18) for the "
+        "requested employee and number",
+    )
     check = commands.add_parser(
         "check-config",
         help="check the configuration, the AMI login, the database and the directories",

@@ -53,6 +53,7 @@ from httpd.app import change_feed, init_app, start_http
 from httpd.feed import ChangeFeed
 from pbxjournal.dbtools import open_journal
 from pbxjournal.logs import call_number_for_log, configure_logging
+from pbxjournal.originate import Originator
 from pbxjournal.pipeline import (
     build_assembler,
     build_classifier,
@@ -144,6 +145,10 @@ class Daemon:
         # The loop's clock is time.monotonic, the one the transport stamps receipts with.
         self._clock = PbxClock(time.monotonic, time.time)
         self.connector = AmiConnector(settings.ami, self.handle, on_session=self._on_session)
+        #: Click-to-call (POST /api/v1/originate) over the connector's session.
+        self.originator = Originator(
+            settings, self.connector.send_action, lambda: live_snapshot(self.assembler)
+        )
         self.journal: SqlJournal | None = None
         self._classifier_loads: set[asyncio.Task[None]] = set()
         self.writer: JournalWriter | None = None
@@ -169,6 +174,8 @@ class Daemon:
         if resync is not None and event.get("ActionID") in resync.action_ids:
             self._take_snapshot(resync, event)
             return
+        if self.originator.observe(event):
+            return  # an OriginateResponse: the click-to-call's state, not a channel's
         event, step = self._clock.date(event)
         if step:
             self._clock_stepped(step, event.name)
@@ -337,6 +344,7 @@ class Daemon:
             live=lambda: live_snapshot(self.assembler),
             status=self,
             merged_cache=cache,
+            originator=self.originator,
         )
         self._feed = change_feed(app)
         self.commit_hooks.append(self._feed.committed)
@@ -402,6 +410,7 @@ class Daemon:
             log.error("reload failed, keeping the running configuration", errors=exc.problems)
         else:
             self.settings = replace(self.settings, employees=fresh.employees, log=fresh.log)
+            self.originator.settings = self.settings
             self._employees = employee_directory(self.settings)
             # The same classifier as at start: extensions and employees' mobiles.
             self.assembler.classifier = build_classifier(self.settings)
@@ -459,7 +468,8 @@ class Daemon:
 
     def _submit(self, calls: list[FinishedCall]) -> None:
         if calls and self.writer is not None:
-            self.writer.submit(calls)
+            # A conversation placed by click-to-call carries the call it returns.
+            self.writer.submit([self.originator.tag(call) for call in calls])
 
     def _pbx_now(self) -> float:
         return self._clock.now()
@@ -561,6 +571,7 @@ class Daemon:
                 hook(changes)
             except Exception:
                 log.exception("journal commit hook failed")
+        self.originator.written(entries)
         if self.journal is None:
             return
         numbers = self.settings.log.numbers

@@ -42,6 +42,7 @@ async def _serve_fake_pbx(args: argparse.Namespace) -> int:
             speed=args.speed,
             loop=args.loop,
             keep_time=args.keep_time,
+            click_to_call=args.click_to_call,
         )
     except (OSError, ValueError) as exc:  # a missing capture, a bad recvlog, a bad speed
         print(f"pbxjournal fake-pbx: {exc}", file=sys.stderr)

@@ -134,6 +134,7 @@ def to_call_object(
         "number_raw": entry.number_raw,
         "number_withheld": call.number_withheld,
         "did": call.did,
+        "callback_of": call.callback_of,
         "customer": customer,
         "unregistered": call.direction is not Direction.INTERNAL and entry.customer is None,
         "employees": people,

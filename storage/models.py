@@ -194,6 +194,9 @@ class Call(Base):
     #: The caller withheld the number (kept in ``number``/``number_raw`` for calling back).
     number_withheld: Mapped[bool] = mapped_column(server_default=sa.false(), default=False)
     did: Mapped[str | None] = mapped_column(sa.String(64))
+    #: The call this one returns (a click-to-call placed from the journal); not a foreign
+    #: key: the returned call is informative, its row is never in the way of this one's.
+    callback_of: Mapped[int | None] = mapped_column(BigId)
     ring_seconds: Mapped[float]
     talk_seconds: Mapped[float]
     queues: Mapped[list[str]] = mapped_column(sa.JSON)

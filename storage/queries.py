@@ -541,6 +541,7 @@ _ENTRY = (
         Contact.__table__.c.name,
         CallComment.__table__.c.text,
         _calls.number_withheld,
+        _calls.callback_of,
     )
     .select_from(Call.__table__)
     .outerjoin(Customer.__table__, Customer.__table__.c.id == _calls.customer_id)
@@ -724,6 +725,7 @@ def _entry(
         contact_name,
         comment,
         number_withheld,
+        callback_of,
     ) = row
     call = FinishedCall(
         conversation_id=conversation_id,
@@ -748,6 +750,7 @@ def _entry(
         queues=_json_list(queues),
         transfers=tuple(transfers),
         number_withheld=number_withheld,
+        callback_of=callback_of,
     )
     customer = None
     if customer_id is not None:

@@ -859,6 +859,7 @@ def _fill_call(row: Call, call: FinishedCall, number: str | None) -> None:
     row.number = number
     row.number_raw = call.external_number
     row.number_withheld = call.number_withheld
+    row.callback_of = call.callback_of
     row.did = call.did
     row.ring_seconds = call.ring_seconds
     row.talk_seconds = call.talk_seconds

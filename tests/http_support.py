@@ -9,6 +9,7 @@ An in-memory replay of the same captures is the oracle the filters are checked a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,7 +22,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from config import HttpClient, HttpSettings, Settings, load_settings
+from config import AmiSettings, HttpClient, HttpSettings, Settings, load_settings
+from connector.ami import open_session
+from connector.fakepbx import FakePbx
 from httpd.app import init_app
 from pbxjournal.dbtools import replay_events
 from pbxjournal.pipeline import build_pipeline
@@ -33,7 +36,7 @@ from storage.migrate import upgrade
 from storage.store import SqlJournal
 from tests.calls import at
 from tests.db import fresh_url, make_journal
-from tests.scenarios import TRACES
+from tests.scenarios import TRACES, capture
 from tests.test_replay import write_config
 
 CAPTURES = sorted(TRACES.glob("*.ami"))
@@ -157,6 +160,26 @@ class Api:
         raise AssertionError("cursor never ended")
 
 
+async def originating_api(make_api: Maker, stack: contextlib.AsyncExitStack) -> Api:
+    """An app whose clients all have the ``originate`` scope too, and whose originator speaks
+    AMI over a real TCP session to the fake PBX (capture 18 answering ``Originate``). No
+    daemon reads that session's events: a request stays as the PBX's answer left it."""
+    from pbxjournal.originate import Originator
+
+    pbx = FakePbx([], speed=0, click_to_call=capture("18-click-to-call-originate"))
+    port = await pbx.start()
+    stack.push_async_callback(pbx.close)
+    session = await open_session(AmiSettings(port=port))
+    stack.push_async_callback(session.close)
+    plain = await make_api()
+    clients = tuple(dataclasses.replace(c, scopes=("read", "write", "originate")) for c in CLIENTS)
+    settings = dataclasses.replace(
+        plain.settings, http=HttpSettings(listen="127.0.0.1:0", clients=clients)
+    )
+    originator = Originator(settings, session.send_action, lambda: [])
+    return await make_api(settings=settings, originator=originator)
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
     return seed_sqlite_template(tmp_path_factory.mktemp("http-template"))
@@ -166,12 +189,13 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
 async def make_api(
     aiohttp_client: Any, tmp_path: Path, sqlite_template: Seeded
 ) -> AsyncIterator[Maker]:
-    """``await make_api(engine="sqlite"|"postgresql", **init_app_kwargs)`` → :class:`Api`."""
+    """``await make_api(engine="sqlite"|"postgresql", settings=..., **init_app_kwargs)`` →
+    :class:`Api` (``settings`` replaces the seeded ones for the app, e.g. other clients)."""
     databases = []
     clients = []
 
-    async def make(engine: str = "sqlite", **kwargs: Any) -> Api:
-        settings = sqlite_template.settings
+    async def make(engine: str = "sqlite", settings: Settings | None = None, **kwargs: Any) -> Api:
+        settings = settings or sqlite_template.settings
         if engine == "sqlite":
             url = copy_sqlite(sqlite_template.path, tmp_path / f"journal-{len(databases)}.sqlite3")
         else:

@@ -11,6 +11,7 @@ their JSON types.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from datetime import datetime
@@ -20,7 +21,7 @@ from urllib.parse import quote, unquote
 import aiohttp
 from yarl import URL
 
-from tests.http_support import TOKEN, Api, Maker
+from tests.http_support import TOKEN, Api, Maker, originating_api
 
 #: ЖурналЗвонков.НовыйЗапрос: the token in the header, no user and password.
 HEADERS = {"Authorization": f"Bearer {TOKEN}", "Accept": "application/json"}
@@ -214,3 +215,26 @@ async def test_the_bsl_conversation_of_the_1c_guide(make_api: Maker) -> None:
     # A wrong parameter: a JSON 400 naming it, which ПрочитатьОтвет raises with.
     wrong = await bsl.read("GET", "/api/v1/calls?" + "kind=" + url_encoded("входящие"), status=400)
     assert "kind" in wrong["error"]["message"]
+
+
+async def test_the_bsl_call_back_command(make_api: Maker) -> None:
+    """Section 8's «Перезвонить»: ПерезвонитьНаСервере posts the employee's Код and the
+    call's id; ПроверитьПерезвон reads the url it was given until the state is final."""
+    async with contextlib.AsyncExitStack() as stack:
+        api = await originating_api(make_api, stack)
+        bsl = Bsl(api)
+        (lost,) = [c for c in await api.calls(kind="lost") if c["number"] == "+79267001122"]
+        state = await bsl.read(
+            "POST", "/api/v1/originate", {"employee": "101", "call_id": lost["id"]}, status=202
+        )
+        assert state["state"] == "ringing_employee"
+        assert isinstance(state["state_label"], str) and state["state_label"]
+        assert state["callback_of"] == lost["id"]
+        assert state["url"] == f"/api/v1/originate/{state['id']}"
+        again = await bsl.read("GET", state["url"])
+        assert again["state"] in ("ringing_employee", "dialling_customer", "talking", "finished")
+        # A number that is not one: Отправить raises with the message naming it.
+        refused = await bsl.read(
+            "POST", "/api/v1/originate", {"employee": "101", "number": "нет"}, status=422
+        )
+        assert refused["error"]["code"] == "invalid_number"

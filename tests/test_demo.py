@@ -12,6 +12,7 @@ import time
 import urllib.request
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,6 +72,21 @@ def test_demo_serves_the_journal_over_http_while_it_runs(tmp_path: Path) -> None
             except OSError:
                 continue
         assert count == 70
+        # Click-to-call through the fake PBX: Anna (101) calls back a lost call.
+        lost = next(c for c in _calls(port) if c["status"] == "lost" and c["number"])
+        accepted = _post(port, "/api/v1/originate", {"employee": "101", "call_id": lost["id"]})
+        assert accepted["state"] in ("ringing_employee", "dialling_customer", "talking")
+        for _ in range(200):
+            status = _get(port, str(accepted["url"]))
+            if status["state"] in ("finished", "failed"):
+                break
+            time.sleep(0.1)
+        assert status["state"] == "finished", status
+        back = _get(port, f"/api/v1/calls/{status['call_id']}")
+        assert back["callback_of"] == lost["id"]
+        assert back["number"] == lost["number"]
+        assert [(e["extension"], e["role"]) for e in back["employees"]] == [("101", "placed")]
+        assert _get(port, f"/api/v1/calls/{lost['id']}")["attention"] is False
     finally:
         demo.send_signal(signal.SIGINT)
         demo.wait(timeout=30)
@@ -131,3 +147,27 @@ def _calls(port: int) -> list[dict[str, object]]:
     with urllib.request.urlopen(request, timeout=5) as response:
         items: list[dict[str, object]] = json.loads(response.read())["items"]
         return items
+
+
+_AUTH = "Basic " + base64.b64encode(b"demo:demo").decode()
+
+
+def _get(port: int, path: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", headers={"Authorization": _AUTH}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        body: dict[str, Any] = json.loads(response.read())
+        return body
+
+
+def _post(port: int, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(payload).encode(),
+        method="POST",
+        headers={"Authorization": _AUTH, "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        body: dict[str, Any] = json.loads(response.read())
+        return body

@@ -8,12 +8,15 @@ the only one of its block and the page shows its JSON answer, the answer has the
 The page's ids stand for rows of a real journal (call 42, recording 77, version 5512): the
 test puts in the ids of the seeded journal's blind-transfer call, whose first part is long
 enough for the page's byte range, and waits a fraction of a second where the page long-polls
-for 25.
+for 25. The click-to-call examples run against an app whose 1C client has the ``originate``
+scope and whose originator speaks AMI to the fake PBX (capture 18 answering ``Originate``);
+the page's request id stands for one that app made.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -25,7 +28,9 @@ from typing import Any
 
 import pytest
 
-from tests.http_support import Api, Maker
+from httpd.keys import ORIGINATOR
+from httpd.protocols import OriginateOrder
+from tests.http_support import Api, Maker, originating_api
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "api.md"
@@ -175,13 +180,47 @@ def curl() -> str:
 TEXT = PAGE.read_text("utf-8")
 
 
+#: The page's click-to-call request id.
+ORIGINATE_ID = "5f0c2b7d9e1a4c3b"
+
+
+async def _originating_api(make_api: Maker, stack: contextlib.AsyncExitStack) -> tuple[Api, str]:
+    """An app whose 1C client may originate, over a real AMI session to the fake PBX, and
+    the id of a click-to-call it made."""
+    api = await originating_api(make_api, stack)
+    originator = api.app[ORIGINATOR]
+    assert originator is not None
+    order = OriginateOrder(
+        "101", "101", "Ivanova Anna", "+79267001122", "89267001122", "", None, "t"
+    )
+    made = await originator.originate(order)
+    return api, made.id
+
+
 @pytest.mark.parametrize("example", examples(TEXT), ids=lambda e: f"api.md:{e.line}")
 async def test_the_example_works_as_pasted(
     example: Example, make_api: Maker, tmp_path: Path, curl: str
 ) -> None:
-    api = await make_api()
+    async with contextlib.AsyncExitStack() as stack:
+        await _run_example(example, make_api, tmp_path, stack)
+
+
+async def _run_example(
+    example: Example, make_api: Maker, tmp_path: Path, stack: contextlib.AsyncExitStack
+) -> None:
+    originating = "/api/v1/originate" in example.command
+    made = ""
+    if originating:
+        api, made = await _originating_api(make_api, stack)
+    else:
+        api = await make_api()
     command = example.command
-    for placeholder, real in (await _real_ids(api)).items():
+    replacements = await _real_ids(api)
+    if originating:
+        (listed,) = await api.calls(q="79057778899")
+        replacements['"call_id": 42'] = f'"call_id": {listed["id"]}'
+        replacements[ORIGINATE_ID] = made
+    for placeholder, real in replacements.items():
         command = command.replace(placeholder, real)
     answer = await run(command, api, tmp_path, _variables(TEXT)["AUTH"])
     assert 200 <= answer.status < 300, (example.line, command, answer.body[:300])

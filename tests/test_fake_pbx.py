@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from connector.capture import iter_capture_messages
-from connector.events import parse_message
+from connector.events import AmiMessage, parse_message
 from connector.fakepbx import BANNER, FakePbx
 from tests.ami_helpers import RawClient, serving, trace, wait_until
 
@@ -510,3 +510,127 @@ async def test_the_fake_pbx_command_with_loop_stops_cleanly_on_sigterm() -> None
     async with asyncio.timeout(10):
         assert await process.wait() == 0
     await client.close()
+
+
+CLICK_TO_CALL = trace("18")
+ORIGINATE = (
+    "Action: Originate\nActionID: o1\nChannel: Local/102@from-internal\nContext: from-internal\n"
+    'Exten: 89267001122\nPriority: 1\nTimeout: 20000\nCallerID: "+7 926 700-11-22" <89267001122>\n'
+    "Async: true\nChannelId: cc-1\nOtherChannelId: cc-1;2\nVariable: __AMPUSER=102\n"
+)
+
+
+async def test_originate_is_queued_then_plays_capture_18_for_the_requested_call() -> None:
+    """As Asterisk answers an Async Originate: queued at once, then a real click-to-call
+    (capture 18) for the requested employee and number, ending its OriginateResponse with the
+    action's ActionID; assembled, it is the call back that was asked for."""
+    from tests.scenarios import assemble, events_of
+
+    async with serving(FakePbx([], speed=0, click_to_call=CLICK_TO_CALL)) as fake:
+        assert fake.click_to_call is not None
+        count = len(fake.click_to_call.messages)
+        client = await RawClient.connect(fake.port)
+        await client.login()
+        await client.read()  # FullyBooted
+        await client.send(ORIGINATE)
+        queued = await client.read()
+        played = await read_stream(client, count)
+        await client.close()
+    assert queued is not None
+    assert [(k, v) for k, v in queued.headers] == [
+        ("Response", "Success"),
+        ("ActionID", "o1"),
+        ("Message", "Originate successfully queued"),
+    ]
+    (request,) = fake.originates
+    assert (request.extension, request.exten, request.timeout) == ("102", "89267001122", 20.0)
+    text = b"\r\n\r\n".join(played)
+    # Nothing of the captured call is left: ids, numbers, the captured employee's channels.
+    for old in (b"1795837675.25", b"1795837677.261", b"89857001234", b"79857001234", b"IAX2/101"):
+        assert old not in text, old
+    names = [parse_message(raw).event for raw in played]
+    captured = [parse_message(raw).event for raw in stream_of(CLICK_TO_CALL)]
+    assert names == [n for n in captured if n != "SuccessfulAuth"]
+    (response,) = [parse_message(raw) for raw in played if raw.startswith(b"Event: Originate")]
+    assert response.first("ActionID") == "o1"
+    assert (response.first("Response"), response.first("Reason")) == ("Success", "4")
+    assert response.first("Uniqueid") == "cc-1"
+    assert response.first("Channel").startswith("Local/102@from-internal-")
+    assert b"DialString: provider/79267001122" in text
+    # Every message is stamped on the PBX's clock, in order.
+    stamps = [float(parse_message(raw).first("Timestamp")) for raw in played]
+    assert stamps == sorted(stamps) and abs(stamps[0] - time.time()) < 60
+    replay = assemble(events_of(text + b"\r\n\r\n"))
+    (call,) = replay.calls
+    assert call.conversation_id == "cc-1"
+    assert (call.direction.value, call.external_number, call.answered) == (
+        "outgoing",
+        "79267001122",  # as the outbound route sent it to the trunk
+        True,
+    )
+    assert [(p.extension, p.role.value) for p in call.participants] == [("102", "placed")]
+    assert (round(call.ring_seconds), round(call.talk_seconds)) == (5, 6)
+
+
+async def test_originate_to_a_phone_nobody_picks_up_fails_with_reason_3() -> None:
+    fake = FakePbx([], speed=0, click_to_call=CLICK_TO_CALL)
+    fake.unanswered_extensions = {"102"}
+    async with serving(fake):
+        client = await RawClient.connect(fake.port)
+        await client.login()
+        await client.read()
+        await client.send(ORIGINATE)
+        queued = await client.read()
+        played: list[AmiMessage] = []
+        while not played or played[-1].event != "OriginateResponse":
+            message = await client.read()
+            assert message is not None
+            played.append(message)
+        await client.close()
+    assert queued is not None and queued.response == "Success"
+    response = played[-1]
+    assert [(k, v) for k, v in response.headers if k != "Timestamp"] == [
+        ("Event", "OriginateResponse"),
+        ("Privilege", "call,all"),
+        ("ActionID", "o1"),
+        ("Response", "Failure"),
+        ("Channel", "Local/102@from-internal"),
+        ("Context", "from-internal"),
+        ("Exten", "89267001122"),
+        ("Reason", "3"),
+        ("Uniqueid", "<null>"),
+        ("CallerIDNum", "<unknown>"),
+        ("CallerIDName", "<unknown>"),
+    ]
+    ends = [m for m in played if m.event == "DialEnd"]
+    assert [m.first("DialStatus") for m in ends] == ["NOANSWER"]
+    hangups = [m for m in played if m.event == "Hangup"]
+    assert len(hangups) == 3 and {m.first("Cause") for m in hangups} == {"19"}
+    # The phone rang for the Originate's Timeout (20 s) on the PBX's clock.
+    rang = float(ends[0].first("Timestamp")) - float(played[0].first("Timestamp"))
+    assert 19.9 < rang < 20.1
+    assert not any(m.event == "Newchannel" and "provider" in m.first("Channel") for m in played)
+
+
+async def test_originate_refused_as_asterisk_refuses_it() -> None:
+    fake = FakePbx([], click_to_call=CLICK_TO_CALL)
+    fake.originate_error = "Permission denied"
+    async with serving(fake):
+        client = await RawClient.connect(fake.port)
+        await client.login()
+        await client.read()
+        await client.send(ORIGINATE)
+        refused = await client.read()
+        fake.originate_error = None
+        await client.send(ORIGINATE.replace("Async: true", "Async: false").replace("o1", "o2"))
+        sync = await client.read()
+        await client.send(
+            "Action: Originate\nActionID: o3\nChannel: nonsense\nExten: 1\nContext: x\n"
+        )
+        invalid = await client.read()
+        await client.close()
+    assert refused is not None
+    assert (refused.response, refused.first("Message")) == ("Error", "Permission denied")
+    assert sync is not None and sync.response == "Error"
+    assert invalid is not None and invalid.first("Message") == "Invalid channel"
+    assert fake.originates == []

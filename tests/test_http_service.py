@@ -36,6 +36,7 @@ def documented() -> list[tuple[str, str]]:
         "customer_id": "c-1",
         "number": "79161234567",
         "employee_id": "101",
+        "originate_id": "0123456789abcdef",
     }
     found = []
     for path, operations in document()["paths"].items():
@@ -68,7 +69,7 @@ async def test_anonymous_and_wrong_credentials_get_401_everywhere_but_healthz(
         {"Authorization": TOKEN},
     ]
     operations = documented()
-    assert len(operations) == 24
+    assert len(operations) == 26
     for method, path in [*operations, ("GET", "/api/v1/not-an-endpoint")]:
         for headers in wrong:
             async with api.client.request(method, path, headers=headers, json={}) as response:

@@ -82,3 +82,53 @@ async def test_the_migrated_schema_is_the_models_schema(database: Database) -> N
 
     async with database.engine.connect() as connection:
         assert await connection.run_sync(differences) == []
+
+
+#: The revision that added ``calls.callback_of`` (issue 17), and the one before it.
+CALLBACK_OF_REVISION = "0006"
+BEFORE_CALLBACK_OF = "0005"
+
+
+async def test_a_filled_journal_gains_callback_of_empty(empty_database: Database) -> None:
+    """Upgrading a journal with calls in it to the click-to-call revision keeps every call
+    and returns none of them (NULL); the column then takes a link."""
+    await upgrade(empty_database, BEFORE_CALLBACK_OF)
+    columns = (
+        "pbx, conversation_id, linkedids, started_at, answered_at, ended_at, approximate_end, "
+        "direction, answered, number, number_raw, did, ring_seconds, talk_seconds, queues, "
+        "announced_recordings, recording_hints, status, attention, first_contact, "
+        "registered_at_end, unregistered, window_closes_at, settled, fingerprint, search_text, "
+        "version"
+    )
+    async with empty_database.engine.begin() as connection:
+        for index in (1, 2):
+            await connection.execute(
+                text(
+                    f"INSERT INTO calls ({columns}) VALUES ('main', :cid, '[]', :at, NULL, :end, "
+                    "false, 'incoming', false, '+79267001122', '79267001122', NULL, 5.0, 0.0, "
+                    "'[]', '[]', '[]', 'lost', true, true, false, true, NULL, false, 'x', '', :v)"
+                ),
+                {"cid": f"17.{index}", "at": 1000.0 * index, "end": 1000.0 * index + 5, "v": index},
+            )
+    await upgrade(empty_database, CALLBACK_OF_REVISION)
+    assert await current_revision(empty_database) == CALLBACK_OF_REVISION
+    async with empty_database.engine.begin() as connection:
+        rows = (
+            await connection.execute(
+                text("SELECT conversation_id, callback_of FROM calls ORDER BY id")
+            )
+        ).all()
+        assert [tuple(r) for r in rows] == [("17.1", None), ("17.2", None)]
+        first = await connection.scalar(text("SELECT min(id) FROM calls"))
+        await connection.execute(
+            text("UPDATE calls SET callback_of = :first WHERE conversation_id = '17.2'"),
+            {"first": first},
+        )
+        linked = await connection.scalar(
+            text("SELECT callback_of FROM calls WHERE conversation_id = '17.2'")
+        )
+    assert linked == first
+    await downgrade(empty_database, BEFORE_CALLBACK_OF)
+    async with empty_database.engine.connect() as connection:
+        count = await connection.scalar(text("SELECT count(*) FROM calls"))
+    assert count == 2

@@ -236,3 +236,38 @@ def test_a_spool_in_a_directory_that_does_not_exist_is_not_created(tmp_path: Pat
     )
     assert_one_line(result, 3, str(spool), "does not exist")
     assert not spool.parent.exists()
+
+
+async def test_check_config_tells_whether_the_ami_user_may_originate(tmp_path: Path) -> None:
+    """A client with the originate scope needs an AMI user with the originate permission:
+    ``ListCommands`` lists only what the user may call (the fake lists Originate unless it
+    refuses it as Asterisk refuses a user without the permission)."""
+    fake = FakePbx([], click_to_call=ROOT / "tests/data/ami-traces/18-click-to-call-originate.ami")
+    async with serving(fake):
+        env = {
+            "PBXJOURNAL_AMI__PORT": str(fake.port),
+            "PBXJOURNAL_STORAGE__URL": f"sqlite+aiosqlite:///{tmp_path / 'journal.sqlite3'}",
+            "PBXJOURNAL_RECORDINGS__DIRECTORIES": json.dumps([str(RECORDINGS)]),
+            "PBXJOURNAL_HTTP__CLIENTS": json.dumps(
+                [{"name": "1c", "token": "t0ken", "scopes": ["read", "write", "originate"]}]
+            ),
+        }
+        allowed = await asyncio.to_thread(pbxjournal, "check-config", env=env)
+        fake.originate_error = "Permission denied"
+        refused = await asyncio.to_thread(pbxjournal, "check-config", env=env)
+        plain = await asyncio.to_thread(
+            pbxjournal,
+            "check-config",
+            env={**env, "PBXJOURNAL_HTTP__CLIENTS": json.dumps([{"name": "1c", "token": "t0ken"}])},
+        )
+    assert allowed.returncode == 0, allowed.stdout
+    assert any(
+        line.startswith("ok    originate") and "click-to-call for 1c" in line
+        for line in allowed.stdout.splitlines()
+    )
+    assert refused.returncode == 1
+    (failed,) = [line for line in refused.stdout.splitlines() if line.startswith("FAIL")]
+    assert "originate" in failed and "manager.conf" in failed
+    # Nobody may click-to-call: nothing to check.
+    assert plain.returncode == 0
+    assert "originate" not in plain.stdout

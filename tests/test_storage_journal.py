@@ -346,3 +346,47 @@ async def test_the_same_conversation_twice_in_one_batch_is_one_row_as_last_writt
     assert entry.call == again
     # Written again on its own, the row is as it was: nothing to change.
     assert await journal.write_many([(again, [])], again.ended_at) == []
+
+
+async def test_a_call_back_keeps_the_call_it_returns_as_the_memory_journal_does(
+    journal: SqlJournal,
+) -> None:
+    """``callback_of`` (issue 17's click-to-call) is stored, read back and rendered; the
+    returned lost call loses its attention through the rules, on both journals alike."""
+    from dataclasses import replace
+
+    from storage.memory import MemoryJournal
+    from storage.rules import AttentionWindow
+
+    memory = MemoryJournal(pbx="main", window=AttentionWindow.fixed(86400.0, MOSCOW), region="RU")
+    lost = make_call(IN, "89267001122", at("11-28 10:00"), answered=False)
+    await journal.write(lost, [], lost.ended_at)
+    memory.write(lost, [], lost.ended_at)
+    lost_id = await journal.id_of(lost.conversation_id)
+    assert lost_id is not None
+    back = replace(
+        make_call(OUT, "+7 926 700-11-22", at("11-28 10:30"), answered=True, extension="102"),
+        callback_of=lost_id,
+    )
+    await journal.write(back, [], back.ended_at)
+    memory.write(back, [], back.ended_at)
+    employees = EmployeeDirectory()
+    back_id = await journal.id_of(back.conversation_id)
+    assert back_id is not None
+    stored = {e.call.conversation_id: e for e in await journal.entries([lost_id, back_id])}
+    sql = {k: to_call_object(e, MOSCOW, employees) for k, e in stored.items()}
+    mem = {e.call.conversation_id: to_call_object(e, MOSCOW, employees) for e in memory.entries()}
+    for objects in (sql, mem):
+        assert objects[back.conversation_id]["callback_of"] == lost_id
+        assert objects[lost.conversation_id]["callback_of"] is None
+        assert objects[lost.conversation_id]["attention"] is False
+        assert objects[lost.conversation_id]["status"] == "no_answer"
+
+    def comparable(call: dict[str, object]) -> dict[str, object]:
+        return {k: v for k, v in call.items() if k not in ("id", "version")}
+
+    assert {k: comparable(v) for k, v in sql.items()} == {k: comparable(v) for k, v in mem.items()}
+    # Written again (a resync, a restart): the link stays, nothing changes.
+    last = await journal.last_version()
+    await journal.write(back, [], back.ended_at + 60)
+    assert await journal.last_version() == last

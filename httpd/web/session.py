@@ -11,6 +11,7 @@ from aiohttp.typedefs import Middleware
 
 from httpd.errors import ApiError
 from httpd.keys import CLIENT
+from httpd.scopes import SESSION_SCOPES, check_scope
 from httpd.web.accounts import Accounts, Session
 
 __all__ = [
@@ -58,6 +59,7 @@ def session_middleware(accounts: Accounts, machines: Middleware, pages: Handler)
                         )
                 request[CLIENT] = f"web:{session.account.login}"
                 request[SESSION] = session
+                check_scope(request, SESSION_SCOPES)
                 return await handler(request)
         return await machines(request, handler)
 

@@ -5,6 +5,7 @@
 // conversation as one download (/api/v1/calls/{id}/recording).
 
 import { api } from "./api.js";
+import { callbackControl, canCallBack } from "./callback.js";
 import { DIRECTION, ROLE, formatDuration, formatNumber, formatTime } from "./format.js";
 
 const SPEEDS = [1, 1.5, 2];
@@ -48,6 +49,7 @@ function partyOf(call) {
   }
   const number = call.number_withheld ? "Номер скрыт" : formatNumber(call.number);
   if (number) box.append(el("div", "number", number));
+  if (canCallBack(call)) box.append(callbackControl(call));
   return box;
 }
 

@@ -1,6 +1,7 @@
 // One journal row per call object, built with DOM calls only: every name, number and comment
 // is text, never HTML.
 
+import { callbackControl, canCallBack } from "./callback.js";
 import { DIRECTION, ROLE, STATUS_TONE, formatDuration, formatNumber, formatTime } from "./format.js";
 
 function el(tag, className, text) {
@@ -36,6 +37,7 @@ function partyCell(call) {
   }
   line.append(box);
   cell.append(line);
+  if (canCallBack(call)) cell.append(callbackControl(call));
   return cell;
 }
 
