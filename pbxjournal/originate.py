@@ -44,6 +44,7 @@ outcome is known: who asked (the client, the employee's extension), the number m
 from __future__ import annotations
 
 import dataclasses
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -67,6 +68,8 @@ __all__ = [
     "REASONS",
     "RETENTION_SECONDS",
     "Originator",
+    "callback_of_channel",
+    "channel_id_for",
     "originate_fields",
 ]
 
@@ -122,6 +125,29 @@ class _Request:
             linkedid=self.linkedid,
             call_id=self.call_id,
         )
+
+
+_CALLBACK_CHANNEL = re.compile(r"pbxjournal-[0-9a-f]{16}-cb([1-9][0-9]{0,17})")
+
+
+def channel_id_for(request_id: str, callback_of: int | None) -> str:
+    """The ``ChannelId`` of a click-to-call: the uniqueid, and so the linkedid, of its call.
+
+    It names the call returned (``-cb<id>``), so that the journal row links to it even when
+    the daemon that sent the Originate is not the one that sees the call end (a restart in the
+    middle of the call back: the open conversation is restored, the request is not)."""
+    if callback_of is None:
+        return f"pbxjournal-{request_id}"
+    return f"pbxjournal-{request_id}-cb{callback_of}"
+
+
+def callback_of_channel(conversation_id: str, linkedids: Iterable[str]) -> int | None:
+    """The call a click-to-call returns, read from its channel id (:func:`channel_id_for`)."""
+    for linkedid in (conversation_id, *linkedids):
+        match = _CALLBACK_CHANNEL.fullmatch(linkedid)
+        if match is not None:
+            return int(match.group(1))
+    return None
 
 
 def _caller_id(display: str, number: str) -> str:
@@ -192,7 +218,7 @@ class Originator:
         self._prune()
         request_id = secrets.token_hex(8)
         action_id = f"pbxjournal-originate-{request_id}"
-        channel_id = f"pbxjournal-{request_id}"
+        channel_id = channel_id_for(request_id, order.callback_of)
         now, mono = self._clock(), self._mono()
         request = _Request(
             id=request_id,
@@ -271,11 +297,20 @@ class Originator:
         return True
 
     def tag(self, call: FinishedCall) -> FinishedCall:
-        """``call`` with ``callback_of`` when it is the conversation a click-to-call became."""
+        """``call`` with ``callback_of`` when it is the conversation a click-to-call became.
+
+        The request, while this process remembers it; otherwise the channel id the Originate
+        gave the call (:func:`channel_id_for`), which the PBX keeps as the conversation's
+        linkedid: a daemon restarted while the call back ran still links it."""
         request = self._request_of(call.conversation_id, call.linkedids)
-        if request is None or request.order.callback_of is None:
+        callback_of = (
+            request.order.callback_of
+            if request is not None
+            else callback_of_channel(call.conversation_id, call.linkedids)
+        )
+        if callback_of is None:
             return call
-        return dataclasses.replace(call, callback_of=request.order.callback_of)
+        return dataclasses.replace(call, callback_of=callback_of)
 
     def written(self, entries: Iterable[JournalEntry]) -> None:
         """Journal rows committed: a click-to-call's conversation is finished."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -417,3 +418,39 @@ async def test_a_withheld_number_is_called_back_but_never_shown_or_logged() -> N
     (line,) = [e for e in logs if e["event"] == "originate"]
     assert line["number"] == "withheld"
     assert "9267001122" not in repr(logs)
+
+
+def test_a_call_back_seen_ending_by_a_restarted_daemon_still_links_the_call_it_returns() -> None:
+    """The Originate's ``ChannelId`` names the call returned: a daemon that never sent it (the
+    one started after a restart, its requests gone, the open conversation restored) still
+    writes ``callback_of``; other conversations, and look-alike ids, are left alone."""
+    from connector.assembly import Direction
+    from pbxjournal.originate import callback_of_channel, channel_id_for
+    from tests.calls import make_call
+
+    settings = load_settings(None, environ={})
+    restarted = Originator(settings, _never_sent, lambda: [])
+    channel = channel_id_for("0123456789abcdef", 41)
+    assert channel == "pbxjournal-0123456789abcdef-cb41"
+    back = make_call(
+        Direction.OUTGOING, "+79267001122", 1.8e9, answered=True, conversation_id=channel
+    )
+    assert restarted.tag(back).callback_of == 41
+    # Merged into another conversation (a transfer): found among its linkedids.
+    merged = dataclasses.replace(back, conversation_id="1764000000.7", linkedids=(channel,))
+    assert restarted.tag(merged).callback_of == 41
+    for other in (
+        "1764000000.7",
+        channel_id_for("0123456789abcdef", None),
+        "pbxjournal-0123456789abcdef-cb0",
+        "pbxjournal-0123456789abcdef-cb99999999999999999999",
+        "pbxjournal-xyz-cb41",
+        channel + "-x",
+    ):
+        call = dataclasses.replace(back, conversation_id=other, linkedids=())
+        assert restarted.tag(call).callback_of is None, other
+        assert callback_of_channel(other, ()) is None, other
+
+
+async def _never_sent(_fields: object) -> list[Any]:
+    raise AssertionError("nothing is sent")
