@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy.ext.asyncio import AsyncSession  # noqa: E402
 
 from bench.coldcache import DiskCache, postgres_cache, sqlite_cache  # noqa: E402
 from config import Settings  # noqa: E402
@@ -692,6 +693,26 @@ async def _plan(database: Database, where: JournalFilter, cursor: str | None) ->
         return await explain(session, statement)
 
 
+async def _interrupt(session: AsyncSession) -> None:
+    """Stop the running statement: SQLite's ``interrupt()`` (thread-safe; cancelling the task
+    would leave the query running in aiosqlite's thread), PostgreSQL's cancel request."""
+    raw = await (await session.connection()).get_raw_connection()
+    driver = raw.driver_connection
+    if hasattr(driver, "interrupt"):
+        await driver.interrupt()
+    else:
+        driver.terminate()
+
+
+async def _request(session: AsyncSession, case: Case, params: dict[str, str]) -> int:
+    if case.path.endswith("/changes"):
+        entries, _ = await changes(session, int(params["since"]), int(params["limit"]))
+        return len(entries)
+    where, cursor = to_filter(params)
+    page = await list_calls(session, where, limit=50, cursor=cursor)
+    return len(page.entries)
+
+
 async def measure(
     url: str,
     synth: Synth,
@@ -700,10 +721,12 @@ async def measure(
     plans: bool,
     cache: DiskCache | None = None,
     only: str | None = None,
+    give_up: float = 10.0,
 ) -> list[Timing]:
     """p50, p95, rows and median pages read of each case. With ``cache``, cold: before each
     request the engine's connections are closed (SQLite's page cache with them) and the
-    database's files dropped from the system's cache."""
+    database's files dropped from the system's cache. A request still running after
+    ``give_up`` seconds is abandoned (with the rest of its case) and counted as that long."""
     results = []
     rnd = random.Random(11)
     database = open_database(url)
@@ -714,6 +737,7 @@ async def measure(
             timings: list[float] = []
             pages: list[int] = []
             rows = 0
+            abandoned = False
             for n in range(repeat + 1):
                 params = case.make(rnd)
                 if cache is not None:
@@ -725,22 +749,25 @@ async def measure(
                         cache.drop()
                     before = cache.read_bytes() if cache is not None else 0
                     began = time.perf_counter()
-                    if case.path.endswith("/changes"):
-                        entries, _ = await changes(
-                            session, int(params["since"]), int(params["limit"])
-                        )
-                        found = len(entries)
+                    request = asyncio.ensure_future(_request(session, case, params))
+                    done, _ = await asyncio.wait([request], timeout=give_up)
+                    if done:
+                        found = request.result()
                     else:
-                        where, cursor = to_filter(params)
-                        page = await list_calls(session, where, limit=50, cursor=cursor)
-                        found = len(page.entries)
+                        found = 0
+                        abandoned = True
+                        await _interrupt(session)
+                        await asyncio.gather(request, return_exceptions=True)
                     elapsed = (time.perf_counter() - began) * 1000
                     if cache is not None:
                         pages.append(cache.pages_since(before))
-                if n or cache is not None:  # warm: the first run warms the cache
+                if n or cache is not None or abandoned:  # warm: the first run warms the cache
                     timings.append(elapsed)
                     rows += found
-            result = _summary(case.name, timings, rows // len(timings), pages)
+                if abandoned:
+                    break  # one request over the limit says enough: the table shows "> limit"
+            count = -1 if abandoned else rows // len(timings)
+            result = _summary(case.name, timings, count, pages)
             results.append(result)
             print(
                 f"  {case.name:<40}{result[1]:>9.1f}{result[2]:>9.1f}{result[3]:>6}"
@@ -876,6 +903,9 @@ async def main() -> None:
         help="drop the database's files from the page cache before each request (root)",
     )
     parser.add_argument("--only", help="only the cases whose name contains this")
+    parser.add_argument(
+        "--give-up", type=float, default=10.0, help="seconds after which a case is abandoned"
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--section", default="bench.queries", help="docs/benchmarks.md section")
     parser.add_argument("--no-plans", action="store_true")
@@ -892,7 +922,13 @@ async def main() -> None:
         mode = "cold" if args.cold else "warm"
         print(f"\n== {engine}, {mode}: case, p50, p95 (ms), rows, pages read", file=sys.stderr)
         report[engine] = await measure(
-            url, synth, args.repeat, plans=not args.no_plans, cache=cache, only=args.only
+            url,
+            synth,
+            args.repeat,
+            plans=not args.no_plans,
+            cache=cache,
+            only=args.only,
+            give_up=args.give_up,
         )
     engines = list(report)
     if not engines:
@@ -925,9 +961,12 @@ def docs_text(
     for index, (name, *_rest) in enumerate(results[engines[0]]):
         line = [name]
         for engine in engines:
-            _, p50, p95, _, pages = results[engine][index]
+            _, p50, p95, count, pages = results[engine][index]
+            if count < 0:  # abandoned
+                line += [f"> {p95:,.0f}", f"> {p95:,.0f}"] + (["?"] if cold else [])
+                continue
             line += [f"{p50:.1f}", f"{p95:.1f}"] + ([f"{pages:.0f}"] if cold else [])
-        line.append(str(results[engines[0]][index][3]))
+        line.append(str(max(r[index][3] for r in results.values())))
         lines.append(line)
     mode = (
         "Cold: before each request the engine's connections are closed and the database's "
@@ -948,7 +987,8 @@ def docs_text(
         `ANALYZE`. Each case is what `GET /calls` (or `/changes`) asks of the storage:
         `storage.queries.list_calls`, the page query and loading the 50 entries, {repeat} times
         with varying arguments (employee, period, search term, cursor depth). {mode}
-        Milliseconds; "rows" is the page's length."""
+        Milliseconds; "rows" is the page's length; "> N": the request was abandoned after N
+        ms (and the rest of its case with it)."""
     )
     return "\n\n".join(
         [
