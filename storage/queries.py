@@ -354,8 +354,8 @@ def _class_matches(where: JournalFilter, cls: dict[str, Any]) -> bool:
 
 
 def _conditions_used(where: JournalFilter) -> int:
-    """How many of the filters' groups (kinds, internal=only, each flag, "my calls") a
-    filter combines."""
+    """How many of the flag columns' filters (kinds, internal=only, each flag) a filter
+    combines."""
     return sum(
         (
             bool(where.kinds),
@@ -363,15 +363,15 @@ def _conditions_used(where: JournalFilter) -> int:
             where.first_contact is not None,
             where.unregistered is not None,
             where.attention is not None,
-            where.employee is not None,
         )
     )
 
 
 def journal_classes(where: JournalFilter) -> list[dict[str, Any]] | None:
     """The classes a combined filter's page merges, or None when it walks an index instead:
-    a single filter has an index of its own, whose range is exactly its rows; a filter that
-    matches more than ``MAX_CLASSES`` classes is dense; a search goes through its own index."""
+    a single filter (with or without "my calls") has an index of its own, whose range is
+    exactly its rows; a filter that matches more than ``MAX_CLASSES`` classes is dense; a
+    search goes through its own index."""
     if where.query or _conditions_used(where) < 2:
         return None
     names = [name for name, _ in CLASS_COLUMNS]

@@ -42,7 +42,7 @@ BEFORE = "0005"
 
 def combined_filters() -> Iterator[JournalFilter]:
     """Filters that combine two or more conditions (the ones ``ix_calls_class`` serves),
-    with and without "my calls", a period and each internal mode."""
+    with and without "my calls", in each internal mode."""
     for kinds, internal, first, unregistered, attention, employee in itertools.product(
         [(), ("incoming",), ("missed",), ("lost",), ("missed", "outgoing")],
         list(InternalCalls),
@@ -101,7 +101,7 @@ async def test_0007_adds_the_class_index_to_a_filled_journal(
     assert await current_revision(empty_database) == JOURNAL_INDEXES
     assert "ix_calls_class" in await _indexes(empty_database)
     assert await _pages(empty_database) == before
-    where = JournalFilter(kinds=frozenset({"missed"}), attention=True, employee="105")
+    where = JournalFilter(kinds=frozenset({"missed"}), first_contact=True, employee="105")
     async with empty_database.sessions() as session:
         statement = journal_statement(empty_database.dialect, where, limit=50, extensions=["105"])
         plan = "\n".join(await explain(session, statement))
