@@ -992,7 +992,8 @@ def docs_text(
     )
     return "\n\n".join(
         [
-            f"## Journal queries at {rows:,} calls, {'cold' if cold else 'warm'}",
+            f"## Journal queries at {rows:,} calls, {', '.join(engines)}, "
+            f"{'cold' if cold else 'warm'}",
             f"Command: `{report.command_line()}`",
             intro,
             report.table(header, lines),
