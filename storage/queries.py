@@ -433,6 +433,8 @@ def journal_statement(
     if classes is not None:
         if not classes:
             return sa.select(Call.id, Call.started_at).where(sa.false()).limit(limit)
+        if dialect == "postgresql" and where.employee is None and len(classes) > 1:
+            return _classes_lateral(classes, shared, limit)
         arms = [
             sa.select(Call.id, Call.started_at).where(
                 *(_class_column(name) == value for name, value in cls.items()), *shared
@@ -442,9 +444,9 @@ def journal_statement(
         if len(arms) == 1:
             return arms[0].order_by(Call.started_at.desc(), Call.id.desc()).limit(limit)
         if dialect == "postgresql":
-            # PostgreSQL (15) neither merges the arms of a UNION ALL (it appends them and
-            # sorts) nor stops early: each arm is cut to a page by its own LIMIT (a backward
-            # scan of one index range), and at most a page per class is sorted.
+            # With "my calls" a class's page may take many probes: its arm is cut to a page
+            # by its own LIMIT and the arms are merged (Merge Append), so that only the
+            # classes the page needs are read that far.
             arms = [
                 arm.order_by(Call.started_at.desc(), Call.id.desc()).limit(limit) for arm in arms
             ]
@@ -475,6 +477,35 @@ def journal_statement(
         sa.select(Call.id, Call.started_at)
         .where(*conditions, *shared)
         .order_by(Call.started_at.desc(), Call.id.desc())
+        .limit(limit)
+    )
+
+
+def _classes_lateral(
+    classes: list[dict[str, Any]], shared: list[sa.ColumnElement[bool]], limit: int
+) -> sa.Select[int, float]:
+    """PostgreSQL's page of several classes: the classes as ``VALUES``, each joined
+    ``LATERAL`` to one backward scan of its range cut to a page, the pages sorted.
+
+    Planning one ``UNION ALL`` arm per class cost about 6 ms for 40 classes on every request
+    (custom plans); the lateral scan is planned once, with the class as its parameters, and
+    reads at most a page of index entries per class (index-only)."""
+    names = [name for name, _ in CLASS_COLUMNS]
+    keys = sa.values(
+        *(sa.column(name, _class_column(name).type) for name in names), name="classes"
+    ).data([tuple(cls[name] for name in names) for cls in classes])
+    page = (
+        sa.select(Call.id, Call.started_at)
+        .where(*(_class_column(name) == keys.c[name] for name in names), *shared)
+        .order_by(Call.started_at.desc(), Call.id.desc())
+        .limit(limit)
+        .lateral("class_page")
+    )
+    return (
+        sa.select(page.c.id, page.c.started_at)
+        .select_from(keys)
+        .join(page, sa.true())
+        .order_by(page.c.started_at.desc(), page.c.id.desc())
         .limit(limit)
     )
 
