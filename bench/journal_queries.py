@@ -1,12 +1,19 @@
-"""Journal pages at a million calls: p50/p95 of each filter and of search, SQLite and PostgreSQL.
+"""Journal pages at a million or ten million calls: p50/p95 (and, cold, pages read from the
+disk) of every filter, every pair of filters, each with "Мои звонки", periods, a deep cursor,
+every search form and ``/changes``, SQLite and PostgreSQL, warm or cold.
 
 Not a test. Run it from the repository root:
 
     python bench/journal_queries.py                       # 1,000,000 calls, both engines
     python bench/journal_queries.py --rows 100000 --engines sqlite --no-docs
     python bench/journal_queries.py --engines sqlite --reuse   # an already filled file
+    python bench/journal_queries.py --rows 10000000 --engines sqlite --schema 0005 --fill-only
+    python bench/journal_queries.py --rows 10000000 --engines postgresql --fill-only \
+        --from-sqlite /path/filled.sqlite3                # the same rows, without generating
+    python bench/journal_queries.py --reuse --cold --give-up 5 --section bench.queries-cold
 
-It writes its table to its section of docs/benchmarks.md (``--no-docs``: only prints it).
+It writes its table to its section of docs/benchmarks.md (``--section``; ``--no-docs``: only
+prints it; ``--json``: also a file).
 
 PostgreSQL comes from ``--pg-url`` or ``PBXJOURNAL_TEST_PG_URL`` (``scripts/test-postgres``);
 its ``public`` schema is dropped and recreated. SQLite goes to ``--sqlite-path``.
@@ -16,19 +23,28 @@ Theory of operation
 *Fill.* The 70 calls of the real captures (replayed through the in-memory journal) are the
 templates. Row ``i`` copies template ``i mod 70`` with its own start time (the rows spread
 evenly over a year), a number drawn with a skew from a pool of ``rows / 5`` numbers (so
-numbers recur, as customers call again), its employees renumbered among 40, and recording
-parts renamed. 40 % of the numbers belong to 1C customers with Cyrillic names, a third of
-those through a contact person. The rules' flags follow the same logic as the daemon's
-(registered → ``no_answer``; an unregistered missed call is ``lost`` unless a call back is
-drawn; ``first_contact`` on a number's first call), and ``search_text`` is built by the
-daemon's own :func:`storage.search.search_text`. Rows go in with the engines' bulk paths
-(``executemany`` on SQLite, ``COPY`` on PostgreSQL) into the migrated schema, so the FTS5
-triggers and every index are the real ones; then ``ANALYZE``.
+numbers recur, as customers call again) — except one external call in 180, which is of one
+busy number (50,000 calls at ten million: a forwarded main line, or a spammer) — its
+employees renumbered among 40, and recording parts renamed. 40 % of the numbers belong to 1C
+customers with Cyrillic names (at most 100,000 customers, every one with numbers; 30 % of the
+customers reached through contact persons). The rules' flags follow the same logic as the
+daemon's (registered → ``no_answer``; an unregistered missed call is ``lost`` unless a call
+back is drawn; ``first_contact`` on a number's first call), and ``search_text`` is built by
+the daemon's own :func:`storage.search.search_text`. Rows go in with the engines' bulk paths
+(``executemany`` in 20,000-row transactions on SQLite, ``COPY`` on PostgreSQL) into the
+migrated schema (``--schema``: at that revision) with the secondary indexes dropped and built
+after the load, the FTS5 index rebuilt once and its triggers recreated; then ``ANALYZE``.
 
-*Measure.* Each case runs :func:`storage.queries.list_calls` — the query *and* loading the 50
-entries of the page, what ``GET /calls`` costs before JSON — ``--repeat`` times with varying
-arguments (employee, search term, week), and reports p50 and p95 in milliseconds. The plan of
-each case is printed once (``EXPLAIN QUERY PLAN`` / ``EXPLAIN``).
+*Measure.* Each case (:func:`query_cases`, shared with ``bench/http_calls.py``) is a query
+string of ``GET /calls`` (or ``/changes``), read as the API reads it, and runs
+:func:`storage.queries.list_calls` — the query *and* loading the 50 entries of the page,
+what ``GET /calls`` costs before JSON — ``--repeat`` times with varying arguments (employee,
+period, search term, cursor depth); it reports p50 and p95 in milliseconds. Warm: after one
+untimed warm-up. Cold (``--cold``): before every request the engine's connections are closed
+and the database's files dropped from the page cache (:mod:`bench.coldcache`), and the pages
+read from the disk are counted. A request slower than ``--give-up`` seconds is interrupted and
+its case reported as "> N". The plan of each case is printed once (``EXPLAIN QUERY PLAN`` /
+``EXPLAIN``).
 """
 
 from __future__ import annotations
