@@ -1,5 +1,6 @@
-"""The HTTP API at a million calls: p50/p95 of ``GET /calls`` (each filter, each search) and of
-``GET /changes``, over a real TCP connection, SQLite.
+"""The HTTP API at a million (or ten million) calls: p50/p95 of ``GET /calls`` (each filter,
+each pair, each search form) and of ``GET /changes``, over a real TCP connection, SQLite or
+PostgreSQL, warm or cold.
 
 Not a test. Run it from the repository root:
 
@@ -7,14 +8,18 @@ Not a test. Run it from the repository root:
     python bench/http_calls.py --reuse             # keeps an already filled file
     python bench/http_calls.py --reuse --baseline 72727d8   # that commit beside this tree
     python bench/http_calls.py --rows 100000 --repeat 20 --no-docs
+    python bench/http_calls.py --rows 10000000 --reuse --cold --url postgresql+asyncpg://...
 
 It writes its table to its section of docs/benchmarks.md (``--no-docs``: only prints it).
 
 Theory of operation
 -------------------
-*Fill.* :mod:`bench.journal_queries` makes the rows: the 70 real calls copied a million times
-over a year, with Cyrillic customers and contacts bound to 40 % of the numbers, through the
-migrated schema (the real indexes and FTS5 triggers), then ``ANALYZE``.
+*Fill.* :mod:`bench.journal_queries` makes the rows (its generator and its bulk load); a
+PostgreSQL journal is filled by that script (``--fill-only``) and served here with
+``--reuse``. The cases are :func:`bench.journal_queries.query_cases`, as query strings.
+
+*Cold.* ``--cold`` drops the database's files from the system's page cache before each
+request (:mod:`bench.coldcache`) and reports the pages the database's readers read.
 
 *Serve.* The API runs in a child process (``--serve``), exactly as the daemon would run it:
 :func:`httpd.app.init_app` over a :class:`storage.store.SqlJournal`, an ``AppRunner`` on
@@ -57,6 +62,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from bench.coldcache import DiskCache, sqlite_cache  # noqa: E402
+
 TOKEN = "bench-token"
 
 
@@ -67,120 +76,25 @@ class Case:
     make: Callable[[random.Random], dict[str, str]]
 
 
-def calls_cases(rows: int, pool: int, customers: int) -> list[Case]:
-    from bench.journal_queries import (
-        EMPLOYEES,
-        YEAR,
-        YEAR_START,
-        contact_name,
-        customer_name,
-        employee_name,
-        pool_number,
-    )
-    from storage.queries import encode_cursor
+def cases(synth: Any) -> list[Case]:
+    """:mod:`bench.journal_queries`' cases (issue 18's list), as requests."""
+    from bench.journal_queries import query_cases
 
-    def fixed(**params: str) -> Callable[[random.Random], dict[str, str]]:
-        return lambda rnd: dict(params)
-
-    def week(rnd: random.Random) -> dict[str, str]:
-        from datetime import datetime, timedelta
-        from zoneinfo import ZoneInfo
-
-        start = datetime.fromtimestamp(
-            YEAR_START + rnd.randrange(0, 50) * 7 * 86400.0, ZoneInfo("Europe/Moscow")
-        )
-        return {
-            "from": start.date().isoformat(),
-            "to": (start + timedelta(days=6)).date().isoformat(),
-        }
-
-    def employee(rnd: random.Random) -> str:
-        return str(101 + rnd.randrange(EMPLOYEES))
-
-    def deep(rnd: random.Random) -> dict[str, str]:
-        middle = YEAR_START + YEAR * rnd.uniform(0.3, 0.7)
-        return {"cursor": encode_cursor(middle, rows)}
-
-    def number(rnd: random.Random) -> str:
-        return pool_number(int(pool * rnd.random() ** 2))
-
-    def full_number(rnd: random.Random) -> dict[str, str]:
-        digits = number(rnd)[2:]
-        return {"q": f"8 {digits[:3]} {digits[3:6]}-{digits[6:8]}-{digits[8:]}"}
-
-    calls = "/api/v1/calls"
-    return [
-        Case("journal (internal hidden)", calls, fixed()),
-        Case("deep page (cursor mid-year)", calls, deep),
-        Case("internal=show", calls, fixed(internal="show")),
-        Case("internal=only", calls, fixed(internal="only")),
-        Case("from/to one week", calls, week),
-        Case("kind=incoming", calls, fixed(kind="incoming")),
-        Case("kind=outgoing", calls, fixed(kind="outgoing")),
-        Case("kind=missed", calls, fixed(kind="missed")),
-        Case("kind=lost", calls, fixed(kind="lost")),
-        Case("kind=missed,outgoing", calls, fixed(kind="missed,outgoing")),
-        Case("first_contact", calls, fixed(first_contact="true")),
-        Case("unregistered", calls, fixed(unregistered="true")),
-        Case("attention", calls, fixed(attention="true")),
-        Case("employee (my calls)", calls, lambda r: {"employee": employee(r)}),
-        Case(
-            "missed+attention+employee",
-            calls,
-            lambda r: {"kind": "missed", "attention": "true", "employee": employee(r)},
-        ),
-        Case(
-            "week+lost+first_contact",
-            calls,
-            lambda r: {**week(r), "kind": "lost", "first_contact": "true"},
-        ),
-        Case(
-            "search: customer name",
-            calls,
-            lambda r: {"q": customer_name(r.randrange(customers))},
-        ),
-        Case("search: 'ромаш' (many)", calls, fixed(q="ромаш")),
-        Case(
-            "search: contact name",
-            calls,
-            lambda r: {"q": contact_name(3 * r.randrange(pool // 15))},
-        ),
-        Case(
-            "search: employee name", calls, lambda r: {"q": employee_name(r.randrange(EMPLOYEES))}
-        ),
-        Case("search: 8 916 123-45-67 form", calls, full_number),
-        Case("search: 7 digits", calls, lambda r: {"q": number(r)[-7:]}),
-        Case("search: extension", calls, lambda r: {"q": employee(r)}),
-    ]
-
-
-def changes_cases(rows: int) -> list[Case]:
-    changes = "/api/v1/changes"
-    return [
-        Case(
-            "changes: 500 from anywhere",
-            changes,
-            lambda r: {"since": str(r.randrange(0, rows - 500)), "limit": "500"},
-        ),
-        Case(
-            "changes: 50 from anywhere",
-            changes,
-            lambda r: {"since": str(r.randrange(0, rows - 50)), "limit": "50"},
-        ),
+    return [Case(case.name, case.path, case.make) for case in query_cases(synth)] + [
         Case(
             "changes: the last 10",
-            changes,
-            lambda r: {"since": str(rows - 10)},
+            "/api/v1/changes",
+            lambda r: {"since": str(synth.rows - 10)},
         ),
-        Case("changes: none new (wait=0)", changes, lambda r: {"since": str(rows)}),
+        Case("changes: none new (wait=0)", "/api/v1/changes", lambda r: {"since": str(synth.rows)}),
     ]
 
 
 # -- the server (child process) -----------------------------------------------------------
 
 
-async def serve(path: Path, port_file: Path) -> None:
-    """The API over the file at ``path``, from whatever code ``sys.path`` finds first."""
+async def serve(url: str, port_file: Path) -> None:
+    """The API over the journal at ``url``, from whatever code ``sys.path`` finds first."""
     from aiohttp import web
 
     from config import HttpClient, HttpSettings, Settings
@@ -195,7 +109,7 @@ async def serve(path: Path, port_file: Path) -> None:
         settings,
         http=HttpSettings(listen="127.0.0.1:0", clients=(HttpClient(name="bench", token=TOKEN),)),
     )
-    database = open_database(f"sqlite+aiosqlite:///{path}")
+    database = open_database(url)
     await upgrade(database)
     journal = SqlJournal(
         database,
@@ -219,7 +133,7 @@ async def serve(path: Path, port_file: Path) -> None:
 # -- the client (parent process) ----------------------------------------------------------
 
 
-Result = tuple[str, float, float, int]
+Result = tuple[str, float, float, int, float]
 
 
 def _percentiles(timings: list[float]) -> tuple[float, float]:
@@ -228,9 +142,17 @@ def _percentiles(timings: list[float]) -> tuple[float, float]:
     return p50, p95
 
 
-async def measure(bases: list[str], cases: list[Case], repeat: int) -> list[list[Result]]:
+async def measure(
+    bases: list[str],
+    cases: list[Case],
+    repeat: int,
+    caches: list[DiskCache] | None = None,
+    only: str | None = None,
+) -> list[list[Result]]:
     """Each case against every server in ``bases``, request by request in turn: one table per
-    server, in the order of ``bases``."""
+    server, in the order of ``bases``. With ``caches`` (one per server), cold: the database's
+    files are dropped from the system's cache before each request, and the pages its readers
+    read are counted."""
     import aiohttp
 
     results: list[list[Result]] = [[] for _ in bases]
@@ -242,7 +164,10 @@ async def measure(bases: list[str], cases: list[Case], repeat: int) -> list[list
     ]
     try:
         for case in cases:
+            if only and only not in case.name:
+                continue
             timings: list[list[float]] = [[] for _ in bases]
+            pages: list[list[int]] = [[] for _ in bases]
             items = [0 for _ in bases]
             for n in range(repeat + 1):
                 params = case.make(rnd)
@@ -252,20 +177,28 @@ async def measure(bases: list[str], cases: list[Case], repeat: int) -> list[list
                 if n % 2:
                     order.reverse()
                 for index, session in order:
+                    before = 0
+                    if caches is not None:
+                        caches[index].drop()
+                        before = caches[index].read_bytes()
                     began = time.perf_counter()
                     async with session.get(case.path, params=params) as response:
                         body = await response.json()
                     elapsed = (time.perf_counter() - began) * 1000
                     if response.status != 200:
                         raise SystemExit(f"{case.name}: {response.status} {body}")
-                    if n:  # the first run warms the caches
+                    if caches is not None:
+                        pages[index].append(caches[index].pages_since(before))
+                    if n or caches is not None:  # warm: the first run warms the caches
                         timings[index].append(elapsed)
                         items[index] += len(body["items"])
-            line = f"  {case.name:<32}"
+            line = f"  {case.name:<40}"
             for index in range(len(bases)):
                 p50, p95 = _percentiles(timings[index])
-                results[index].append((case.name, p50, p95, items[index] // repeat))
-                line += f"{p50:>9.1f}{p95:>9.1f}{items[index] // repeat:>7}"
+                read = statistics.median(pages[index]) if pages[index] else 0.0
+                count = items[index] // len(timings[index])
+                results[index].append((case.name, p50, p95, count, read))
+                line += f"{p50:>9.1f}{p95:>9.1f}{count:>7}{read:>8.0f}"
             print(line, file=sys.stderr)
     finally:
         for session in sessions:
@@ -273,10 +206,18 @@ async def measure(bases: list[str], cases: list[Case], repeat: int) -> list[list
     return results
 
 
-def prepare(path: Path, rows: int, reuse: bool) -> Any:
+def prepare(url: str, rows: int, reuse: bool) -> Any:
+    """:mod:`bench.journal_queries`' generator for ``rows``; the SQLite file filled unless
+    reused (PostgreSQL: fill it with ``bench/journal_queries.py --fill-only``)."""
     from bench.journal_queries import Synth, fill_sqlite
 
     synth = Synth(rows)
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        if not reuse:
+            raise SystemExit("PostgreSQL: fill it with bench/journal_queries.py, then --reuse")
+        return synth
+    path = Path(str(parsed.database))
     if reuse and path.exists():
         return synth
     for suffix in ("", "-wal", "-shm"):
@@ -286,7 +227,7 @@ def prepare(path: Path, rows: int, reuse: bool) -> Any:
         from storage.engine import open_database
         from storage.migrate import upgrade
 
-        database = open_database(f"sqlite+aiosqlite:///{path}")
+        database = open_database(url)
         try:
             await upgrade(database)
         finally:
@@ -327,8 +268,9 @@ def short_revision(revision: str) -> str:
 
 
 @contextmanager
-def api_server(path: Path, code: Path) -> Iterator[str]:
-    """The API over ``path`` served by the code under ``code``, in a child process."""
+def api_server(url: str, code: Path) -> Iterator[tuple[str, int]]:
+    """The API over ``url`` served by the code under ``code``, in a child process: its base
+    URL and process id."""
     with tempfile.TemporaryDirectory() as tmp:
         port_file = Path(tmp) / "port"
         child = subprocess.Popen(
@@ -338,8 +280,8 @@ def api_server(path: Path, code: Path) -> Iterator[str]:
                 "--serve",
                 "--code-root",
                 str(code),
-                "--sqlite-path",
-                str(path),
+                "--url",
+                url,
                 "--port-file",
                 str(port_file),
             ],
@@ -351,21 +293,25 @@ def api_server(path: Path, code: Path) -> Iterator[str]:
                 if child.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit("the API did not start")
                 time.sleep(0.1)
-            yield f"http://127.0.0.1:{port_file.read_text()}"
+            yield f"http://127.0.0.1:{port_file.read_text()}", child.pid
         finally:
             child.terminate()
             child.wait(30)
 
 
 def report_text(
-    rows: int, repeat: int, results: list[list[Result]], baseline: str | None, load: str
+    args: argparse.Namespace, results: list[list[Result]], load: str, engine: str
 ) -> str:
     from bench import report
 
     head = short_revision("HEAD")
-    if baseline is None:
-        columns = ["request", "p50 ms", "p95 ms", "items"]
-        lines = [[n, f"{p50:.1f}", f"{p95:.1f}", str(i)] for n, p50, p95, i in results[0]]
+    cold = args.cold
+    if args.baseline is None:
+        columns = ["request", "p50 ms", "p95 ms", *(["pages"] if cold else []), "items"]
+        lines = [
+            [n, f"{p50:.1f}", f"{p95:.1f}", *([f"{r:.0f}"] if cold else []), str(i)]
+            for n, p50, p95, i, r in results[0]
+        ]
         compared = f"The code of the working tree (at `{head}`)."
     else:
         columns = [
@@ -375,6 +321,7 @@ def report_text(
             "after/before",
             "before p95",
             "after p95",
+            *(["before pages", "after pages"] if cold else []),
             "items",
         ]
         lines = [
@@ -385,28 +332,41 @@ def report_text(
                 f"{a50 / b50:.2f}",
                 f"{b95:.1f}",
                 f"{a95:.1f}",
+                *([f"{br:.0f}", f"{ar:.0f}"] if cold else []),
                 str(i),
             ]
-            for (name, b50, b95, _), (_, a50, a95, i) in zip(results[0], results[1], strict=True)
+            for (name, b50, b95, _, br), (_, a50, a95, i, ar) in zip(
+                results[0], results[1], strict=True
+            )
         ]
         compared = (
-            f"Before: `{short_revision(baseline)}`; after: the working tree (at `{head}`); "
-            "both served at once from two processes over the same file, each request sent to "
-            "one and then the other with the same arguments."
+            f"Before: `{short_revision(args.baseline)}`; after: the working tree (at `{head}`); "
+            "both served at once from two processes over the same database, each request sent "
+            "to one and then the other with the same arguments."
         )
+    mode = (
+        "Cold: before each request the database's files are dropped from the page cache "
+        "(`posix_fadvise(POSIX_FADV_DONTNEED)`, `bench.coldcache`; the server keeps its "
+        "connections, so SQLite's own 2 MB page cache per connection, or PostgreSQL's "
+        '`shared_buffers`, hold what they held); every request is timed; "pages" is the '
+        "median of 4 KiB pages the database's readers (the API's process for SQLite, the "
+        "server's processes for PostgreSQL) read from the disk for it."
+        if cold
+        else "Warm: each case after one untimed warm-up."
+    )
     intro = report.prose(
         f"""Machine: {report.machine()}, SQLite {sqlite3.sqlite_version}. Load average (1 min)
         {load}: other work shares the machine, and it shows in the p95 column above all.
 
-        {rows:,} calls in SQLite (`bench.journal_queries`' rows: the 70 real calls copied over
-        a year, 40 % of the numbers bound to customers), the API in a child process as the
-        daemon runs it, one keep-alive connection, one request at a time; each case
-        {repeat} times (plus one warm-up) with varying arguments, timed from the request to
-        the last byte of the JSON body. Milliseconds. {compared}"""
+        {args.rows:,} calls in {engine} (`bench.journal_queries`' rows and cases), the API in
+        a child process as the daemon runs it, one keep-alive connection, one request at a
+        time, a page of 50; each case {args.repeat} times with varying arguments, timed from
+        the request to the last byte of the JSON body. Milliseconds. {mode} {compared}"""
     )
     return "\n\n".join(
         [
-            "## HTTP API: GET /calls and GET /changes at a million calls",
+            f"## HTTP API: GET /calls and GET /changes at {args.rows:,} calls, {engine}, "
+            f"{'cold' if cold else 'warm'}",
             f"Command: `{report.command_line()}`",
             intro,
             report.table(columns, lines),
@@ -414,22 +374,41 @@ def report_text(
     )
 
 
+async def disk_caches(url: str, pids: list[int]) -> list[DiskCache]:
+    from bench.journal_queries import disk_cache
+
+    if make_url(url).get_backend_name() == "sqlite":
+        path = Path(str(make_url(url).database))
+        return [sqlite_cache(path, pid) for pid in pids]
+    cache = await disk_cache(url)
+    return [cache for _ in pids]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=40)
+    parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument(
         "--sqlite-path", type=Path, default=Path("/tmp/pbxjournal-http-bench.sqlite3")
     )
+    parser.add_argument("--url", help="the journal's database URL (default: --sqlite-path)")
     parser.add_argument("--reuse", action="store_true", help="keep an already filled file")
     parser.add_argument(
         "--baseline", metavar="REV", help="also serve this git revision and compare the two"
     )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="drop the database's files from the page cache before each request (root)",
+    )
+    parser.add_argument("--only", help="only the cases whose name contains this")
+    parser.add_argument("--section", default="bench.http", help="docs/benchmarks.md section")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--code-root", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    url = args.url or f"sqlite+aiosqlite:///{args.sqlite_path}"
     if args.serve:
         # The code to serve comes first on the path: this tree's, or a baseline's.
         code = (args.code_root or ROOT).resolve()
@@ -438,30 +417,32 @@ def main() -> None:
 
         if not Path(storage.__file__).resolve().is_relative_to(code):
             raise SystemExit(f"serving {storage.__file__}, not the code under {code}")
-        asyncio.run(serve(args.sqlite_path, args.port_file))
+        asyncio.run(serve(url, args.port_file))
         return
-    synth = prepare(args.sqlite_path, args.rows, args.reuse)
+    synth = prepare(url, args.rows, args.reuse)
     load_before = os.getloadavg()[0]
-    cases = calls_cases(args.rows, synth.pool, synth.customers) + changes_cases(args.rows)
+    engine = make_url(url).get_backend_name()
     with ExitStack() as stack:
         codes = [ROOT]
         if args.baseline:
             codes.insert(0, stack.enter_context(code_of(args.baseline)))
-        bases = [stack.enter_context(api_server(args.sqlite_path, code)) for code in codes]
+        servers = [stack.enter_context(api_server(url, code)) for code in codes]
+        bases = [base for base, _ in servers]
+        caches = asyncio.run(disk_caches(url, [pid for _, pid in servers])) if args.cold else None
         names = ("before", "after") if args.baseline else ("",)
         print(
-            f"== {args.rows:,} calls: case, then p50, p95 (ms), items "
+            f"== {args.rows:,} calls, {engine}: case, then p50, p95 (ms), items, pages "
             + " | ".join(f"{name} {base}" for name, base in zip(names, bases, strict=True)),
             file=sys.stderr,
         )
-        results = asyncio.run(measure(bases, cases, args.repeat))
+        results = asyncio.run(measure(bases, cases(synth), args.repeat, caches, args.only))
     load = f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
-    text = report_text(args.rows, args.repeat, results, args.baseline, load)
+    text = report_text(args, results, load, engine)
     print("\n" + text)
     if not args.no_docs:
         from bench import report
 
-        report.update_section("bench.http", text)
+        report.update_section(args.section, text)
 
 
 if __name__ == "__main__":

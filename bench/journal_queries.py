@@ -1,12 +1,19 @@
-"""Journal pages at a million calls: p50/p95 of each filter and of search, SQLite and PostgreSQL.
+"""Journal pages at a million or ten million calls: p50/p95 (and, cold, pages read from the
+disk) of every filter, every pair of filters, each with "Мои звонки", periods, a deep cursor,
+every search form and ``/changes``, SQLite and PostgreSQL, warm or cold.
 
 Not a test. Run it from the repository root:
 
     python bench/journal_queries.py                       # 1,000,000 calls, both engines
     python bench/journal_queries.py --rows 100000 --engines sqlite --no-docs
     python bench/journal_queries.py --engines sqlite --reuse   # an already filled file
+    python bench/journal_queries.py --rows 10000000 --engines sqlite --schema 0005 --fill-only
+    python bench/journal_queries.py --rows 10000000 --engines postgresql --fill-only \
+        --from-sqlite /path/filled.sqlite3                # the same rows, without generating
+    python bench/journal_queries.py --reuse --cold --give-up 5 --section bench.queries-cold
 
-It writes its table to its section of docs/benchmarks.md (``--no-docs``: only prints it).
+It writes its table to its section of docs/benchmarks.md (``--section``; ``--no-docs``: only
+prints it; ``--json``: also a file).
 
 PostgreSQL comes from ``--pg-url`` or ``PBXJOURNAL_TEST_PG_URL`` (``scripts/test-postgres``);
 its ``public`` schema is dropped and recreated. SQLite goes to ``--sqlite-path``.
@@ -16,19 +23,28 @@ Theory of operation
 *Fill.* The 70 calls of the real captures (replayed through the in-memory journal) are the
 templates. Row ``i`` copies template ``i mod 70`` with its own start time (the rows spread
 evenly over a year), a number drawn with a skew from a pool of ``rows / 5`` numbers (so
-numbers recur, as customers call again), its employees renumbered among 40, and recording
-parts renamed. 40 % of the numbers belong to 1C customers with Cyrillic names, a third of
-those through a contact person. The rules' flags follow the same logic as the daemon's
-(registered → ``no_answer``; an unregistered missed call is ``lost`` unless a call back is
-drawn; ``first_contact`` on a number's first call), and ``search_text`` is built by the
-daemon's own :func:`storage.search.search_text`. Rows go in with the engines' bulk paths
-(``executemany`` on SQLite, ``COPY`` on PostgreSQL) into the migrated schema, so the FTS5
-triggers and every index are the real ones; then ``ANALYZE``.
+numbers recur, as customers call again) — except one external call in 180, which is of one
+busy number (50,000 calls at ten million: a forwarded main line, or a spammer) — its
+employees renumbered among 40, and recording parts renamed. 40 % of the numbers belong to 1C
+customers with Cyrillic names (at most 100,000 customers, every one with numbers; 30 % of the
+customers reached through contact persons). The rules' flags follow the same logic as the
+daemon's (registered → ``no_answer``; an unregistered missed call is ``lost`` unless a call
+back is drawn; ``first_contact`` on a number's first call), and ``search_text`` is built by
+the daemon's own :func:`storage.search.search_text`. Rows go in with the engines' bulk paths
+(``executemany`` in 20,000-row transactions on SQLite, ``COPY`` on PostgreSQL) into the
+migrated schema (``--schema``: at that revision) with the secondary indexes dropped and built
+after the load, the FTS5 index rebuilt once and its triggers recreated; then ``ANALYZE``.
 
-*Measure.* Each case runs :func:`storage.queries.list_calls` — the query *and* loading the 50
-entries of the page, what ``GET /calls`` costs before JSON — ``--repeat`` times with varying
-arguments (employee, search term, week), and reports p50 and p95 in milliseconds. The plan of
-each case is printed once (``EXPLAIN QUERY PLAN`` / ``EXPLAIN``).
+*Measure.* Each case (:func:`query_cases`, shared with ``bench/http_calls.py``) is a query
+string of ``GET /calls`` (or ``/changes``), read as the API reads it, and runs
+:func:`storage.queries.list_calls` — the query *and* loading the 50 entries of the page,
+what ``GET /calls`` costs before JSON — ``--repeat`` times with varying arguments (employee,
+period, search term, cursor depth); it reports p50 and p95 in milliseconds. Warm: after one
+untimed warm-up. Cold (``--cold``): before every request the engine's connections are closed
+and the database's files dropped from the page cache (:mod:`bench.coldcache`), and the pages
+read from the disk are counted. A request slower than ``--give-up`` seconds is interrupted and
+its case reported as "> N". The plan of each case is printed once (``EXPLAIN QUERY PLAN`` /
+``EXPLAIN``).
 """
 
 from __future__ import annotations
@@ -45,14 +61,19 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import sqlalchemy as sa  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy.ext.asyncio import AsyncSession  # noqa: E402
 
+from bench.coldcache import DiskCache, postgres_cache, sqlite_cache  # noqa: E402
 from config import Settings  # noqa: E402
 from connector.assembly import Direction  # noqa: E402
 from pbxjournal.pipeline import build_pipeline  # noqa: E402
@@ -64,11 +85,13 @@ from storage.models import Call, CallParticipant, CallRecording  # noqa: E402
 from storage.queries import (  # noqa: E402
     InternalCalls,
     JournalFilter,
+    changes,
     encode_cursor,
     explain,
     fts_matches,
     journal_statement,
     list_calls,
+    parse_time_bound,
 )
 from storage.search import number_forms, parse_query, search_text  # noqa: E402
 
@@ -100,7 +123,17 @@ def contact_name(n: int) -> str:
     return f"{SURNAMES[(n * 7) % len(SURNAMES)]} {FIRST_NAMES[(n * 3) % len(FIRST_NAMES)]} {n}"
 
 
+#: At most this many 1C customers (issue 18: 100,000, 30 % of them reached through contacts).
+MAX_CUSTOMERS = 100_000
+#: The share of calls of the one busy number, and its pool index (outside the pool).
+HOT_SHARE = 1 / 180
+HOT_K = -1
+HOT_NUMBER = "+74957771000"
+
+
 def pool_number(k: int) -> str:
+    if k == HOT_K:
+        return HOT_NUMBER
     return f"+79{(100_000_000 + k * 7919) % 1_000_000_000:09d}"
 
 
@@ -131,17 +164,35 @@ class Synth:
         self.templates = templates()
         self.random = random.Random(seed)
         self.pool = max(rows // 5, 100)
-        self.customers = max(self.pool // 4, 25)
+        self.customers = min(MAX_CUSTOMERS, max(self.pool // 4, 25))
         self.seen: set[int] = set()
         self.recording_id = 0
         self.forms: dict[str, str] = {}
 
     def owner(self, k: int) -> tuple[int, int | None] | None:
-        """(customer, contact) of pool number k, or None (unregistered)."""
+        """(customer, contact) of pool number k, or None (unregistered).
+
+        Two numbers in five are bound; the bound ones are dealt to the customers in turn, so
+        every customer has numbers; a customer with ``n % 10 < 3`` (30 %) is reached through
+        contact persons (each of its numbers is a contact's)."""
         if k % 5 >= 2:
             return None
-        customer = k % self.customers
-        return customer, (k if k % 3 == 0 else None)
+        customer = (k // 5 * 2 + k % 5) % self.customers
+        return customer, (k if customer % 10 < 3 else None)
+
+    def cursor_at(self, rnd: random.Random, depth: int) -> str:
+        """A cursor about ``depth`` rows below the newest call (row ``i`` starts at
+        ``YEAR_START + i * YEAR / rows`` plus under a second)."""
+        i = self.rows - depth - rnd.randrange(100)
+        return encode_cursor(YEAR_START + i * (YEAR / self.rows), i + 1)
+
+    def contact_number(self, rnd: random.Random) -> int:
+        """A pool number (skewed like the calls) that belongs to a contact person."""
+        while True:
+            k = int(self.pool * rnd.random() ** 2)
+            owner = self.owner(k)
+            if owner is not None and owner[1] is not None:
+                return k
 
     def batches(self, size: int) -> Iterator[Tables]:
         for start in range(0, self.rows, size):
@@ -159,8 +210,12 @@ class Synth:
         shift = started - call.started_at
         internal = call.direction is Direction.INTERNAL
         k = int(self.pool * rnd.random() ** 2)
+        # One external call in 180 is of the same number (the company's forwarded main line, or a
+        # spammer): 50,000 calls at ten million, unregistered.
+        if not internal and rnd.random() < HOT_SHARE:
+            k = HOT_K
         number = None if internal else pool_number(k)
-        owner = None if internal else self.owner(k)
+        owner = None if internal or k == HOT_K else self.owner(k)
         registered = owner is not None
         first_contact = not internal and not registered and k not in self.seen
         if not internal:
@@ -286,10 +341,18 @@ def _placeholders(columns: list[str]) -> str:
     return ", ".join("?" for _ in columns)
 
 
-def fill_sqlite(path: Path, synth: Synth, progress: Callable[[int], None]) -> None:
+#: The tables whose secondary indexes are dropped for the load and built after it.
+BULK_TABLES = ("calls", "call_participants", "call_recordings")
+
+
+def fill_sqlite(path: Path, synth: Synth, progress: Callable[[int], None]) -> dict[str, float]:
+    """The rows into the migrated file: indexes dropped and built after, FTS5 rebuilt once,
+    ``ANALYZE``. The seconds of each phase."""
+    timings: dict[str, float] = {}
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=OFF")
+    db.execute("PRAGMA cache_size=-1000000")  # 1 GB: index builds sort in memory
     db.execute("BEGIN")
     customers, contacts, numbers = synth.directory()
     people, extensions = employees()
@@ -303,10 +366,20 @@ def fill_sqlite(path: Path, synth: Synth, progress: Callable[[int], None]) -> No
         "INSERT INTO employee_extensions (extension, employee_id) VALUES (?, ?)", extensions
     )
     db.execute("COMMIT")
-    # FTS5 builds its index far faster in one 'rebuild' than row by row through the triggers.
+    # FTS5 builds its index far faster in one 'rebuild' than row by row through the triggers,
+    # and a B-tree far faster from sorted keys than by a million random inserts.
     search = importlib.import_module("storage.migrations.versions.0001_initial")
     for statement in search.SQLITE_SEARCH_DROP[:3]:
         db.execute(statement)
+    marks = ", ".join("?" for _ in BULK_TABLES)
+    indexes = db.execute(
+        f"SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+        f"AND tbl_name IN ({marks})",
+        BULK_TABLES,
+    ).fetchall()
+    for name, _sql in indexes:
+        db.execute(f"DROP INDEX {name}")
+    began = time.perf_counter()
     done = 0
     for batch in synth.batches(20_000):
         db.execute("BEGIN")
@@ -327,17 +400,59 @@ def fill_sqlite(path: Path, synth: Synth, progress: Callable[[int], None]) -> No
         db.execute("COMMIT")
         done += len(batch.calls)
         progress(done)
+    timings["rows"] = time.perf_counter() - began
+    began = time.perf_counter()
+    for _name, sql in indexes:
+        db.execute(sql)
+    timings["indexes"] = time.perf_counter() - began
+    began = time.perf_counter()
     db.execute("INSERT INTO calls_search(calls_search) VALUES ('rebuild')")
     for statement in search.SQLITE_SEARCH[1:]:
         db.execute(statement)
+    timings["fts5"] = time.perf_counter() - began
     db.execute("UPDATE journal_state SET last_version = ?", (synth.rows,))
+    began = time.perf_counter()
     db.execute("ANALYZE")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    timings["analyze"] = time.perf_counter() - began
     db.close()
+    return timings
 
 
-async def fill_postgres(url: str, synth: Synth, progress: Callable[[int], None]) -> None:
+def _bool_columns(table: Any, columns: list[str]) -> list[int]:
+    return [i for i, c in enumerate(columns) if isinstance(table.c[c].type, sa.Boolean)]
+
+
+def _sqlite_rows(
+    path: Path, table: str, columns: list[str], bools: list[int], size: int = 50_000
+) -> Iterator[list[tuple[Any, ...]]]:
+    """A filled SQLite file's rows, in batches, booleans as booleans (for COPY)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        cursor = db.execute(f"SELECT {', '.join(columns)} FROM {table}")
+        while rows := cursor.fetchmany(size):
+            if bools:
+                fixed = []
+                for row in rows:
+                    values = list(row)
+                    for i in bools:
+                        values[i] = bool(values[i])
+                    fixed.append(tuple(values))
+                rows = fixed
+            yield rows
+    finally:
+        db.close()
+
+
+async def fill_postgres(
+    url: str, synth: Synth, progress: Callable[[int], None], source: Path | None = None
+) -> dict[str, float]:
+    """The rows by ``COPY`` (from the generator, or from a filled SQLite file ``source``: the
+    same rows without generating them again), plain indexes dropped and built after, the
+    trigram index built once, ``VACUUM ANALYZE``. The seconds of each phase."""
     import asyncpg
 
+    timings: dict[str, float] = {}
     u = make_url(url)
     db = await asyncpg.connect(
         user=u.username, password=u.password, host=u.host, port=u.port, database=u.database
@@ -356,146 +471,331 @@ async def fill_postgres(url: str, synth: Synth, progress: Callable[[int], None])
         await db.copy_records_to_table(
             "employee_extensions", records=extensions, columns=["extension", "employee_id"]
         )
-        # A GIN index is built far faster in one go than maintained over a million inserts.
-        await db.execute("DROP INDEX ix_calls_search_trgm")
-        done = 0
-        for batch in synth.batches(50_000):
-            await db.copy_records_to_table("calls", records=batch.calls, columns=CALL_COLUMNS)
-            await db.copy_records_to_table(
-                "call_participants", records=batch.participants, columns=PART_COLUMNS
-            )
-            await db.copy_records_to_table(
-                "call_recordings", records=batch.recordings, columns=REC_COLUMNS
-            )
-            done += len(batch.calls)
-            progress(done)
-        await db.execute("SET maintenance_work_mem = '512MB'")
-        await db.execute(
-            "CREATE INDEX ix_calls_search_trgm ON calls USING gin (search_text gin_trgm_ops)"
+        # Plain indexes (the trigram one among them) are built far faster in one go than
+        # maintained over millions of rows; unique ones stay (they back constraints).
+        indexes = await db.fetch(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
+            "AND tablename = ANY($1::text[]) AND indexdef NOT LIKE 'CREATE UNIQUE%'",
+            list(BULK_TABLES),
         )
+        for index in indexes:
+            await db.execute(f"DROP INDEX {index['indexname']}")
+        began = time.perf_counter()
+        done = 0
+        if source is None:
+            for batch in synth.batches(50_000):
+                await db.copy_records_to_table("calls", records=batch.calls, columns=CALL_COLUMNS)
+                await db.copy_records_to_table(
+                    "call_participants", records=batch.participants, columns=PART_COLUMNS
+                )
+                await db.copy_records_to_table(
+                    "call_recordings", records=batch.recordings, columns=REC_COLUMNS
+                )
+                done += len(batch.calls)
+                progress(done)
+        else:
+            for table, columns in (
+                (Call.__table__, CALL_COLUMNS),
+                (CallParticipant.__table__, PART_COLUMNS),
+                (CallRecording.__table__, REC_COLUMNS),
+            ):
+                bools = _bool_columns(table, columns)
+                for rows in _sqlite_rows(source, table.name, columns, bools):
+                    await db.copy_records_to_table(table.name, records=rows, columns=columns)
+                    if table.name == "calls":
+                        done += len(rows)
+                        progress(done)
+        timings["rows"] = time.perf_counter() - began
+        began = time.perf_counter()
+        await db.execute("SET maintenance_work_mem = '1GB'")
+        for index in indexes:
+            await db.execute(index["indexdef"])
+        timings["indexes"] = time.perf_counter() - began
         await db.execute("UPDATE journal_state SET last_version = $1", synth.rows)
         for table in ("calls", "call_recordings"):
             await db.execute(
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                 f"(SELECT max(id) FROM {table}))"
             )
+        began = time.perf_counter()
         await db.execute("VACUUM ANALYZE")
+        timings["analyze"] = time.perf_counter() - began
     finally:
         await db.close()
+    return timings
 
 
 @dataclass(frozen=True)
 class Case:
+    """One benchmark case: a request of ``GET /api/v1/calls`` (or ``/changes``), its query
+    string made anew for each repetition (employee, week, search term, cursor depth vary)."""
+
     name: str
-    #: Makes the filter (and cursor) for repetition ``n``: arguments vary between runs.
-    make: Callable[[random.Random], tuple[JournalFilter, str | None]]
+    make: Callable[[random.Random], dict[str, str]]
+    path: str = "/api/v1/calls"
 
 
-def _week(rnd: random.Random) -> tuple[float, float]:
-    start = YEAR_START + rnd.randrange(0, 50) * 7 * 86400.0
-    return start, start + 7 * 86400.0
+TZ = ZoneInfo("Europe/Moscow")
+
+
+def _day(moment: float) -> str:
+    return datetime.fromtimestamp(moment, TZ).date().isoformat()
+
+
+def _period(days: int) -> Callable[[random.Random], dict[str, str]]:
+    def make(rnd: random.Random) -> dict[str, str]:
+        start = YEAR_START + rnd.randrange(0, max(1, 365 - days + 1)) * 86400.0
+        return {"from": _day(start), "to": _day(start + (days - 1) * 86400.0)}
+
+    return make
 
 
 def _employee(rnd: random.Random) -> str:
     return str(101 + rnd.randrange(EMPLOYEES))
 
 
-def cases(synth: Synth) -> list[Case]:
-    def fixed(where: JournalFilter) -> Callable[[random.Random], tuple[JournalFilter, None]]:
-        return lambda rnd: (where, None)
+#: The guide's filters (and DESIGN's ``attention`` and ``internal=only``), as query strings.
+FILTERS: dict[str, Callable[[random.Random], dict[str, str]]] = {
+    "week": _period(7),
+    "incoming": lambda r: {"kind": "incoming"},
+    "outgoing": lambda r: {"kind": "outgoing"},
+    "missed": lambda r: {"kind": "missed"},
+    "lost": lambda r: {"kind": "lost"},
+    "first_contact": lambda r: {"first_contact": "true"},
+    "unregistered": lambda r: {"unregistered": "true"},
+    "attention": lambda r: {"attention": "true"},
+    "internal=show": lambda r: {"internal": "show"},
+    "internal=only": lambda r: {"internal": "only"},
+}
+
+
+def _combine(*makers: Callable[[random.Random], dict[str, str]]) -> Callable[..., Any]:
+    def make(rnd: random.Random) -> dict[str, str]:
+        params: dict[str, str] = {}
+        for maker in makers:
+            for key, value in maker(rnd).items():
+                # Several kinds are one parameter (OR-ed), as 1C sends them.
+                params[key] = f"{params[key]},{value}" if key == "kind" and key in params else value
+        return params
+
+    return make
+
+
+def query_cases(synth: Synth) -> list[Case]:
+    """Issue 18's cases: each filter alone, every pair, each with "Мои звонки", a week / a
+    month / a year, every search form, a page 10,000 rows deep, ``/changes`` from anywhere."""
+
+    def mine(rnd: random.Random) -> dict[str, str]:
+        return {"employee": _employee(rnd)}
+
+    def deep(rnd: random.Random) -> dict[str, str]:
+        middle = YEAR_START + YEAR * rnd.uniform(0.3, 0.7)
+        return {"cursor": encode_cursor(middle, synth.rows)}
+
+    def number(rnd: random.Random) -> str:
+        return pool_number(int(synth.pool * rnd.random() ** 2))
 
     def search(terms: Callable[[random.Random], str]) -> Callable[..., Any]:
-        return lambda rnd: (JournalFilter(query=terms(rnd)), None)
+        return lambda rnd: {"q": terms(rnd)}
 
-    def deep(rnd: random.Random) -> tuple[JournalFilter, str]:
-        middle = YEAR_START + YEAR * rnd.uniform(0.3, 0.7)
-        return JournalFilter(), encode_cursor(middle, synth.rows)
+    def customer(rnd: random.Random) -> str:
+        return customer_name(rnd.randrange(synth.customers))
 
-    def full_number(rnd: random.Random) -> str:
-        digits = pool_number(int(synth.pool * rnd.random() ** 2))[2:]
-        return f"8 {digits[:3]} {digits[3:6]}-{digits[6:8]}-{digits[8:]}"
+    def contact(rnd: random.Random) -> str:
+        return contact_name(synth.contact_number(rnd))
 
-    def partial_number(rnd: random.Random) -> str:
-        return pool_number(int(synth.pool * rnd.random() ** 2))[-7:]
+    def written(rnd: random.Random) -> str:
+        d = number(rnd)[2:]
+        forms = [
+            f"8 {d[:3]} {d[3:6]}-{d[6:8]}-{d[8:]}",
+            f"+7 ({d[:3]}) {d[3:6]}-{d[6:8]}-{d[8:]}",
+            f"7{d}",
+            d,
+        ]
+        return forms[rnd.randrange(len(forms))]
 
-    return [
-        Case("journal (internal hidden)", fixed(JournalFilter())),
-        Case("deep page (cursor mid-year)", deep),
-        Case("internal=show", fixed(JournalFilter(internal=InternalCalls.SHOW))),
-        Case("internal=only", fixed(JournalFilter(internal=InternalCalls.ONLY))),
-        Case("from/to one week", lambda r: (JournalFilter(*_week(r)), None)),
-        Case("kind=incoming", fixed(JournalFilter(kinds=frozenset({"incoming"})))),
-        Case("kind=outgoing", fixed(JournalFilter(kinds=frozenset({"outgoing"})))),
-        Case("kind=missed", fixed(JournalFilter(kinds=frozenset({"missed"})))),
-        Case("kind=lost", fixed(JournalFilter(kinds=frozenset({"lost"})))),
-        Case("kind=missed,outgoing", fixed(JournalFilter(kinds=frozenset({"missed", "outgoing"})))),
-        Case("first_contact", fixed(JournalFilter(first_contact=True))),
-        Case("unregistered", fixed(JournalFilter(unregistered=True))),
-        Case("attention", fixed(JournalFilter(attention=True))),
-        Case("employee (my calls)", lambda r: (JournalFilter(employee=_employee(r)), None)),
-        Case(
-            "missed+attention+employee",
-            lambda r: (
-                JournalFilter(kinds=frozenset({"missed"}), attention=True, employee=_employee(r)),
-                None,
-            ),
-        ),
+    def digits(count: int) -> Callable[[random.Random], str]:
+        def make(rnd: random.Random) -> str:
+            d = number(rnd)[1:]
+            at = rnd.randrange(0, len(d) - count + 1)
+            return d[at : at + count]
+
+        return make
+
+    cases = [Case("journal (internal hidden)", lambda r: {})]
+    cases += [Case(name, make) for name, make in FILTERS.items()]
+    names = list(FILTERS)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            if first.startswith("internal") and second.startswith("internal"):
+                continue  # one parameter
+            cases.append(Case(f"{first}+{second}", _combine(FILTERS[first], FILTERS[second])))
+    cases.append(Case("employee (my calls)", mine))
+    cases += [Case(f"employee+{name}", _combine(mine, make)) for name, make in FILTERS.items()]
+    cases += [
+        Case("missed+attention+employee", _combine(FILTERS["missed"], FILTERS["attention"], mine)),
         Case(
             "week+lost+first_contact",
-            lambda r: (
-                JournalFilter(*_week(r), kinds=frozenset({"lost"}), first_contact=True),
-                None,
-            ),
+            _combine(FILTERS["week"], FILTERS["lost"], FILTERS["first_contact"]),
         ),
-        Case(
-            "search: customer name", search(lambda r: customer_name(r.randrange(synth.customers)))
-        ),
+        Case("month", _period(30)),
+        Case("year", _period(365)),
+        Case("deep page (cursor mid-year)", deep),
+        Case("page 10,000 rows deep", lambda r: {"cursor": synth.cursor_at(r, 10_000)}),
+        Case("search: customer name", search(customer)),
+        Case("search: customer name prefix", search(lambda r: customer(r)[:-1])),
+        Case("search: word of a customer name", search(lambda r: customer(r).split()[1])),
         Case("search: 'ромаш' (many)", search(lambda r: "ромаш")),
-        Case(
-            "search: contact name",
-            search(lambda r: contact_name(3 * r.randrange(synth.pool // 15))),
-        ),
+        Case("search: contact name", search(contact)),
+        Case("search: contact name prefix", search(lambda r: contact(r)[:-1])),
+        Case("search: word of a contact name", search(lambda r: contact(r).split()[0])),
         Case("search: employee name", search(lambda r: employee_name(r.randrange(EMPLOYEES)))),
-        Case("search: 8 916 123-45-67 form", search(full_number)),
-        Case("search: 7 digits", search(partial_number)),
         Case("search: extension", search(_employee)),
+        Case("search: number, any written form", search(written)),
+        Case("search: the busy number", search(lambda r: "8 495 777-10-00")),
+        Case("search: 7 digits", search(digits(7))),
+        Case("search: 5 digits", search(digits(5))),
+        Case("search: 4 digits", search(digits(4))),
+        Case(
+            "changes: 500 from anywhere",
+            lambda r: {"since": str(r.randrange(0, synth.rows - 500)), "limit": "500"},
+            "/api/v1/changes",
+        ),
     ]
+    return cases
+
+
+def to_filter(params: dict[str, str]) -> tuple[JournalFilter, str | None]:
+    """A query string of ``GET /calls`` as :func:`httpd.calls.journal_filter` reads it."""
+    started_from = parse_time_bound(params["from"], TZ, end=False) if "from" in params else None
+    started_until = parse_time_bound(params["to"], TZ, end=True) if "to" in params else None
+    flags = {
+        name: params[name] == "true"
+        for name in ("first_contact", "unregistered", "attention")
+        if name in params
+    }
+    where = JournalFilter(
+        started_from=started_from,
+        started_until=started_until,
+        kinds=frozenset(params["kind"].split(",")) if "kind" in params else frozenset(),
+        internal=InternalCalls(params.get("internal", "hide")),
+        employee=params.get("employee"),
+        query=params.get("q"),
+        **flags,
+    )
+    return where, params.get("cursor")
+
+
+Timing = tuple[str, float, float, int, float]
+
+
+def _summary(name: str, timings: list[float], rows: int, pages: list[int]) -> Timing:
+    p50 = statistics.median(timings)
+    p95 = statistics.quantiles(timings, n=20)[-1] if len(timings) > 1 else timings[0]
+    return name, p50, p95, rows, statistics.median(pages) if pages else 0.0
+
+
+async def _plan(database: Database, where: JournalFilter, cursor: str | None) -> list[str]:
+    async with database.sessions() as session:
+        frequent = False
+        if where.query and database.is_sqlite:
+            search = parse_query(where.query)
+            frequent = search.indexable and await fts_matches(session, search) is None
+        # For a rare term SQLite runs the FTS5 query first and looks the rows up by rowid;
+        # the subquery shown here is the same work in one statement.
+        statement = journal_statement(
+            database.dialect, where, limit=51, cursor=cursor, frequent_search=frequent
+        )
+        return await explain(session, statement)
+
+
+async def _interrupt(session: AsyncSession) -> None:
+    """Stop the running statement: SQLite's ``interrupt()`` (thread-safe; cancelling the task
+    would leave the query running in aiosqlite's thread), PostgreSQL's cancel request."""
+    raw = await (await session.connection()).get_raw_connection()
+    driver = raw.driver_connection
+    if hasattr(driver, "interrupt"):
+        await driver.interrupt()
+    else:
+        driver.terminate()
+
+
+async def _request(session: AsyncSession, case: Case, params: dict[str, str]) -> int:
+    if case.path.endswith("/changes"):
+        entries, _ = await changes(session, int(params["since"]), int(params["limit"]))
+        return len(entries)
+    where, cursor = to_filter(params)
+    page = await list_calls(session, where, limit=50, cursor=cursor)
+    return len(page.entries)
 
 
 async def measure(
-    database: Database, synth: Synth, repeat: int, plans: bool
-) -> list[tuple[str, float, float, int]]:
+    url: str,
+    synth: Synth,
+    repeat: int,
+    *,
+    plans: bool,
+    cache: DiskCache | None = None,
+    only: str | None = None,
+    give_up: float = 10.0,
+) -> list[Timing]:
+    """p50, p95, rows and median pages read of each case. With ``cache``, cold: before each
+    request the engine's connections are closed (SQLite's page cache with them) and the
+    database's files dropped from the system's cache. A request still running after
+    ``give_up`` seconds is abandoned (with the rest of its case) and counted as that long."""
     results = []
     rnd = random.Random(11)
-    for case in cases(synth):
-        timings = []
-        rows = 0
-        for n in range(repeat + 1):
-            where, cursor = case.make(rnd)
-            async with database.sessions() as session:
-                began = time.perf_counter()
-                page = await list_calls(session, where, limit=50, cursor=cursor)
-                elapsed = (time.perf_counter() - began) * 1000
-            if n:  # the first run warms the cache
-                timings.append(elapsed)
-                rows += len(page.entries)
-        if plans:
-            where, cursor = case.make(random.Random(1))
-            async with database.sessions() as session:
-                frequent = False
-                if where.query and database.is_sqlite:
-                    search = parse_query(where.query)
-                    frequent = search.indexable and await fts_matches(session, search) is None
-                # For a rare term SQLite then runs the FTS5 query first and looks the rows up
-                # by rowid; the subquery shown here is the same work in one statement.
-                statement = journal_statement(
-                    database.dialect, where, limit=51, cursor=cursor, frequent_search=frequent
-                )
-                plan = await explain(session, statement)
-            print(f"\n-- {case.name}\n   " + "\n   ".join(plan))
-        p50 = statistics.median(timings)
-        p95 = statistics.quantiles(timings, n=20)[-1] if len(timings) > 1 else timings[0]
-        results.append((case.name, p50, p95, rows // repeat))
+    database = open_database(url)
+    try:
+        for case in query_cases(synth):
+            if only and only not in case.name:
+                continue
+            timings: list[float] = []
+            pages: list[int] = []
+            rows = 0
+            abandoned = False
+            for n in range(repeat + 1):
+                params = case.make(rnd)
+                if cache is not None:
+                    await database.dispose()
+                async with database.sessions() as session:
+                    # Connected, schema read: a running daemon has done that long before.
+                    await session.execute(sa.text("SELECT last_version FROM journal_state"))
+                    if cache is not None:
+                        cache.drop()
+                    before = cache.read_bytes() if cache is not None else 0
+                    began = time.perf_counter()
+                    request = asyncio.ensure_future(_request(session, case, params))
+                    done, _ = await asyncio.wait([request], timeout=give_up)
+                    if done:
+                        found = request.result()
+                    else:
+                        found = 0
+                        abandoned = True
+                        await _interrupt(session)
+                        await asyncio.gather(request, return_exceptions=True)
+                    elapsed = (time.perf_counter() - began) * 1000
+                    if cache is not None:
+                        pages.append(cache.pages_since(before))
+                if n or cache is not None or abandoned:  # warm: the first run warms the cache
+                    timings.append(elapsed)
+                    rows += found
+                if abandoned:
+                    break  # one request over the limit says enough: the table shows "> limit"
+            count = -1 if abandoned else rows // len(timings)
+            result = _summary(case.name, timings, count, pages)
+            results.append(result)
+            print(
+                f"  {case.name:<40}{result[1]:>9.1f}{result[2]:>9.1f}{result[3]:>6}"
+                f"{result[4]:>8.0f}",
+                file=sys.stderr,
+            )
+            if plans and not case.path.endswith("/changes"):
+                where, cursor = to_filter(case.make(random.Random(1)))
+                plan = await _plan(database, where, cursor)
+                print("     " + "\n     ".join(plan), file=sys.stderr)
+    finally:
+        await database.dispose()
     return results
 
 
@@ -509,6 +809,9 @@ def _clear_sqlite(path: Path, *, reuse: bool) -> bool:
 
 
 async def prepare(engine: str, args: argparse.Namespace, synth: Synth) -> str:
+    """The filled journal's URL: filled now at ``--schema`` (default: the newest revision),
+    or an already filled one with ``--reuse``."""
+    schema = getattr(args, "schema", None) or "head"
     if engine == "sqlite":
         url = f"sqlite+aiosqlite:///{args.sqlite_path}"
         if not _clear_sqlite(Path(args.sqlite_path), reuse=args.reuse):
@@ -525,7 +828,7 @@ async def prepare(engine: str, args: argparse.Namespace, synth: Synth) -> str:
         await reset_postgres(url)
     database = open_database(url)
     try:
-        await upgrade(database)
+        await upgrade(database, schema)
     finally:
         await database.dispose()
     began = time.perf_counter()
@@ -535,89 +838,183 @@ async def prepare(engine: str, args: argparse.Namespace, synth: Synth) -> str:
         print(f"\r  {engine}: {done:,} calls ({rate:,.0f}/s)", end="", file=sys.stderr)
 
     if engine == "sqlite":
-        await asyncio.to_thread(fill_sqlite, Path(args.sqlite_path), synth, progress)
+        phases = await asyncio.to_thread(fill_sqlite, Path(args.sqlite_path), synth, progress)
     else:
-        await fill_postgres(url, synth, progress)
-    print(f"\n  {engine}: filled in {time.perf_counter() - began:.0f} s", file=sys.stderr)
+        source = getattr(args, "from_sqlite", None)
+        phases = await fill_postgres(url, synth, progress, Path(source) if source else None)
+    detail = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in phases.items())
+    print(
+        f"\n  {engine}: filled at revision {schema} in {time.perf_counter() - began:.0f} s "
+        f"({detail}); {await database_size(url) / 1e6:,.0f} MB",
+        file=sys.stderr,
+    )
     return url
+
+
+async def database_size(url: str) -> int:
+    """Bytes on disk: the SQLite file (and its WAL), or ``pg_database_size``."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = str(parsed.database)
+        return sum(
+            os.stat(f"{path}{suffix}").st_size
+            for suffix in ("", "-wal")
+            if os.path.exists(f"{path}{suffix}")  # noqa: ASYNC240 (a benchmark's report)
+        )
+    import asyncpg
+
+    db = await asyncpg.connect(
+        user=parsed.username,
+        password=parsed.password,
+        host=parsed.host,
+        port=parsed.port,
+        database=parsed.database,
+    )
+    try:
+        return int(await db.fetchval("SELECT pg_database_size(current_database())"))
+    finally:
+        await db.close()
+
+
+async def disk_cache(url: str) -> DiskCache:
+    """The database's files and readers (see :mod:`bench.coldcache`)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return sqlite_cache(Path(str(parsed.database)))
+    import asyncpg
+
+    db = await asyncpg.connect(
+        user=parsed.username,
+        password=parsed.password,
+        host=parsed.host,
+        port=parsed.port,
+        database=parsed.database,
+    )
+    try:
+        directory = await db.fetchval("SHOW data_directory")
+        oid = await db.fetchval("SELECT oid FROM pg_database WHERE datname = current_database()")
+    finally:
+        await db.close()
+    return postgres_cache(Path(directory), int(oid))
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--engines", default="sqlite,postgresql")
-    parser.add_argument("--repeat", type=int, default=40)
+    parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--sqlite-path", default="/tmp/pbxjournal-bench.sqlite3")
     parser.add_argument("--pg-url", default=os.environ.get("PBXJOURNAL_TEST_PG_URL"))
     parser.add_argument("--reuse", action="store_true", help="keep an already filled database")
+    parser.add_argument(
+        "--schema", default="head", help="fill at this revision (then measure `migrate`)"
+    )
+    parser.add_argument(
+        "--from-sqlite", metavar="PATH", help="PostgreSQL: copy the rows of this filled file"
+    )
+    parser.add_argument("--fill-only", action="store_true", help="fill, measure nothing")
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="drop the database's files from the page cache before each request (root)",
+    )
+    parser.add_argument("--only", help="only the cases whose name contains this")
+    parser.add_argument(
+        "--give-up", type=float, default=10.0, help="seconds after which a case is abandoned"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument("--section", default="bench.queries", help="docs/benchmarks.md section")
     parser.add_argument("--no-plans", action="store_true")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
-    synth = Synth(args.rows)
-    report: dict[str, list[tuple[str, float, float, int]]] = {}
+    report: dict[str, list[Timing]] = {}
     for engine in args.engines.split(","):
         synth = Synth(args.rows)
         url = await prepare(engine, args, synth)
-        database = open_database(url)
-        try:
-            print(f"\n== {engine}: plans", file=sys.stderr)
-            report[engine] = await measure(database, synth, args.repeat, not args.no_plans)
-        finally:
-            await database.dispose()
-    engines = list(report)
-    print(f"\n{args.rows:,} calls, one page of 50 (query + loading the entries), ms")
-    header = f"{'case':<32}" + "".join(f"{e + ' p50':>16}{e + ' p95':>16}" for e in engines)
-    print(header)
-    for index, (name, *_rest) in enumerate(report[engines[0]]):
-        cells = "".join(
-            f"{report[e][index][1]:>16.1f}{report[e][index][2]:>16.1f}" for e in engines
+        if args.fill_only:
+            continue
+        cache = await disk_cache(url) if args.cold else None
+        mode = "cold" if args.cold else "warm"
+        print(f"\n== {engine}, {mode}: case, p50, p95 (ms), rows, pages read", file=sys.stderr)
+        report[engine] = await measure(
+            url,
+            synth,
+            args.repeat,
+            plans=not args.no_plans,
+            cache=cache,
+            only=args.only,
+            give_up=args.give_up,
         )
-        print(f"{name:<32}{cells}")
+    engines = list(report)
+    if not engines:
+        return
+    load = f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
+    if args.json:
+        args.json.write_text(
+            json.dumps({"rows": args.rows, "cold": args.cold, "load": load, "results": report})
+        )
+    text = docs_text(args.rows, args.repeat, report, load, cold=args.cold)
+    print("\n" + text)
     if not args.no_docs:
-        load = f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
-        write_docs(args.rows, args.repeat, report, load)
+        from bench import report as docs
+
+        docs.update_section(args.section, text)
 
 
-def write_docs(
-    rows: int, repeat: int, results: dict[str, list[tuple[str, float, float, int]]], load: str
-) -> None:
+def docs_text(
+    rows: int, repeat: int, results: dict[str, list[Timing]], load: str, *, cold: bool
+) -> str:
     """This benchmark's section of docs/benchmarks.md."""
     from bench import report
 
     engines = list(results)
-    header = ["case", *(f"{e} {p}" for e in engines for p in ("p50", "p95")), "rows"]
-    lines = [
-        [
-            name,
-            *(f"{results[e][index][k]:.1f}" for e in engines for k in (1, 2)),
-            str(results[engines[0]][index][3]),
-        ]
-        for index, (name, *_rest) in enumerate(results[engines[0]])
-    ]
+    header = ["case"]
+    for engine in engines:
+        header += [f"{engine} p50", f"{engine} p95"] + ([f"{engine} pages"] if cold else [])
+    header.append("rows")
+    lines = []
+    for index, (name, *_rest) in enumerate(results[engines[0]]):
+        line = [name]
+        for engine in engines:
+            _, p50, p95, count, pages = results[engine][index]
+            if count < 0:  # abandoned
+                line += [f"> {p95:,.0f}", f"> {p95:,.0f}"] + (["?"] if cold else [])
+                continue
+            line += [f"{p50:.1f}", f"{p95:.1f}"] + ([f"{pages:.0f}"] if cold else [])
+        line.append(str(max(r[index][3] for r in results.values())))
+        lines.append(line)
+    mode = (
+        "Cold: before each request the engine's connections are closed and the database's "
+        "files dropped from the page cache (`posix_fadvise(POSIX_FADV_DONTNEED)`, "
+        '`bench.coldcache`); every request is timed; "pages" is the median of 4 KiB pages the '
+        "database's processes read from the disk for it (`/proc/<pid>/io` read_bytes)."
+        if cold
+        else f"Warm: each case {repeat} times after one untimed warm-up."
+    )
     intro = report.prose(
         f"""Machine: {report.machine()}, SQLite {sqlite3.sqlite_version}. Load average (1 min)
         {load}: other work shares the machine.
 
         {rows:,} calls ({", ".join(engines)}): the 70 real calls copied over a year, numbers
-        drawn with a skew from a pool of {rows // 5:,}, 40 % of them bound to customers with
-        Cyrillic names, through the migrated schema, then `ANALYZE`. Each case is
-        `storage.queries.list_calls` — the page query and loading the 50 entries of the page,
-        what `GET /calls` costs before rendering and JSON — {repeat} times (plus one warm-up)
-        with varying arguments (employee, week, search term, cursor depth). Milliseconds; "rows"
-        is the page's length (a rare search term finds fewer than 50). The plans are printed by
-        the command (`EXPLAIN QUERY PLAN` / `EXPLAIN`); `bench.http_calls` measures the same
-        cases over HTTP."""
+        drawn with a skew from a pool of {rows // 5:,} (one of them in 180 external calls), 40 %
+        of them bound to {min(MAX_CUSTOMERS, rows // 20):,} customers with Cyrillic names (30 %
+        of the customers through contact persons), bulk-loaded into the migrated schema, then
+        `ANALYZE`. Each case is what `GET /calls` (or `/changes`) asks of the storage:
+        `storage.queries.list_calls`, the page query and loading the 50 entries, {repeat} times
+        with varying arguments (employee, period, search term, cursor depth). {mode}
+        Milliseconds; "rows" is the page's length; "> N": the request was abandoned after N
+        ms (and the rest of its case with it)."""
     )
-    text = "\n\n".join(
+    return "\n\n".join(
         [
-            "## Journal queries: a page of each filter and search at a million calls",
+            f"## Journal queries at {rows:,} calls, {', '.join(engines)}, "
+            f"{'cold' if cold else 'warm'}",
             f"Command: `{report.command_line()}`",
             intro,
             report.table(header, lines),
         ]
     )
-    report.update_section("bench.queries", text)
 
 
 if __name__ == "__main__":

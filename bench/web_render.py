@@ -274,10 +274,10 @@ def main() -> None:
         return
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         raise SystemExit("needs /usr/bin/chromium and /usr/bin/chromedriver")
-    from bench.journal_queries import customer_name
+    from bench.journal_queries import MAX_CUSTOMERS, customer_name
 
     path = journal_file(Path(args.dir), args.rows)
-    count = max(max(args.rows // 5, 100) // 4, 25)  # Synth's customers
+    count = min(MAX_CUSTOMERS, max(max(args.rows // 5, 100) // 4, 25))  # Synth's customers
     rnd = random.Random(5)
     load_before = os.getloadavg()[0]
     results: dict[str, list[Sample]] = {"cold (first load after start)": []}

@@ -170,6 +170,18 @@ class Call(Base):
         sa.Index("ix_calls_first_contact", "first_contact", "started_at", "id"),
         sa.Index("ix_calls_unregistered", "unregistered", "started_at", "id"),
         sa.Index("ix_calls_attention", "attention", "started_at", "id"),
+        # Migration 0007: one range per combination of the flags, for combined filters.
+        sa.Index(
+            "ix_calls_class",
+            "direction",
+            "answered",
+            "attention",
+            "first_contact",
+            "unregistered",
+            "status",
+            "started_at",
+            "id",
+        ),
         sa.Index("ix_calls_number", "number", "started_at"),
         sa.Index("ix_calls_window", "settled", "window_closes_at"),
         sa.Index("ix_calls_customer", "customer_id"),
