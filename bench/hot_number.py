@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 A journal is filled with ``--calls`` calls of one number (the company's own forwarded main line,
 or a spammer) spread over ``--days`` days, mixed with ``--background`` calls of other numbers,
-through the real writer (:meth:`storage.store.SqlJournal.write_many`, in batches of
-``--fill-batch``, so every row carries the rules' verdict). Then new calls of that number are
+inserted in bulk with the verdicts the rules give them (:func:`storage.rules.evaluate` over each
+number's calls, as the writer would leave them). Then new calls of that number are
 written through the same writer, as the daemon's writer hands them over
 (:class:`pbxjournal.writer.Writer` calls ``write_batch``):
 
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import os
 import random
@@ -56,7 +57,7 @@ from connector.assembly import Direction, FinishedCall, Participant, Role
 from storage.engine import open_database
 from storage.migrate import upgrade
 from storage.models import Call
-from storage.rules import AttentionWindow
+from storage.rules import AttentionWindow, NumberFacts, evaluate
 from storage.store import SqlJournal
 
 __all__ = ["main"]
@@ -121,9 +122,37 @@ def _journal(url: str) -> tuple[Any, SqlJournal]:
     return database, SqlJournal(database, pbx="main", window=window, region="RU")
 
 
+def _verdicts(calls: list[FinishedCall], window: AttentionWindow, now: float) -> list[Any]:
+    """The rules' verdict of each call (one number's, sorted by start), as the writer
+    would leave them: the first call has no earlier one; a missed call's later contact is
+    the first answered call starting at or after its end."""
+    answered = [c.started_at for c in calls if c.answered]
+    verdicts = []
+    for index, call in enumerate(calls):
+        at = bisect.bisect_left(answered, call.ended_at)
+        facts = NumberFacts(
+            registered=False,
+            earlier_calls=index > 0,
+            later_contact_at=answered[at] if at < len(answered) else None,
+        )
+        verdicts.append(
+            evaluate(
+                direction=call.direction,
+                answered=call.answered,
+                ended_at=call.ended_at,
+                has_number=True,
+                facts=facts,
+                window=window,
+                now=now,
+            )
+        )
+    return verdicts
+
+
 async def fill(url: str, args: argparse.Namespace) -> float:
-    """The journal at ``url``: the hot number's calls among the background's, written in
-    batches through the writer in the order they end. Returns when the last one ended."""
+    """The journal at ``url``: the hot number's calls among the background's, inserted in
+    bulk (multi-row INSERTs of 2,000) with the verdicts the writer would have given them.
+    Returns when the last one ended."""
     rng = random.Random(args.seed)
     span = args.days * 86400.0
     hot = [(EPOCH + rng.random() * span, HOT) for _ in range(args.calls)]
@@ -135,22 +164,76 @@ async def fill(url: str, args: argparse.Namespace) -> float:
         make_call(rng, number, started, serial)
         for serial, (started, number) in enumerate(sorted(hot + others))
     ]
-    calls.sort(key=lambda c: c.ended_at)
-    database, journal = _journal(url)
+    now = max(c.ended_at for c in calls)
+    window = AttentionWindow.fixed(86400.0, MOSCOW)
+    by_number: dict[str, list[FinishedCall]] = {}
+    for call in calls:  # sorted by start
+        by_number.setdefault(call.external_number or "", []).append(call)
+    verdict = {}
+    for related in by_number.values():
+        for call, judged in zip(related, _verdicts(related, window, now), strict=True):
+            verdict[call.conversation_id] = judged
+    calls.sort(key=lambda c: c.ended_at)  # ids in the order the writer would give them
+    rows = []
+    for call_id, call in enumerate(calls, start=1):
+        judged = verdict[call.conversation_id]
+        rows.append(
+            {
+                "id": call_id,
+                "pbx": "main",
+                "conversation_id": call.conversation_id,
+                "linkedids": [],
+                "started_at": call.started_at,
+                "answered_at": call.answered_at,
+                "ended_at": call.ended_at,
+                "approximate_end": False,
+                "direction": call.direction.value,
+                "answered": call.answered,
+                "number": call.external_number,
+                "number_raw": call.external_number,
+                "number_withheld": False,
+                "did": call.did,
+                "ring_seconds": call.ring_seconds,
+                "talk_seconds": call.talk_seconds,
+                "queues": [],
+                "announced_recordings": [],
+                "recording_hints": [],
+                "status": judged.status.value,
+                "attention": judged.attention,
+                "first_contact": judged.first_contact,
+                "registered_at_end": False,
+                "unregistered": True,
+                "customer_id": None,
+                "contact_id": None,
+                "window_closes_at": judged.window_closes_at,
+                "settled": judged.settled,
+                "fingerprint": f"{call_id:064x}",
+                "search_text": f"{call.external_number} | 101",
+                "version": call_id,
+            }
+        )
+    database = open_database(url)
     try:
         await upgrade(database)
         began = time.perf_counter()
-        for start in range(0, len(calls), args.fill_batch):
-            chunk = calls[start : start + args.fill_batch]
-            await journal.write_many([(c, []) for c in chunk], chunk[-1].ended_at)
-        print(f"filled {len(calls):,} calls in {time.perf_counter() - began:.0f} s", flush=True)
-        if not database.is_sqlite:
-            autocommit = database.engine.execution_options(isolation_level="AUTOCOMMIT")
-            async with autocommit.connect() as connection:
-                await connection.execute(sa.text("VACUUM ANALYZE calls"))
+        async with database.writer.begin() as connection:
+            for start in range(0, len(rows), 2_000):
+                await connection.execute(sa.insert(Call.__table__), rows[start : start + 2_000])
+            await connection.execute(
+                sa.text("UPDATE journal_state SET last_version = :v"), {"v": len(rows)}
+            )
+            if not database.is_sqlite:
+                await connection.execute(
+                    sa.text("SELECT setval(pg_get_serial_sequence('calls', 'id'), :v)"),
+                    {"v": len(rows)},
+                )
+        print(f"filled {len(rows):,} calls in {time.perf_counter() - began:.0f} s", flush=True)
+        autocommit = database.engine.execution_options(isolation_level="AUTOCOMMIT")
+        async with autocommit.connect() as connection:
+            await connection.execute(sa.text("ANALYZE" if database.is_sqlite else "VACUUM ANALYZE"))
     finally:
         await database.dispose()
-    return calls[-1].ended_at
+    return now
 
 
 def workload(case: str, last: float, count: int, seed: int) -> list[list[FinishedCall]]:
@@ -380,8 +463,8 @@ Command: `{report.command_line()}` (and the same with `PYTHONPATH=/tmp/base` on 
 before, `e18ce11`, for the "before" columns).
 
 Journal: {args.calls:,} calls of one number over {args.days} days and {args.background:,} calls
-of {args.background // 5 + 1:,} other numbers, written through the writer in batches of
-{args.fill_batch:,} (so every row has its verdict); 24 h attention window. Each case writes
+of {args.background // 5 + 1:,} other numbers, inserted in bulk with the verdicts the rules give
+them; 24 h attention window. Each case writes
 {args.writes} calls through `SqlJournal.write_many` (the daemon writer's call) on a copy of the
 filled journal; the median of {args.runs} rounds. "rows loaded" counts the `calls` rows the ORM
 loaded per call written; "rows PostgreSQL read" is `seq_tup_read + idx_tup_fetch` of `calls`
@@ -409,7 +492,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=50_000)
     parser.add_argument("--days", type=int, default=730)
     parser.add_argument("--background", type=int, default=100_000)
-    parser.add_argument("--fill-batch", type=int, default=2_000)
     parser.add_argument("--writes", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
