@@ -243,6 +243,8 @@ def workload(case: str, last: float, count: int, seed: int) -> list[list[Finishe
     batches: list[list[FinishedCall]] = []
     at = last
     size = 20 if "20 per" in case else 1
+    if size > 1:
+        count = max(count, 3 * size)  # the first batch is not timed: two at least are
     calls: list[FinishedCall] = []
     for i in range(count):
         if case.startswith("late"):
