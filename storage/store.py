@@ -210,6 +210,8 @@ class _Batch:
     #: Where each of the batch's rows written before stood before the batch, by
     #: conversation id.
     before: dict[str, _Place] = field(default_factory=dict)
+    #: The batch's numbers that had no call before it: all their calls are the batch's.
+    fresh: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -380,7 +382,13 @@ class SqlJournal:
                 if touched is not None and touched not in numbers_done:
                     numbers_done.add(touched)
                     self._reevaluate_number(
-                        session, tx, touched, work[touched], forced=forced, now=now
+                        session,
+                        tx,
+                        touched,
+                        work[touched],
+                        fresh=batch.fresh,
+                        forced=forced,
+                        now=now,
                     )
         session.flush()
         for chunk in _chunks(list(open_keys)):
@@ -410,6 +418,7 @@ class SqlJournal:
         batch.employees = directory.read_employee_names(
             session, (p.extension for call in calls for p in call.participants)
         )
+        batch.fresh = set(numbers) - _numbers_with_calls(session, numbers)
         return batch
 
     def _stage(
@@ -483,6 +492,7 @@ class SqlJournal:
         number: str,
         work: _NumberWork,
         *,
+        fresh: set[str],
         forced: set[int],
         now: float,
     ) -> None:
@@ -491,6 +501,10 @@ class SqlJournal:
         rows, the first of the others, and the missed calls around each answered start the
         batch added or took away. The rows are flushed: the database holds the batch's calls
         where they now are."""
+        if number in fresh:
+            # Every call of the number is the batch's (a new number: most calls): no query.
+            self._reevaluate(tx, work.rows, forced, now)
+            return
         ours = {row.id for row in work.rows}
         chosen: dict[int, Call] = {row.id: row for row in work.rows}
         # The first calls of the number: the first of all has no earlier call; the first of
@@ -1003,6 +1017,18 @@ class SqlJournal:
 def _rule_rows(*where: sa.ColumnElement[bool]) -> sa.Select[Any]:
     """Calls with the columns the rules read and write only."""
     return sa.select(Call).where(*where).options(load_only(*_RULE_COLUMNS))
+
+
+def _numbers_with_calls(session: Session, numbers: Sequence[str]) -> set[str]:
+    """Those of ``numbers`` the journal holds a call of: one index seek each, 200 to a
+    statement (one ``EXISTS`` column per number)."""
+    found: set[str] = set()
+    for start in range(0, len(numbers), 200):
+        chunk = numbers[start : start + 200]
+        probes = [sa.exists().where(Call.number == number) for number in chunk]
+        flags = session.execute(sa.select(*probes)).one()
+        found.update(number for number, flag in zip(chunk, flags, strict=True) if flag)
+    return found
 
 
 def _number_work(batch: _Batch, staged: Mapping[str, _Staged]) -> dict[str, _NumberWork]:
