@@ -305,12 +305,14 @@ async def measure(url: str, batches: list[list[FinishedCall]]) -> dict[str, Any]
             batches = batches[1:]
             before = await server_reads(url)
             began = time.perf_counter()
+            cpu = time.process_time()
             for batch in batches:
                 now = max(c.ended_at for c in batch)
                 start = time.perf_counter()
                 await journal.write_many([(c, []) for c in batch], now)
                 durations.append(time.perf_counter() - start)
             seconds = time.perf_counter() - began
+            cpu = time.process_time() - cpu
     finally:
         await database.dispose()
     calls = sum(len(b) for b in batches)
@@ -321,6 +323,7 @@ async def measure(url: str, batches: list[list[FinishedCall]]) -> dict[str, Any]
         "calls": calls,
         "seconds": seconds,
         "rate": calls / seconds,
+        "cpu_ms_per_call": cpu * 1000 / calls,
         "median_ms": statistics.median(durations) * 1000,
         "p95_ms": durations[int(len(durations) * 0.95)] * 1000,
         "loaded_per_call": loads[0] / calls,
@@ -422,7 +425,11 @@ def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _fmt(value: float | None, digits: int = 0) -> str:
-    return "–" if value is None else f"{value:,.{digits}f}"
+    if value is None:
+        return "–"
+    if 0 < value < 10:
+        digits = max(digits, 1)  # a rate of 0.1 calls/s is not 0
+    return f"{value:,.{digits}f}"
 
 
 def render(
@@ -434,6 +441,7 @@ def render(
         "calls/s before",
         "calls/s after",
         "p95 ms before → after",
+        "CPU ms per call before → after",
         "rows loaded per call before → after",
         "rows PostgreSQL read per call before → after",
     ]
@@ -443,7 +451,7 @@ def render(
             old = (before or {}).get("engines", {}).get(engine, {}).get(case)
 
             def pair(key: str, digits: int, now: dict[str, Any] = now, old: Any = old) -> str:
-                was = _fmt(old[key], digits) if old else "?"
+                was = _fmt(old[key], digits) if old and key in old else "?"
                 return f"{was} → {_fmt(now[key], digits)}"
 
             rows.append(
@@ -453,6 +461,7 @@ def render(
                     _fmt(old["rate"]) if old else "?",
                     _fmt(now["rate"]),
                     pair("p95_ms", 1),
+                    pair("cpu_ms_per_call", 2),
                     pair("loaded_per_call", 1),
                     pair("server_reads_per_call", 0) if engine == "postgresql" else "–",
                 ]
@@ -468,7 +477,9 @@ Journal: {args.calls:,} calls of one number over {args.days} days and {args.back
 of {args.background // 5 + 1:,} other numbers, inserted in bulk with the verdicts the rules give
 them; 24 h attention window. Each case writes
 {args.writes} calls through `SqlJournal.write_many` (the daemon writer's call) on a copy of the
-filled journal; the median of {args.runs} rounds. "rows loaded" counts the `calls` rows the ORM
+filled journal; the median of {args.runs} rounds. "CPU ms" is the benchmark process's CPU time per
+call written (the writer, and SQLite's own work; not PostgreSQL's server). "rows loaded" counts
+the `calls` rows the ORM
 loaded per call written; "rows PostgreSQL read" is `seq_tup_read + idx_tup_fetch` of `calls`
 per call written. Before: every write loaded every call of its number and re-evaluated them
 all; after: the calls it can change, by index range (`storage/store.py`, "Bounded reads").
@@ -502,19 +513,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--before", type=Path, help="results of the code before, for the table")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/")
+    parser.add_argument(
+        "--results", type=Path, help="render these results (a --json file) instead of measuring"
+    )
     args = parser.parse_args(argv)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     if "postgresql" in engines and not args.postgres:
         print("postgresql left out: no --postgres URL", flush=True)
         engines.remove("postgresql")
-    load_before = os.getloadavg()
-    results: dict[str, Any] = {"engines": {}}
-    for engine in engines:
-        results["engines"][engine] = asyncio.run(run_engine(engine, args))
-    if args.postgres:
-        results["postgres_version"] = asyncio.run(_postgres_version(args.postgres))
-    load_after = os.getloadavg()
-    results["load"] = [load_before, load_after]
+    if args.results:
+        results = json.loads(args.results.read_text())
+        load_before, load_after = results["load"]
+    else:
+        load_before = os.getloadavg()
+        results = {"engines": {}}
+        for engine in engines:
+            results["engines"][engine] = asyncio.run(run_engine(engine, args))
+        if args.postgres:
+            results["postgres_version"] = asyncio.run(_postgres_version(args.postgres))
+        load_after = os.getloadavg()
+        results["load"] = [load_before, load_after]
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     before = json.loads(args.before.read_text()) if args.before else None
