@@ -7,7 +7,9 @@ the SQL store must do on every write:
    linkedid): writing it again replaces it, it never adds a row;
 2. every call with the same normalised number is re-evaluated, because this call may be the
    later contact that turns an earlier ``lost`` into ``no_answer``, or the earlier call that
-   takes ``first_contact`` away from a later one;
+   takes ``first_contact`` away from a later one; a call written again with another number
+   has the calls of the number it left re-evaluated too (it may have been their later
+   contact, or their first call);
 3. every entry whose verdict changed gets a new ``version`` from one journal-wide counter.
 
 Nothing here reads the clock: ``now`` is passed in (the event time during a replay).
@@ -75,6 +77,7 @@ class MemoryJournal:
         customer = self._lookup(number) if number else None
         entry_id = self._by_identity.get(call.conversation_id)
         stored = tuple(self._store_recordings(entry_id, recordings))
+        left: str | None = None
         if entry_id is None:
             self._counters.entry += 1
             entry_id = self._counters.entry
@@ -102,6 +105,7 @@ class MemoryJournal:
             entry = self._entries[entry_id]
             if entry.number and entry.number != number:
                 self._by_number[entry.number].remove(entry_id)
+                left = entry.number
             if number and entry.number != number:
                 self._by_number.setdefault(number, []).append(entry_id)
             entry.call = call
@@ -111,7 +115,10 @@ class MemoryJournal:
             entry.customer = customer
             entry.registered_at_end = customer is not None
             entry.version = 0  # force a new version: the call itself changed
-        return self._reevaluate(number, now, always=entry)
+        changed = self._reevaluate(number, now, always=entry)
+        if left is not None:
+            changed += self._reevaluate(left, now, always=None)
+        return changed
 
     def settle(self, now: float) -> list[JournalEntry]:
         """Mark as settled the missed calls whose window has closed by ``now``.
@@ -154,10 +161,10 @@ class MemoryJournal:
         return stored
 
     def _reevaluate(
-        self, number: str | None, now: float, always: JournalEntry
+        self, number: str | None, now: float, always: JournalEntry | None
     ) -> list[JournalEntry]:
         related = [self._entries[i] for i in self._by_number.get(number, ())] if number else []
-        if always not in related:
+        if always is not None and always not in related:
             related.append(always)
         changed = []
         for entry in sorted(related, key=lambda e: (e.call.started_at, e.id)):

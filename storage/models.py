@@ -183,6 +183,15 @@ class Call(Base):
             "id",
         ),
         sa.Index("ix_calls_number", "number", "started_at"),
+        # The missed incoming calls (only those have a window) by number and end: the calls
+        # an answered call may be the later contact of (storage.store, "Bounded reads").
+        sa.Index(
+            "ix_calls_number_missed",
+            "number",
+            "ended_at",
+            sqlite_where=sa.text("window_closes_at IS NOT NULL"),
+            postgresql_where=sa.text("window_closes_at IS NOT NULL"),
+        ),
         sa.Index("ix_calls_window", "settled", "window_closes_at"),
         sa.Index("ix_calls_customer", "customer_id"),
         sa.Index("ix_calls_contact", "contact_id"),

@@ -75,6 +75,15 @@ class AttentionWindow:
     def until_end_of_day(cls, timezone: ZoneInfo) -> AttentionWindow:
         return cls(seconds=None, end_of_day=True, timezone=timezone)
 
+    @property
+    def longest(self) -> float:
+        """An upper bound of ``closes_at(t) - t`` for any ``t``: how far before a contact the
+        missed calls it may handle can have ended (the SQL store's bounded reads). A local day
+        is at most 25 hours in any zone; two days leave room for any odd transition."""
+        if not self.end_of_day:
+            return max(self.seconds or 0.0, 0.0)
+        return 2 * 86400.0
+
     def closes_at(self, missed_ended_at: float) -> float:
         """Epoch seconds at which the window of a call that ended then closes."""
         if not self.end_of_day:

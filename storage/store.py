@@ -5,10 +5,11 @@ Theory of operation
 :class:`SqlJournal` keeps :class:`storage.memory.MemoryJournal`'s semantics, in a database:
 
 1. a call is stored once per ``(pbx, conversation_id)``; writing it again updates the row;
-2. every call with the same normalised number is re-evaluated by :func:`storage.rules.evaluate`
-   with facts read from the database (registered when it ended? an earlier call? the first
-   later answered contact?), because the new call may hand a ``lost`` call its later contact
-   or take ``first_contact`` away from a later one;
+2. the calls of the same normalised number whose verdict the write can change are
+   re-evaluated by :func:`storage.rules.evaluate` with facts read from the database
+   (registered when it ended? an earlier call? the first later answered contact?), because
+   the new call may hand a ``lost`` call its later contact or take ``first_contact`` away
+   from a later one (see "Bounded reads" below);
 3. a row gets a new ``version`` when it is new, when the call itself changed (its fingerprint:
    participants, recordings found, times...) or when the verdict changed — never otherwise,
    so writing the same capture twice changes nothing.
@@ -24,6 +25,22 @@ transaction visible before it releases its locks, so versions become visible str
 order. The same lock makes the rules race-free when several daemons (one per PBX) share a
 database: two calls of one number cannot both believe they are the first. Writes are a few
 milliseconds at the rate calls end, so serialising them costs nothing that matters.
+
+Bounded reads. A number may have tens of thousands of calls (the company's own forwarded
+line, a spammer); a write must not load them all. The verdict of a call depends on its number's
+other calls only through two facts: *is there an earlier call* (only the first call of the
+number has none) and *is there an answered call starting within its window* (only missed
+incoming calls ask). So a call that arrives, or moves, changes the verdict of at most: itself;
+the number's first call among the others (it may stop, or start, being the first); and the
+missed incoming calls whose window holds its start as an answered call — now or before the
+write — which ended at most :attr:`AttentionWindow.longest` before that start and after the
+last answered call of the others before it. Those are read by index range: ``ix_calls_number``
+(``number, started_at``) for the first calls and the answered calls, and migration 0008's
+partial ``ix_calls_number_missed`` (``number, ended_at`` of the missed incoming calls: those
+with a window) for the calls a contact may handle. Each of them is then evaluated with the
+facts read per call (the first answered call after its end, one correlated lookup for all);
+every other call of the number keeps its verdict, as the full re-evaluation would leave it.
+:class:`storage.memory.MemoryJournal` re-evaluates every call of the number: the reference.
 
 The attention window needs no poll: :meth:`SqlJournal.next_window_close` is the earliest open
 window (an index lookup) for the daemon to arm a timer on, and :meth:`SqlJournal.settle` marks
@@ -46,7 +63,7 @@ from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, load_only
+from sqlalchemy.orm import Session, aliased, load_only
 
 from connector.assembly import Direction, FinishedCall
 from connector.recordings import FoundRecording
@@ -66,7 +83,7 @@ from storage.models import (
 )
 from storage.numbers import normalize_number
 from storage.queries import load_employee_directory, load_entries, load_recording, read_entries
-from storage.rules import AttentionWindow, NumberFacts, evaluate
+from storage.rules import AttentionWindow, NumberFacts, evaluate, is_later_contact
 
 __all__ = [
     "Change",
@@ -154,9 +171,30 @@ DIRECTORY_SECONDS = 2.0
 _CHUNK = 500  # items per IN (...) list: far below SQLite's and asyncpg's parameter limits
 
 
-def _chunks(items: Sequence[str]) -> Iterable[list[str]]:
+def _chunks(items: Sequence[_T]) -> Iterable[list[_T]]:
     for start in range(0, len(items), _CHUNK):
         yield list(items[start : start + _CHUNK])
+
+
+@dataclass(frozen=True, slots=True)
+class _Place:
+    """What of a row decides other calls' verdicts: its number, start, and whether it was
+    answered (an answered call is the later contact of the missed calls before it)."""
+
+    number: str | None
+    started_at: float
+    answered: bool
+
+
+@dataclass(slots=True)
+class _NumberWork:
+    """One number's share of a write batch: its rows the batch wrote, and the starts of the
+    answered calls the batch added, moved or took away (whose missed calls may change)."""
+
+    rows: list[Call] = field(default_factory=list)
+    contacts: set[float] = field(default_factory=set)
+    #: A row of the batch arrived, left or moved: the first of the others may change.
+    reordered: bool = False
 
 
 @dataclass(slots=True)
@@ -169,8 +207,11 @@ class _Batch:
     rows: dict[str, Call] = field(default_factory=dict)
     owners: dict[str, NumberOwner] = field(default_factory=dict)
     employees: dict[str, str] = field(default_factory=dict)
-    #: Every call of each number of the batch (the rules' columns only).
-    by_number: dict[str, list[Call]] = field(default_factory=dict)
+    #: Where each of the batch's rows written before stood before the batch, by
+    #: conversation id.
+    before: dict[str, _Place] = field(default_factory=dict)
+    #: The batch's numbers that had no call before it: all their calls are the batch's.
+    fresh: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -329,14 +370,26 @@ class SqlJournal:
                 )
         parts.insert(session)
         forced = {id(item.row) for item in staged.values() if item.changed}
+        work = _number_work(batch, staged)
         numbers_done: set[str] = set()
-        for item in staged.values():
+        for conversation_id, item in staged.items():
             number = item.row.number
             if number is None:
                 self._reevaluate(tx, [item.row], forced, now)
-            elif number not in numbers_done:
-                numbers_done.add(number)
-                self._reevaluate(tx, batch.by_number[number], forced, now)
+            before = batch.before.get(conversation_id)
+            # The row's number first, then the one it left (as MemoryJournal.write).
+            for touched in (number, before.number if before is not None else None):
+                if touched is not None and touched not in numbers_done:
+                    numbers_done.add(touched)
+                    self._reevaluate_number(
+                        session,
+                        tx,
+                        touched,
+                        work[touched],
+                        fresh=batch.fresh,
+                        forced=forced,
+                        now=now,
+                    )
         session.flush()
         for chunk in _chunks(list(open_keys)):
             session.execute(sa.delete(OpenConversation).where(OpenConversation.key.in_(chunk)))
@@ -365,12 +418,7 @@ class SqlJournal:
         batch.employees = directory.read_employee_names(
             session, (p.extension for call in calls for p in call.participants)
         )
-        for chunk in _chunks(numbers):
-            related = session.scalars(
-                sa.select(Call).where(Call.number.in_(chunk)).options(load_only(*_RULE_COLUMNS))
-            )
-            for row in related:
-                batch.by_number.setdefault(row.number or "", []).append(row)
+        batch.fresh = set(numbers) - _numbers_with_calls(session, numbers)
         return batch
 
     def _stage(
@@ -396,6 +444,8 @@ class SqlJournal:
         customer_id = owner.customer_id if owner else None
         contact_id = owner.contact_id if owner else None
         is_new = row is None
+        if row is not None and earlier is None:
+            batch.before[call.conversation_id] = _Place(row.number, row.started_at, row.answered)
         parts_changed = row is None or row.fingerprint != digest
         if row is None:
             row = Call(pbx=self.pbx, conversation_id=call.conversation_id)
@@ -411,7 +461,6 @@ class SqlJournal:
             )
             if parts_changed and not added:
                 self._delete_parts(session, row.id)
-        previous_number = row.number
         if changed:
             _fill_call(row, call, number)
             row.fingerprint = digest
@@ -427,15 +476,6 @@ class SqlJournal:
                 batch.employees,
             )
             session.add(row)
-        if previous_number != row.number and not is_new:
-            # The row moved to another number: it is no longer one of the old number's calls.
-            old = batch.by_number.get(previous_number or "")
-            if old is not None and row in old:
-                old.remove(row)
-        if number is not None:
-            related = batch.by_number.setdefault(number, [])
-            if row not in related:
-                related.append(row)
         staged[call.conversation_id] = _Staged(
             row=row,
             call=call,
@@ -444,6 +484,116 @@ class SqlJournal:
             parts_changed=parts_changed or (earlier is not None and earlier.parts_changed),
             changed=changed or (earlier is not None and earlier.changed),
         )
+
+    def _reevaluate_number(
+        self,
+        session: Session,
+        tx: WriteTransaction[Any],
+        number: str,
+        work: _NumberWork,
+        *,
+        fresh: set[str],
+        forced: set[int],
+        now: float,
+    ) -> None:
+        """Apply the rules to the calls of ``number`` the batch can have changed (see
+        "Bounded reads" above), reading them and their facts by index range: the batch's own
+        rows, the first of the others, and the missed calls around each answered start the
+        batch added or took away. The rows are flushed: the database holds the batch's calls
+        where they now are."""
+        if number in fresh:
+            # Every call of the number is the batch's (a new number: most calls): no query.
+            self._reevaluate(tx, work.rows, forced, now)
+            return
+        ours = {row.id for row in work.rows}
+        chosen: dict[int, Call] = {row.id: row for row in work.rows}
+        # The first calls of the number: the first of all has no earlier call; the first of
+        # the others may have gained or lost its earlier calls with the batch's rows.
+        head = session.scalars(
+            _rule_rows(Call.number == number)
+            .order_by(Call.started_at, Call.id)
+            .limit(len(ours) + 1)
+        ).all()
+        first = head[0].id if head else None
+        if work.reordered:
+            for row in head:
+                if row.id not in ours:
+                    chosen.setdefault(row.id, row)
+                    break
+        longest = self.window.longest
+        for contact in sorted(work.contacts):
+            # Missed calls ending before the last answered call of the others (before the
+            # contact) have that call as their later contact, with or without this one.
+            since = contact - longest
+            answered = session.execute(
+                sa.select(Call.id, Call.started_at)
+                .where(
+                    Call.number == number,
+                    Call.answered == sa.true(),
+                    Call.started_at >= since,
+                    Call.started_at <= contact,
+                )
+                .order_by(Call.started_at.desc())
+                .limit(len(ours) + 1)
+            ).all()
+            for call_id, started_at in answered:
+                if call_id not in ours:
+                    since = max(since, float(started_at))
+                    break
+            missed = session.scalars(
+                _rule_rows(
+                    Call.number == number,
+                    Call.window_closes_at.is_not(None),
+                    Call.ended_at >= since,
+                    Call.ended_at <= contact,
+                )
+            )
+            for row in missed:
+                if is_later_contact(row.ended_at, contact, self.window):
+                    chosen.setdefault(row.id, row)
+        related = sorted(chosen.values(), key=lambda c: (c.started_at, c.id))
+        later = self._later_contacts(
+            session,
+            number,
+            [row.id for row in related if row.direction == "incoming" and not row.answered],
+        )
+        facts = [
+            NumberFacts(
+                registered=row.registered_at_end,
+                earlier_calls=row.id != first,
+                later_contact_at=later.get(row.id),
+            )
+            for row in related
+        ]
+        self._apply(tx, related, facts, forced, now)
+
+    def _later_contacts(
+        self, session: Session, number: str, ids: Sequence[int]
+    ) -> dict[int, float | None]:
+        """The start of the first answered call of ``number`` at or after the end of each
+        call of ``ids`` (itself excepted), if one starts within the longest window: one
+        index seek per call, in one statement per 500 calls."""
+        other = aliased(Call)
+        first_after = (
+            sa.select(other.started_at)
+            .where(
+                other.number == number,
+                other.answered == sa.true(),
+                other.started_at >= Call.ended_at,
+                other.started_at <= Call.ended_at + self.window.longest,
+                other.id != Call.id,
+            )
+            .order_by(other.started_at)
+            .limit(1)
+            .scalar_subquery()
+        )
+        found: dict[int, float | None] = {}
+        for chunk in _chunks(ids):
+            for call_id, started_at in session.execute(
+                sa.select(Call.id, first_after).where(Call.id.in_(chunk))
+            ):
+                found[int(call_id)] = None if started_at is None else float(started_at)
+        return found
 
     def _reevaluate(
         self, tx: WriteTransaction[Any], related: list[Call], forced: set[int], now: float
@@ -458,22 +608,38 @@ class SqlJournal:
         related.sort(key=lambda c: (c.started_at, c.id))
         answered = [(c.started_at, c.id) for c in related if c.answered]
         starts = [start for start, _ in answered]
+        facts = []
         for index, entry in enumerate(related):
             at = bisect.bisect_left(starts, entry.ended_at)
             while at < len(answered) and answered[at][1] == entry.id:
                 at += 1  # not its own call back
-            facts = NumberFacts(
-                registered=entry.registered_at_end,
-                # Sorted by (started_at, id): everything before this one is earlier.
-                earlier_calls=index > 0,
-                later_contact_at=starts[at] if at < len(answered) else None,
+            facts.append(
+                NumberFacts(
+                    registered=entry.registered_at_end,
+                    # Sorted by (started_at, id): everything before this one is earlier.
+                    earlier_calls=index > 0,
+                    later_contact_at=starts[at] if at < len(answered) else None,
+                )
             )
+        self._apply(tx, related, facts, forced, now)
+
+    def _apply(
+        self,
+        tx: WriteTransaction[Any],
+        related: Sequence[Call],
+        facts: Sequence[NumberFacts],
+        forced: set[int],
+        now: float,
+    ) -> None:
+        """Give each row of ``related`` (in the order of its number: started_at, id) the
+        verdict of its ``facts``; bump those whose verdict changed and those in ``forced``."""
+        for entry, fact in zip(related, facts, strict=True):
             verdict = evaluate(
                 direction=Direction(entry.direction),
                 answered=entry.answered,
                 ended_at=entry.ended_at,
                 has_number=entry.number is not None,
-                facts=facts,
+                facts=fact,
                 window=self.window,
                 now=now,
             )
@@ -846,6 +1012,46 @@ class SqlJournal:
     async def employees(self) -> list[EmployeeRecord]:
         async with self.database.sessions() as session:
             return await directory.list_employees(session)
+
+
+def _rule_rows(*where: sa.ColumnElement[bool]) -> sa.Select[Any]:
+    """Calls with the columns the rules read and write only."""
+    return sa.select(Call).where(*where).options(load_only(*_RULE_COLUMNS))
+
+
+def _numbers_with_calls(session: Session, numbers: Sequence[str]) -> set[str]:
+    """Those of ``numbers`` the journal holds a call of: one index seek each, 200 to a
+    statement (one ``EXISTS`` column per number)."""
+    found: set[str] = set()
+    for start in range(0, len(numbers), 200):
+        chunk = numbers[start : start + 200]
+        probes = [sa.exists().where(Call.number == number) for number in chunk]
+        flags = session.execute(sa.select(*probes)).one()
+        found.update(number for number, flag in zip(chunk, flags, strict=True) if flag)
+    return found
+
+
+def _number_work(batch: _Batch, staged: Mapping[str, _Staged]) -> dict[str, _NumberWork]:
+    """What each number touched by the batch must look at again (:class:`_NumberWork`): a
+    row's number now and the one it had before the batch, if it left it."""
+    work: dict[str, _NumberWork] = {}
+    for conversation_id, item in staged.items():
+        row = item.row
+        now = _Place(row.number, row.started_at, row.answered)
+        before = batch.before.get(conversation_id)
+        if row.number is not None:
+            mine = work.setdefault(row.number, _NumberWork())
+            mine.rows.append(row)
+            if before != now:
+                mine.reordered = True
+                if row.answered:
+                    mine.contacts.add(row.started_at)
+        if before is not None and before.number is not None and before != now:
+            left = work.setdefault(before.number, _NumberWork())
+            left.reordered = True
+            if before.answered:
+                left.contacts.add(before.started_at)
+    return work
 
 
 def _fill_call(row: Call, call: FinishedCall, number: str | None) -> None:

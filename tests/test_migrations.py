@@ -132,3 +132,57 @@ async def test_a_filled_journal_gains_callback_of_empty(empty_database: Database
     async with empty_database.engine.connect() as connection:
         count = await connection.scalar(text("SELECT count(*) FROM calls"))
     assert count == 2
+
+
+#: Issue 18's migration of the rules' bounded reads, and the revision it follows (one place:
+#: the chain is renumbered when branches merge).
+NUMBER_READS = "0008"
+BEFORE_NUMBER_READS = "0007"
+
+
+async def test_number_reads_upgrade_a_filled_journal(empty_database: Database) -> None:
+    """A journal written before ``ix_calls_number_missed`` gets it on upgrade, keeps every row
+    as it was, and its calls' rules read through it afterwards."""
+    from connector.assembly import Direction
+    from storage.store import SqlJournal
+    from tests.calls import at, make_call
+    from tests.db import make_journal
+
+    def plan_uses_index(connection: Connection) -> bool:
+        missed = (
+            "SELECT id FROM calls WHERE number = '+79161234567' "
+            "AND window_closes_at IS NOT NULL AND ended_at >= 0 AND ended_at <= 2e9"
+        )
+        if empty_database.is_sqlite:
+            rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {missed}").all()
+        else:
+            connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            rows = connection.exec_driver_sql(f"EXPLAIN {missed}").all()
+        return "ix_calls_number_missed" in " ".join(str(r) for r in rows)
+
+    async def rows(journal: SqlJournal) -> list[tuple[int, str, bool, bool, int]]:
+        entries = await journal.entries(range(1, 100))
+        return [(e.id, e.status.value, e.attention, e.first_contact, e.version) for e in entries]
+
+    await upgrade(empty_database, BEFORE_NUMBER_READS)
+    journal = await make_journal(empty_database)
+    number = "+79161234567"
+    start = at("11-20 10:00")
+    for hour in range(0, 48, 3):
+        answered = hour in (0, 6)
+        call = make_call(Direction.INCOMING, number, start + hour * 3600, answered=answered)
+        await journal.write(call, [], call.ended_at)
+    before = await rows(journal)
+    assert len(before) == 16 and any(status == "lost" for _, status, *_ in before)
+    await upgrade(empty_database, NUMBER_READS)
+    assert await current_revision(empty_database) == NUMBER_READS
+    assert await rows(journal) == before
+    async with empty_database.engine.connect() as connection:
+        assert await connection.run_sync(plan_uses_index)
+    # A call back after the upgrade answers the lost calls of the last day.
+    back = make_call(Direction.OUTGOING, number, start + 48 * 3600, answered=True)
+    await journal.write(back, [], back.ended_at)
+    after = {i: (status, attention) for i, status, attention, *_ in await rows(journal)}
+    lost = [i for i, status, *_ in before if status == "lost"]
+    answered_now = {i for i in lost if after[i] == ("no_answer", False)}
+    assert answered_now and all(after[i] == ("lost", True) for i in set(lost) - answered_now)
