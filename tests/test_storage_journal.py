@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from pathlib import Path
 
 import pytest
@@ -390,3 +391,40 @@ async def test_a_call_back_keeps_the_call_it_returns_as_the_memory_journal_does(
     last = await journal.last_version()
     await journal.write(back, [], back.ended_at + 60)
     assert await journal.last_version() == last
+
+
+async def test_a_pages_call_objects_equal_those_of_fully_loaded_entries(
+    journal: SqlJournal, tmp_path: Path
+) -> None:
+    """``GET /calls`` and ``/changes`` load their pages without the calls' legs and transfers
+    (the call object does not show them): each call object, as JSON bytes, is the one rendered
+    from the fully loaded entry, which ``GET /calls/{id}`` and the writer read."""
+    await journal.upsert_customer(ROMASHKA, now=at("11-27 09:00"))
+    await journal.upsert_employee(EmployeeRecord("101", "Иванова Анна", ("101",)))
+    slugs = ("11-incoming-blind-transfer", "12-incoming-attended-transfer", "07-outgoing-answered")
+    calls = [call for slug in slugs for call in assemble_capture(slug).calls]
+    calls.append(make_call(IN, "+7 916 123-45-67", at("11-27 10:00"), answered=True))
+    for index, call in enumerate(calls):
+        part = FoundRecording(
+            1, f"/spool/{index}.wav", tmp_path / f"{index}.wav", call.started_at, 0.5, 9.5, 1000
+        )
+        await journal.write(call, [part] if index % 2 == 0 else [], call.ended_at)
+    ids = [await journal.id_of(call.conversation_id) for call in calls]
+    assert None not in ids
+    await journal.set_comment(ids[0] or 0, "перезвонить", now=at("11-28 11:00"))
+    full = {entry.id: entry for entry in await journal.entries([i for i in ids if i])}
+    assert any(e.call.legs for e in full.values()) and any(e.call.transfers for e in full.values())
+    async with journal.database.sessions() as session:
+        employees = await load_employee_directory(session)
+        page = (await list_calls(session, JournalFilter(), limit=500)).entries
+        fed, _ = await changes(session, 0, limit=500)
+
+    def shown(entry: JournalEntry) -> bytes:
+        body = to_call_object(entry, MOSCOW, employees)
+        return json.dumps(body, ensure_ascii=False).encode()
+
+    for loaded in (page, fed):
+        assert sorted(e.id for e in loaded) == sorted(full)
+        for entry in loaded:
+            assert shown(entry) == shown(full[entry.id]), entry.id
+            assert entry.call.legs == () and entry.call.transfers == ()
