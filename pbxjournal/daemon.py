@@ -51,7 +51,7 @@ from connector.events import AmiEvent
 from connector.live import snapshot as live_snapshot
 from httpd.app import change_feed, init_app, start_http
 from httpd.feed import ChangeFeed
-from pbxjournal.dbtools import open_journal
+from pbxjournal.dbtools import open_journal, repair_rules
 from pbxjournal.logs import call_number_for_log, configure_logging
 from pbxjournal.originate import Originator
 from pbxjournal.pipeline import (
@@ -247,6 +247,12 @@ class Daemon:
                     spool=str(spool.path),
                 )
             self.journal = journal
+            # A changed attention window (or time zone, for end_of_day) re-evaluates the calls
+            # it decides before anything is served (docs/storage.md, "A changed window").
+            # The host's clock: the PBX's is not read yet (and reading it now would anchor it).
+            await repair_rules(
+                journal, time.time(), lambda message, details: log.info(message, **details)
+            )
             # Employees' extensions and mobiles as the journal has them (the configuration's,
             # seeded, and edits over HTTP), and again after each edit: new calls follow.
             await self._load_classifier()
