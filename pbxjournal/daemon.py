@@ -247,12 +247,6 @@ class Daemon:
                     spool=str(spool.path),
                 )
             self.journal = journal
-            # A changed attention window (or time zone, for end_of_day) re-evaluates the calls
-            # it decides before anything is served (docs/storage.md, "A changed window").
-            # The host's clock: the PBX's is not read yet (and reading it now would anchor it).
-            await repair_rules(
-                journal, time.time(), lambda message, details: log.info(message, **details)
-            )
             # Employees' extensions and mobiles as the journal has them (the configuration's,
             # seeded, and edits over HTTP), and again after each edit: new calls follow.
             await self._load_classifier()
@@ -270,6 +264,12 @@ class Daemon:
                 open_prefix=self._open_prefix,
                 open_new=lambda: self.assembler.take_changes(new_only=True),
                 open_written=self.assembler.forget_finished,
+                # A changed attention window (or time zone, for end_of_day) re-evaluates the
+                # calls it decides, as the writer's first work (docs/storage.md, "A changed
+                # attention window"); on the host's clock, the PBX's may not be read yet.
+                first_work=lambda: repair_rules(
+                    journal, time.time(), lambda message, details: log.info(message, **details)
+                ),
             )
             self.writer = writer
             http = await self._start_http(journal)

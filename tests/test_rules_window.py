@@ -13,7 +13,10 @@ from structlog.testing import capture_logs
 
 from connector.assembly import Direction
 from connector.fakepbx import FakePbx
+from connector.recordings import RecordingFinder
 from pbxjournal.daemon import Daemon
+from pbxjournal.dbtools import open_journal
+from pbxjournal.writer import JournalWriter
 from storage.engine import Database, open_database
 from storage.memory import MemoryJournal
 from storage.migrate import upgrade
@@ -226,3 +229,41 @@ def test_reevaluate_command_repairs_a_journal_written_with_another_window(
         "reevaluate", "--config", narrow, "--database", "postgresql+asyncpg://x@127.0.0.1:1/none"
     )
     assert missing.returncode == 3, missing.stderr
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["completes", "fails"])
+async def test_the_writer_writes_after_its_first_work(tmp_path: Path, fails: bool) -> None:
+    """The repair is the writer's first work: calls finished meanwhile wait, then are
+    written; a repair that fails is logged and the calls are written all the same."""
+    settings = daemon_settings(5038, tmp_path / "journal.sqlite3")
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def first() -> None:
+        started.set()
+        await release.wait()
+        if fails:
+            raise OSError("disk gone")
+
+    calls = [make_call(IN, NUMBER, at("11-20 10:00"), answered=False)]
+    async with open_journal(settings) as journal:
+        writer = JournalWriter(
+            journal,
+            RecordingFinder([]),
+            lambda: calls[-1].ended_at + 10,
+            first_work=first,
+            min_batch_interval=0.0,
+        )
+        with capture_logs() as logs:
+            task = asyncio.create_task(writer.run())
+            await asyncio.wait_for(started.wait(), 10)
+            writer.submit(calls)
+            await asyncio.sleep(0.2)
+            assert writer.stats.calls_written == 0 and writer.pending == 1
+            release.set()
+            await asyncio.wait_for(writer.flush(), 10)
+            await writer.close()
+            await task
+    assert writer.stats.calls_written == 1
+    failed = [e for e in logs if e["event"].startswith("re-evaluation with the configured")]
+    assert len(failed) == (1 if fails else 0)
