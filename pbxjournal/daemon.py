@@ -268,7 +268,10 @@ class Daemon:
                 # calls it decides, as the writer's first work (docs/storage.md, "A changed
                 # attention window"); on the host's clock, the PBX's may not be read yet.
                 first_work=lambda: repair_rules(
-                    journal, time.time(), lambda message, details: log.info(message, **details)
+                    journal,
+                    time.time(),
+                    lambda message, details: log.info(message, **details),
+                    keep_going=lambda: not writer.closing,
                 ),
             )
             self.writer = writer

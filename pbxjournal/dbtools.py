@@ -91,6 +91,7 @@ async def repair_rules(
     say: Callable[[str, dict[str, Any]], None],
     *,
     force: bool = False,
+    keep_going: Callable[[], bool] | None = None,
 ) -> WindowRepair | None:
     """Re-evaluate the calls the attention window decides if the window the journal's
     verdicts were computed with is not the configured one (or ``force``), saying so once
@@ -106,10 +107,12 @@ async def repair_rules(
         else "re-evaluating the calls with a window",
         {"recorded": recorded or "unknown", "configured": configured},
     )
-    repair = await journal.repair_window(now, force=force)
+    repair = await journal.repair_window(now, force=force, keep_going=keep_going)
     if repair is not None:
         say(
-            "calls re-evaluated with the configured attention window",
+            "calls re-evaluated with the configured attention window"
+            if repair.complete
+            else "re-evaluation stopped before its end; done again at the next start",
             {
                 "calls": repair.rows,
                 "changed": repair.changed,

@@ -400,6 +400,11 @@ class JournalWriter:
         self._settling = True
 
     @property
+    def closing(self) -> bool:
+        """:meth:`close` was called (a long first work stops between two of its steps)."""
+        return self._closing
+
+    @property
     def pending(self) -> int:
         """Finished calls waiting in memory."""
         return len(self._pending)

@@ -159,6 +159,8 @@ class WindowRepair:
     rows: int
     changed: int
     seconds: float
+    #: False: stopped between two batches, the window not recorded (done again next time).
+    complete: bool = True
 
 
 def fingerprint(call: FinishedCall, recordings: Sequence[FoundRecording]) -> str:
@@ -807,7 +809,12 @@ class SqlJournal:
             return None if value is None else str(value)
 
     async def repair_window(
-        self, now: float, *, force: bool = False, batch_size: int = REPAIR_BATCH
+        self,
+        now: float,
+        *,
+        force: bool = False,
+        batch_size: int = REPAIR_BATCH,
+        keep_going: Callable[[], bool] | None = None,
     ) -> WindowRepair | None:
         """Bring every verdict the attention window decides in line with this journal's
         window, if the one recorded differs (or ``force``); then record this one.
@@ -820,8 +827,9 @@ class SqlJournal:
         facts read by index as the writer does (the first answered call of its number after
         its end: one correlated seek each); a row whose verdict changed gets a new version,
         so 1C sees it through ``/changes``. The definition is recorded only once every batch
-        committed: a repair cut short is done again, whole, at the next start (a row already
-        repaired then changes nothing)."""
+        committed: a repair cut short (``keep_going`` said no between two batches: the
+        daemon stops) is done again, whole, at the next start (a row already repaired then
+        changes nothing)."""
         recorded = await self.recorded_window()
         wanted = self.window.definition
         if recorded == wanted and not force:
@@ -842,6 +850,15 @@ class SqlJournal:
             changed += bumped
             if count < size:
                 break
+            if keep_going is not None and not keep_going():
+                return WindowRepair(
+                    recorded=recorded,
+                    configured=wanted,
+                    rows=rows,
+                    changed=changed,
+                    seconds=time.monotonic() - started,
+                    complete=False,
+                )
 
         def record(_tx: WriteTransaction[Any], session: Session) -> None:
             session.execute(

@@ -267,3 +267,28 @@ async def test_the_writer_writes_after_its_first_work(tmp_path: Path, fails: boo
     assert writer.stats.calls_written == 1
     failed = [e for e in logs if e["event"].startswith("re-evaluation with the configured")]
     assert len(failed) == (1 if fails else 0)
+
+
+async def test_a_repair_stopped_between_batches_is_done_again_next_time(
+    database: Database,
+) -> None:
+    written = await pair(database, WINDOWS["24h"])
+    calls = list(story(5, 60))
+    for call in calls:
+        await written.write(call, call.ended_at)
+    now = at("12-05 12:00")
+    await written.sql.repair_window(now)
+    reopened = await make_journal(database, WINDOWS["1h"])
+    stopped = await reopened.repair_window(now, batch_size=2, keep_going=lambda: False)
+    assert stopped is not None and not stopped.complete and stopped.rows == 2
+    assert await reopened.recorded_window() == WINDOWS["24h"].definition
+    done = await reopened.repair_window(now, batch_size=2)
+    assert done is not None and done.complete and done.rows > 2
+    scratch = MemoryJournal(pbx="main", window=WINDOWS["1h"], region="RU")
+    for call in calls:
+        scratch.write(call, [], call.ended_at)
+    rows = {e.id: e for e in await reopened.entries(range(1, len(calls) + 1))}
+    assert [(rows[e.id].status, rows[e.id].attention) for e in scratch.entries()] == [
+        (e.status, e.attention) for e in scratch.entries()
+    ]
+    assert await reopened.recorded_window() == WINDOWS["1h"].definition
