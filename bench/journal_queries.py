@@ -272,6 +272,7 @@ class Synth:
             "search_text": self._search_text(number, names, mapped),
             "version": call_id,
             "number_withheld": False,
+            "callback_of": None,
         }
         tables.calls.append(tuple(values[c] for c in CALL_COLUMNS))
         for ordinal, p in enumerate(call.participants):

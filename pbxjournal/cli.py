@@ -137,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply the journal database's migrations")
     migrate.add_argument("--database", default=None, metavar="URL", help="default: storage.url")
     _add_config(migrate)
+    reevaluate = commands.add_parser(
+        "reevaluate",
+        help="re-evaluate the calls the attention window decides, with the configured one",
+        description="Re-evaluate every missed incoming call (the calls with an attention "
+        "window) with rules.attention_window and pbx.timezone as configured, 500 per "
+        "transaction; rows whose verdict changes get a new version (1C sees them through "
+        "/changes). The daemon does the same at start when the window changed since the "
+        "journal was written.",
+    )
+    reevaluate.add_argument("--database", default=None, metavar="URL", help="default: storage.url")
+    _add_config(reevaluate)
     calls = commands.add_parser("calls", help="print the journal, filtered as GET /calls")
     add_calls_arguments(calls)
     _add_config(calls)
@@ -177,6 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pbxjournal.dbtools import run_calls, run_migrate
 
             return run_migrate(args) if args.command == "migrate" else run_calls(args)
+        if args.command == "reevaluate":
+            from pbxjournal.dbtools import run_reevaluate
+
+            return run_reevaluate(args)
         if args.command == "users":
             from pbxjournal.users import run_users
 

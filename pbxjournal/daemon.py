@@ -51,7 +51,7 @@ from connector.events import AmiEvent
 from connector.live import snapshot as live_snapshot
 from httpd.app import change_feed, init_app, start_http
 from httpd.feed import ChangeFeed
-from pbxjournal.dbtools import open_journal
+from pbxjournal.dbtools import open_journal, repair_rules
 from pbxjournal.logs import call_number_for_log, configure_logging
 from pbxjournal.originate import Originator
 from pbxjournal.pipeline import (
@@ -264,6 +264,15 @@ class Daemon:
                 open_prefix=self._open_prefix,
                 open_new=lambda: self.assembler.take_changes(new_only=True),
                 open_written=self.assembler.forget_finished,
+                # A changed attention window (or time zone, for end_of_day) re-evaluates the
+                # calls it decides, as the writer's first work (docs/storage.md, "A changed
+                # attention window"); on the host's clock, the PBX's may not be read yet.
+                first_work=lambda: repair_rules(
+                    journal,
+                    time.time(),
+                    lambda message, details: log.info(message, **details),
+                    keep_going=lambda: not writer.closing,
+                ),
             )
             self.writer = writer
             http = await self._start_http(journal)

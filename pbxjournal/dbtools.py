@@ -28,15 +28,17 @@ __all__ = [
     "attention_window",
     "employee_records",
     "open_journal",
+    "repair_rules",
     "replay_events",
     "replay_into_database",
     "run_calls",
     "run_migrate",
+    "run_reevaluate",
 ]
 
 if TYPE_CHECKING:  # keeps SQLAlchemy out of `pbxjournal --help`
     from storage.directory import EmployeeRecord
-    from storage.store import Change, SqlJournal
+    from storage.store import Change, SqlJournal, WindowRepair
 
 
 def attention_window(settings: Settings) -> AttentionWindow:
@@ -81,6 +83,68 @@ async def open_journal(settings: Settings, url: str | None = None) -> AsyncItera
         yield journal
     finally:
         await database.dispose()
+
+
+async def repair_rules(
+    journal: SqlJournal,
+    now: float,
+    say: Callable[[str, dict[str, Any]], None],
+    *,
+    force: bool = False,
+    keep_going: Callable[[], bool] | None = None,
+) -> WindowRepair | None:
+    """Re-evaluate the calls the attention window decides if the window the journal's
+    verdicts were computed with is not the configured one (or ``force``), saying so once
+    before (the old and the new definitions) and once after (rows changed, seconds): the
+    daemon at start and ``pbxjournal reevaluate`` (``SqlJournal.repair_window``)."""
+    recorded = await journal.recorded_window()
+    configured = journal.window.definition
+    if recorded == configured and not force:
+        return None
+    say(
+        "attention window changed: re-evaluating the calls with a window"
+        if recorded != configured
+        else "re-evaluating the calls with a window",
+        {"recorded": recorded or "unknown", "configured": configured},
+    )
+    repair = await journal.repair_window(now, force=force, keep_going=keep_going)
+    if repair is not None:
+        say(
+            "calls re-evaluated with the configured attention window"
+            if repair.complete
+            else "re-evaluation stopped before its end; done again at the next start",
+            {
+                "calls": repair.rows,
+                "changed": repair.changed,
+                "seconds": round(repair.seconds, 1),
+            },
+        )
+    return repair
+
+
+def run_reevaluate(args: argparse.Namespace) -> int:
+    """``pbxjournal reevaluate``: the daemon's start-up repair, on demand (always re-reads
+    every call with a window; a row changes only if its verdict does)."""
+    import time
+
+    settings = load_settings(args.config)
+    url = args.database or settings.storage.url
+
+    def say(message: str, details: dict[str, Any]) -> None:
+        fields = " ".join(f"{key}={value}" for key, value in details.items())
+        print(f"{message}: {fields}", file=sys.stderr)
+
+    async def reevaluate() -> None:
+        async with open_journal(settings, url) as journal:
+            await repair_rules(journal, time.time(), say, force=True)
+
+    try:
+        asyncio.run(reevaluate())
+    except Exception as exc:
+        if _is_database_error(exc):
+            return _fail("reevaluate", exc, url)
+        raise
+    return 0
 
 
 def _is_database_error(exc: BaseException) -> bool:

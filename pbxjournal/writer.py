@@ -33,6 +33,12 @@ At shutdown (:meth:`JournalWriter.close` with a deadline) the writer writes what
 memory for at most half of the time left, spools the rest, saves the open conversations and
 returns: a backlog costs the next start time, not the shutdown.
 
+Its first work (``first_work``, before any batch) is the daemon's start-up repair of a
+changed attention window (``SqlJournal.repair_window``): the AMI connection and the HTTP API
+are up meanwhile, finished calls wait in memory and are written after it, with the new
+window. A repair that fails is logged and left for the next start (the window is recorded only
+once it completed).
+
 The writer also settles attention windows: it sleeps until the journal's next window closes
 (``SqlJournal.next_window_close``), not polling the table, and looks again only when a batch
 opened a window that closes earlier than the one it waits for.
@@ -340,8 +346,10 @@ class JournalWriter:
         open_new: OpenChanges | None = None,
         persist_new_interval: float = 0.25,
         open_written: Callable[[list[str]], None] | None = None,
+        first_work: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.journal = journal
+        self.first_work = first_work
         self.finder = finder
         self.clock = clock
         self.on_written = on_written
@@ -392,6 +400,11 @@ class JournalWriter:
         self._settling = True
 
     @property
+    def closing(self) -> bool:
+        """:meth:`close` was called (a long first work stops between two of its steps)."""
+        return self._closing
+
+    @property
     def pending(self) -> int:
         """Finished calls waiting in memory."""
         return len(self._pending)
@@ -425,6 +438,7 @@ class JournalWriter:
             async with asyncio.TaskGroup() as tasks:
                 settler = tasks.create_task(self._settle_windows(), name="window-settler")
                 try:
+                    await self._first_work()
                     await self._write_loop()
                 finally:
                     # Python 3.11's wait_for can swallow a cancellation that arrives as the
@@ -448,6 +462,21 @@ class JournalWriter:
                     self.stats.spooled += len(self._pending)
                     self._pending.clear()
             self._idle.set()
+
+    async def _first_work(self) -> None:
+        """``first_work``, once; its failure is logged, and writing goes on."""
+        if self.first_work is None:
+            return
+        try:
+            await self.first_work()
+        except Exception as exc:
+            log.error(
+                "re-evaluation with the configured attention window failed; "
+                "it is tried again at the next start",
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        finally:
+            self._window_changed.set()  # windows may have moved: the settler looks again
 
     async def close(self, deadline: float | None = None) -> None:
         """Stop: the daemon's graceful shutdown. With a ``deadline`` (loop time) and a spool,

@@ -82,6 +82,10 @@ class JournalState(Base):
     #: identity), never changed after: ``GET /changes`` returns it so that a client notices
     #: when it talks to another journal than the one its saved version belongs to.
     journal_id: Mapped[str] = mapped_column(sa.String(36))
+    #: The attention window the stored verdicts were computed with
+    #: (:attr:`storage.rules.AttentionWindow.definition`); NULL: unknown (a journal written
+    #: before migration 0009), re-evaluated once at the next start.
+    rules_window: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
 
 
 class Customer(Base):

@@ -76,6 +76,15 @@ class AttentionWindow:
         return cls(seconds=None, end_of_day=True, timezone=timezone)
 
     @property
+    def definition(self) -> str:
+        """What decides every window, as the journal records it (``journal_state``): the
+        fixed length, or ``end_of_day`` and the time zone whose midnight closes it. Two
+        windows with the same definition give every call the same verdict."""
+        if not self.end_of_day:
+            return f"fixed {self.seconds or 0.0:g}s"
+        return f"end_of_day {self.timezone.key}"
+
+    @property
     def longest(self) -> float:
         """An upper bound of ``closes_at(t) - t`` for any ``t``: how far before a contact the
         missed calls it may handle can have ended (the SQL store's bounded reads). A local day

@@ -93,6 +93,7 @@ __all__ = [
     "NumberOwner",
     "SqlJournal",
     "UnknownCall",
+    "WindowRepair",
     "WriteTransaction",
     "WrittenBatch",
 ]
@@ -141,6 +142,25 @@ class WrittenBatch:
     #: The earliest attention window the batch opened or moved, if any is still open: the
     #: settler needs to look again only if it is earlier than the one it waits for.
     earliest_window: float | None
+
+
+#: Calls per transaction of :meth:`SqlJournal.repair_window`.
+REPAIR_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRepair:
+    """What :meth:`SqlJournal.repair_window` did."""
+
+    #: The window definition recorded before (None: unknown) and the one now recorded.
+    recorded: str | None
+    configured: str
+    #: Calls with a window re-evaluated, and those of them whose verdict changed.
+    rows: int
+    changed: int
+    seconds: float
+    #: False: stopped between two batches, the window not recorded (done again next time).
+    complete: bool = True
 
 
 def fingerprint(call: FinishedCall, recordings: Sequence[FoundRecording]) -> str:
@@ -568,16 +588,16 @@ class SqlJournal:
         self._apply(tx, related, facts, forced, now)
 
     def _later_contacts(
-        self, session: Session, number: str, ids: Sequence[int]
+        self, session: Session, number: str | None, ids: Sequence[int]
     ) -> dict[int, float | None]:
-        """The start of the first answered call of ``number`` at or after the end of each
-        call of ``ids`` (itself excepted), if one starts within the longest window: one
-        index seek per call, in one statement per 500 calls."""
+        """The start of the first answered call of ``number`` (None: of each call's own
+        number) at or after the end of each call of ``ids`` (itself excepted), if one starts
+        within the longest window: one index seek per call, in one statement per 500 calls."""
         other = aliased(Call)
         first_after = (
             sa.select(other.started_at)
             .where(
-                other.number == number,
+                other.number == (Call.number if number is None else number),
                 other.answered == sa.true(),
                 other.started_at >= Call.ended_at,
                 other.started_at <= Call.ended_at + self.window.longest,
@@ -775,6 +795,119 @@ class SqlJournal:
                 .execution_options(synchronize_session=False)
             )
             return int(getattr(result, "rowcount", 0) or 0)
+
+    # -- a changed rules setting ----------------------------------------------------------
+
+    async def recorded_window(self) -> str | None:
+        """The attention window the stored verdicts were computed with
+        (:attr:`AttentionWindow.definition`), None if unknown (written before migration 0009,
+        or never repaired since)."""
+        async with self.database.sessions() as session:
+            value = await session.scalar(
+                sa.select(JournalState.rules_window).where(JournalState.id == 1)
+            )
+            return None if value is None else str(value)
+
+    async def repair_window(
+        self,
+        now: float,
+        *,
+        force: bool = False,
+        batch_size: int = REPAIR_BATCH,
+        keep_going: Callable[[], bool] | None = None,
+    ) -> WindowRepair | None:
+        """Bring every verdict the attention window decides in line with this journal's
+        window, if the one recorded differs (or ``force``); then record this one.
+
+        Only missed incoming calls carry a window (``window_closes_at`` not null): their
+        status, attention flag, window and settledness are what a window decides. Nothing
+        else can change: ``first_contact`` and the other calls' verdicts do not depend on the
+        window. They are read by id, ``batch_size`` per transaction (so calls written
+        meanwhile by another process wait a batch, not the whole repair), each with its
+        facts read by index as the writer does (the first answered call of its number after
+        its end: one correlated seek each); a row whose verdict changed gets a new version,
+        so 1C sees it through ``/changes``. The definition is recorded only once every batch
+        committed: a repair cut short (``keep_going`` said no between two batches: the
+        daemon stops) is done again, whole, at the next start (a row already repaired then
+        changes nothing)."""
+        recorded = await self.recorded_window()
+        wanted = self.window.definition
+        if recorded == wanted and not force:
+            return None
+        started = time.monotonic()
+        size = max(1, batch_size)
+        after = 0
+        rows = changed = 0
+        while True:
+
+            def work(
+                tx: WriteTransaction[Any], session: Session, after: int = after
+            ) -> tuple[int, int, int]:
+                return self._repair_batch(tx, session, after=after, size=size, now=now)
+
+            count, after, bumped = await self._run_write(work)
+            rows += count
+            changed += bumped
+            if count < size:
+                break
+            if keep_going is not None and not keep_going():
+                return WindowRepair(
+                    recorded=recorded,
+                    configured=wanted,
+                    rows=rows,
+                    changed=changed,
+                    seconds=time.monotonic() - started,
+                    complete=False,
+                )
+
+        def record(_tx: WriteTransaction[Any], session: Session) -> None:
+            session.execute(
+                sa.update(JournalState)
+                .where(JournalState.id == 1)
+                .values(rules_window=wanted)
+                .execution_options(synchronize_session=False)
+            )
+
+        await self._run_write(record)
+        return WindowRepair(
+            recorded=recorded,
+            configured=wanted,
+            rows=rows,
+            changed=changed,
+            seconds=time.monotonic() - started,
+        )
+
+    def _repair_batch(
+        self, tx: WriteTransaction[Any], session: Session, *, after: int, size: int, now: float
+    ) -> tuple[int, int, int]:
+        """One transaction of :meth:`repair_window`: the next ``size`` calls with a window
+        after id ``after``; returns (calls read, the last id, rows changed)."""
+        ids = [
+            int(i)
+            for i in session.scalars(
+                sa.select(Call.id)
+                .where(Call.window_closes_at.is_not(None), Call.id > after)
+                .order_by(Call.id)
+                .limit(size)
+            )
+        ]
+        if not ids:
+            return 0, after, 0
+        rows = sorted(session.scalars(_rule_rows(Call.id.in_(ids))), key=lambda c: c.id)
+        later = self._later_contacts(session, None, ids)
+        facts = [
+            NumberFacts(
+                registered=row.registered_at_end,
+                # first_contact does not depend on the window: kept as it is (with these
+                # facts evaluate() gives it back whatever the row's registration).
+                earlier_calls=not row.first_contact,
+                later_contact_at=later.get(row.id),
+            )
+            for row in rows
+        ]
+        before = len(tx.changes)
+        self._apply(tx, rows, facts, set(), now)
+        return len(ids), ids[-1], len(tx.changes) - before
 
     async def optimize(self) -> None:
         """Refresh SQLite's planner statistics (``PRAGMA optimize``): cheap, and what keeps

@@ -186,3 +186,52 @@ async def test_number_reads_upgrade_a_filled_journal(empty_database: Database) -
     lost = [i for i, status, *_ in before if status == "lost"]
     answered_now = {i for i in lost if after[i] == ("no_answer", False)}
     assert answered_now and all(after[i] == ("lost", True) for i in set(lost) - answered_now)
+
+
+#: Issue 18's record of the rules setting the verdicts were computed with, and the revision
+#: it follows.
+RULES_SETTINGS = "0009"
+BEFORE_RULES_SETTINGS = "0008"
+
+
+async def test_rules_settings_upgrade_a_filled_journal(empty_database: Database) -> None:
+    """A journal written before ``journal_state.rules_window`` keeps every row on upgrade and
+    has no window recorded (unknown): the first repair re-evaluates it, with the window now
+    configured, and records that one; the downgrade keeps the rows."""
+    from connector.assembly import Direction
+    from storage.rules import AttentionWindow
+    from storage.store import SqlJournal
+    from tests.calls import at, make_call
+    from tests.db import MOSCOW, make_journal
+
+    async def rows(journal: SqlJournal) -> list[tuple[int, str, bool, float | None, int]]:
+        entries = await journal.entries(range(1, 100))
+        return [(e.id, e.status.value, e.attention, e.window_closes_at, e.version) for e in entries]
+
+    await upgrade(empty_database, BEFORE_RULES_SETTINGS)
+    journal = await make_journal(empty_database, AttentionWindow.fixed(86400.0, MOSCOW))
+    number = "+79161234567"
+    start = at("11-20 10:00")
+    for hour in range(0, 48, 3):
+        answered = hour in (0, 6, 30)
+        call = make_call(Direction.INCOMING, number, start + hour * 3600, answered=answered)
+        await journal.write(call, [], call.ended_at)
+    before = await rows(journal)
+    await upgrade(empty_database, RULES_SETTINGS)
+    assert await current_revision(empty_database) == RULES_SETTINGS
+    assert await rows(journal) == before
+    assert await journal.recorded_window() is None
+    # Restarted with a one-hour window: the missed calls answered 3+ hours later are lost.
+    hour = await make_journal(empty_database, AttentionWindow.fixed(3600.0, MOSCOW))
+    repair = await hour.repair_window(at("11-25 10:00"))
+    assert repair is not None and repair.recorded is None and repair.configured == "fixed 3600s"
+    after = {i: (status, closes) for i, status, _, closes, _ in await rows(hour)}
+    missed = [r for r in before if r[3] is not None]
+    assert repair.rows == len(missed) and repair.changed == len(missed)  # every window moved
+    assert all(after[i][1] == end - 86400.0 + 3600.0 for i, _, _, end, _ in missed if end)
+    assert any(s == "no_answer" and after[i][0] == "lost" for i, s, *_ in missed)
+    assert await hour.recorded_window() == "fixed 3600s"
+    await downgrade(empty_database, BEFORE_RULES_SETTINGS)
+    async with empty_database.engine.connect() as connection:
+        count = await connection.scalar(text("SELECT count(*) FROM calls"))
+    assert count == len(before)
