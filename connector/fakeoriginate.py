@@ -41,10 +41,10 @@ from pathlib import Path
 from connector.capture import iter_capture_messages
 from connector.events import MalformedMessage, parse_message
 
-__all__ = ["ClickToCall", "OriginateRequest", "TemplateMessage"]
+__all__ = ["SNAPSHOT_KEYS", "ClickToCall", "OriginateRequest", "TemplateMessage"]
 
 #: Channel snapshot headers, in the order Asterisk writes them.
-_SNAPSHOT = (
+SNAPSHOT_KEYS = (
     "Channel",
     "ChannelState",
     "ChannelStateDesc",
@@ -251,7 +251,7 @@ class ClickToCall:
             if uniqueid and message.first("Event") not in ("CEL", "Cdr"):
                 snapshot = snapshots.setdefault(uniqueid, {})
                 for key, value in message.headers:
-                    if key in _SNAPSHOT:
+                    if key in SNAPSHOT_KEYS:
                         snapshot[key] = value
             if message.first("Event") == "DialBegin" and not message.first(
                 "DestChannel"
@@ -259,7 +259,7 @@ class ClickToCall:
                 dial = message
         tail: list[TemplateMessage] = []
         if dial is not None:
-            caller = [(k, v) for k, v in dial.headers if k in _SNAPSHOT]
+            caller = [(k, v) for k, v in dial.headers if k in SNAPSHOT_KEYS]
             dest = [(k, v) for k, v in dial.headers if k.startswith("Dest")]
             tail.append(
                 TemplateMessage(
@@ -282,7 +282,7 @@ class ClickToCall:
                     (
                         ("Event", "Hangup"),
                         ("Privilege", "call,all"),
-                        *[(key, snapshot.get(key, "")) for key in _SNAPSHOT],
+                        *[(key, snapshot.get(key, "")) for key in SNAPSHOT_KEYS],
                         ("Cause", "19"),
                         ("Cause-txt", "No answer"),
                     ),

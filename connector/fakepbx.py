@@ -58,29 +58,12 @@ from pathlib import Path
 
 from connector.capture import iter_capture_messages
 from connector.events import AmiMessage, MalformedMessage, MessageFramer, parse_message
-from connector.fakeoriginate import ClickToCall, OriginateRequest, TemplateMessage
+from connector.fakeoriginate import SNAPSHOT_KEYS, ClickToCall, OriginateRequest, TemplateMessage
 
 __all__ = ["BANNER", "FakePbx"]
 
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
 
-#: Channel snapshot headers, in the order Asterisk writes them.
-_SNAPSHOT_KEYS = (
-    "Channel",
-    "ChannelState",
-    "ChannelStateDesc",
-    "CallerIDNum",
-    "CallerIDName",
-    "ConnectedLineNum",
-    "ConnectedLineName",
-    "Language",
-    "AccountCode",
-    "Context",
-    "Exten",
-    "Priority",
-    "Uniqueid",
-    "Linkedid",
-)
 
 Chunker = Callable[[bytes], Iterable[bytes]]
 
@@ -604,7 +587,7 @@ class FakePbx:
         if not uniqueid:
             return
         if name == "Newchannel":
-            fields = {key: message.first(key) for key in _SNAPSHOT_KEYS}
+            fields = {key: message.first(key) for key in SNAPSHOT_KEYS}
             self._channels[uniqueid] = _Channel(fields, now)
             return
         if name in ("DialBegin", "AgentCalled"):
@@ -746,7 +729,7 @@ class FakePbx:
         channels = list(self._channels.values())
         for channel in channels:
             headers = [("Event", "CoreShowChannel"), *id_header]
-            headers.extend((key, channel.fields.get(key, "")) for key in _SNAPSHOT_KEYS)
+            headers.extend((key, channel.fields.get(key, "")) for key in SNAPSHOT_KEYS)
             headers.extend(
                 [
                     ("Application", channel.application),
@@ -783,7 +766,7 @@ class FakePbx:
         channels = list(self._channels.values())
         for channel in channels:
             headers = [("Event", "Status"), *id_header]
-            headers.extend((key, channel.fields.get(key, "")) for key in _SNAPSHOT_KEYS)
+            headers.extend((key, channel.fields.get(key, "")) for key in SNAPSHOT_KEYS)
             headers.extend(
                 ("Variable", f"{name}={channel.variables.get(name, '')}") for name in wanted
             )
