@@ -71,3 +71,22 @@ class LoopThread:
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+
+def wait(driver: Any, condition: Any, seconds: float = 15.0, poll: float = 0.1) -> Any:
+    """Selenium's wait for ``condition`` on ``driver``: its first truthy value."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, seconds, poll_frequency=poll).until(condition)
+
+
+def sign_in(driver: Any, base: str, login: str, password: str, seconds: float = 15.0) -> None:
+    """Fill and send the web journal's sign-in form at ``base`` (a fresh browser session)."""
+    from selenium.webdriver.common.by import By
+
+    driver.delete_all_cookies()
+    driver.get(base + "/")
+    wait(driver, lambda d: "/login" in d.current_url, seconds)
+    driver.find_element(By.ID, "login").send_keys(login)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "sign-in").click()

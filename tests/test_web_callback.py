@@ -26,7 +26,8 @@ import pytest
 from connector.fakepbx import FakePbx
 from httpd.web.accounts import Accounts
 from pbxjournal.daemon import Daemon
-from tests.browser import LoopThread, chromium, chromium_available
+from tests.browser import LoopThread, chromium, chromium_available, sign_in
+from tests.browser import wait as browser_wait
 from tests.daemon_support import Committed, daemon_settings
 from tests.scenarios import capture
 
@@ -35,7 +36,6 @@ if not chromium_available():
 
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
 
 LOST = "04-incoming-abandoned-while-ringing"
 DOCS_IMG = Path(__file__).parent.parent / "docs" / "img"
@@ -99,16 +99,11 @@ def browser() -> Iterator[WebDriver]:
 
 
 def wait(driver: WebDriver, condition: Any, seconds: float = 20) -> Any:
-    return WebDriverWait(driver, seconds, poll_frequency=0.05).until(condition)
+    return browser_wait(driver, condition, seconds, poll=0.05)
 
 
-def sign_in(driver: WebDriver, journal: CallBackJournal) -> None:
-    driver.delete_all_cookies()
-    driver.get(journal.base + "/")
-    wait(driver, lambda d: "/login" in d.current_url)
-    driver.find_element(By.ID, "login").send_keys("anna")
-    driver.find_element(By.ID, "password").send_keys("anna-password")
-    driver.find_element(By.ID, "sign-in").click()
+def sign_in_as_anna(driver: WebDriver, journal: CallBackJournal) -> None:
+    sign_in(driver, journal.base, "anna", "anna-password", seconds=20)
     wait(driver, lambda d: d.current_url.rstrip("/") == journal.base)
     wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#rows tr.call"))
 
@@ -127,7 +122,7 @@ def row_state(driver: WebDriver, call_id: int) -> str:
 def test_calling_back_from_the_journal_rings_my_phone_then_the_customer(
     journal: CallBackJournal, browser: WebDriver, tmp_path: Path
 ) -> None:
-    sign_in(browser, journal)
+    sign_in_as_anna(browser, journal)
     (lost,) = journal.api("/api/v1/calls")["items"]
     assert lost["attention"] is True
     row = browser.find_element(By.CSS_SELECTOR, f'#rows tr[data-id="{lost["id"]}"]')

@@ -24,7 +24,7 @@ import pytest
 from connector.fakepbx import FakePbx
 from httpd.web.accounts import Accounts
 from pbxjournal.daemon import Daemon
-from tests.browser import LoopThread, chromium, chromium_available
+from tests.browser import LoopThread, chromium, chromium_available, sign_in, wait
 from tests.daemon_support import Committed, daemon_settings
 from tests.scenarios import capture
 
@@ -35,7 +35,6 @@ from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
 
 SLUGS = [
     "01-incoming-answered-direct",
@@ -120,19 +119,6 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("screenshots")
 
 
-def wait(driver: WebDriver, condition: Any, seconds: float = 15) -> Any:
-    return WebDriverWait(driver, seconds, poll_frequency=0.1).until(condition)
-
-
-def sign_in(driver: WebDriver, journal: LiveJournal, login: str, password: str) -> None:
-    driver.delete_all_cookies()
-    driver.get(journal.base + "/")
-    wait(driver, lambda d: "/login" in d.current_url)
-    driver.find_element(By.ID, "login").send_keys(login)
-    driver.find_element(By.ID, "password").send_keys(password)
-    driver.find_element(By.ID, "sign-in").click()
-
-
 def rows(driver: WebDriver) -> list[dict[str, Any]]:
     script = """
       return [...document.querySelectorAll('#rows tr.call')].map(r => ({
@@ -166,7 +152,7 @@ def shoot(driver: WebDriver, shots: Path, name: str) -> None:
 
 
 def test_a_wrong_password_is_refused(journal: LiveJournal, browser: WebDriver, shots: Path) -> None:
-    sign_in(browser, journal, "anna", "not-her-password")
+    sign_in(browser, journal.base, "anna", "not-her-password")
     error = wait(browser, lambda d: d.find_element(By.ID, "error"))
     assert error.text == "Неверный логин или пароль."
     assert "/login" in browser.current_url
@@ -176,7 +162,7 @@ def test_a_wrong_password_is_refused(journal: LiveJournal, browser: WebDriver, s
 def test_the_journal_shows_the_calls_with_their_statuses(
     journal: LiveJournal, browser: WebDriver, shots: Path
 ) -> None:
-    sign_in(browser, journal, "anna", "anna-password")
+    sign_in(browser, journal.base, "anna", "anna-password")
     wait(browser, lambda d: d.current_url.rstrip("/") == journal.base)
     shown = settled(browser)
     expected = journal.api("/api/v1/calls?limit=500")["items"]
@@ -239,7 +225,7 @@ def test_my_calls_are_the_signed_in_employees(
 ) -> None:
     mine: dict[str, list[int]] = {}
     for login, password in (("anna", "anna-password"), ("petrov", "petrov-password")):
-        sign_in(browser, journal, login, password)
+        sign_in(browser, journal.base, login, password)
         wait(browser, lambda d: d.current_url.rstrip("/") == journal.base)
         settled(browser)
         browser.find_element(By.XPATH, "//label[span='Мои звонки']").click()
@@ -253,7 +239,7 @@ def test_my_calls_are_the_signed_in_employees(
 
 
 def test_names_are_text_never_html(journal: LiveJournal, browser: WebDriver, shots: Path) -> None:
-    sign_in(browser, journal, "anna", "anna-password")
+    sign_in(browser, journal.base, "anna", "anna-password")
     wait(browser, lambda d: d.current_url.rstrip("/") == journal.base)
     settled(browser)
     browser.execute_script("window.notReloaded = true")
@@ -277,7 +263,7 @@ def test_now_on_the_phone_shows_the_call_in_progress(
     # The late call is held by the fake PBX mid-call: the daemon's assembler has it open.
     live = journal.api("/api/v1/live")
     assert live["available"] and [c["number"] for c in live["items"]] == ["+" + LATE_NUMBER]
-    sign_in(browser, journal, "anna", "anna-password")
+    sign_in(browser, journal.base, "anna", "anna-password")
     wait(browser, lambda d: d.current_url.rstrip("/") == journal.base)
     settled(browser)
     strip = wait(browser, lambda d: d.find_element(By.ID, "now"))
@@ -354,7 +340,7 @@ def test_the_side_panel_plays_the_parts_and_edits_the_comment(
 ) -> None:
     call = blind_transfer_call(journal)
     parts = call["timeline"]["recordings"]
-    sign_in(browser, journal, "anna", "anna-password")
+    sign_in(browser, journal.base, "anna", "anna-password")
     wait(browser, lambda d: d.current_url.rstrip("/") == journal.base)
     settled(browser)
     browser.find_element(By.CSS_SELECTOR, f"#rows tr[data-id='{call['id']}'] .c-time").click()
@@ -452,7 +438,7 @@ def party_of(driver: WebDriver, call_id: int) -> str:
 def test_registering_a_number_from_the_journal(
     journal: LiveJournal, browser: WebDriver, shots: Path
 ) -> None:
-    sign_in(browser, journal, "anna", "anna-password")
+    sign_in(browser, journal.base, "anna", "anna-password")
     wait(browser, lambda d: d.current_url.rstrip("/") == journal.base)
     settled(browser)
     browser.execute_script("window.notReloaded = true")

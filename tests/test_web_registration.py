@@ -17,12 +17,12 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from connector.fakepbx import FakePbx
 from httpd.web.accounts import Accounts
 from pbxjournal.daemon import Daemon
-from tests.browser import LoopThread
+from tests.browser import LoopThread, sign_in, wait
 from tests.daemon_support import Committed, daemon_settings
 from tests.scenarios import capture
 
 # Skipped with it when chromium or chromedriver is missing.
-from tests.test_web_journal import browser, rows, settled, shoot, sign_in, wait
+from tests.test_web_journal import browser, rows, settled, shoot
 
 __all__ = ["browser"]  # the fixture, shared with tests/test_web_journal.py
 
@@ -73,7 +73,7 @@ def journal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon15]:
 def test_registering_a_number_changes_every_row_of_that_number(
     journal: Daemon15, browser: WebDriver, tmp_path: Path
 ) -> None:
-    sign_in(browser, journal, "anna", "anna-password")  # type: ignore[arg-type]
+    sign_in(browser, journal.base, "anna", "anna-password")
     wait(browser, lambda d: d.current_url.rstrip("/") == journal.base)
     shown = settled(browser)
     ids = browser.execute_script(
