@@ -1,16 +1,27 @@
-"""Debian's headless Chromium for the web journal's tests and its benchmark, and a loop of its
-own thread for the daemon they drive (Selenium's calls block)."""
+"""Debian's headless Chromium for the web journal's tests and its benchmark, and the daemon they
+drive: the real daemon fed by the fake PBX, on a loop of its own thread (Selenium's calls
+block)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import shutil
 import tempfile
 import threading
-from collections.abc import Coroutine, Iterator
+import urllib.request
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
+
+from connector.events import AmiMessage
+from connector.fakepbx import FakePbx
+from httpd.web.accounts import Accounts
+from pbxjournal.daemon import Daemon
+from tests.daemon_support import Committed, daemon_settings
+from tests.scenarios import capture
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -71,6 +82,92 @@ class LoopThread:
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+
+class LiveDaemon(LoopThread):
+    """The fake PBX playing ``slugs`` and the daemon it feeds, on a loop of their own thread.
+
+    ``start`` returns once ``committed`` calls are in the journal (and, with ``hold``, once the
+    fake PBX holds the first message ``hold`` accepts, to be released by the test), with the web
+    journal's ``accounts`` (login, extension, password) made. ``recordings``: the captures whose
+    recordings the daemon finds (default: ``slugs``)."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        slugs: Iterable[str],
+        *,
+        committed: int,
+        accounts: Iterable[tuple[str, str, str]] = (),
+        recordings: Iterable[str] | None = None,
+        speed: float = 0,
+        click_to_call: str | None = None,
+        hold: Callable[[AmiMessage], bool] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.tmp = tmp
+        self.slugs = list(slugs)
+        self.recordings = self.slugs if recordings is None else list(recordings)
+        self.expected = committed
+        self.accounts = list(accounts)
+        self.speed = speed
+        self.click_to_call = click_to_call
+        self.hold = hold
+        self.environ = dict(environ or {})
+
+    async def start(self) -> None:
+        self.pbx = FakePbx(
+            [capture(slug) for slug in self.slugs],
+            speed=self.speed,
+            click_to_call=capture(self.click_to_call) if self.click_to_call else None,
+        )
+        if self.hold is not None:
+            self.pbx.hold_when(self.hold)
+        port = await self.pbx.start()
+        settings = daemon_settings(
+            port, self.tmp / "journal.sqlite3", self.recordings, self.environ
+        )
+        self.daemon = Daemon(settings)
+        self.committed = Committed(self.daemon)
+        self.task = asyncio.create_task(self.daemon.run())
+        await self.committed.wait_for(self.expected)
+        if self.hold is not None:
+            await self.pbx.wait_held()
+        assert self.daemon.journal is not None
+        accounts = Accounts(self.daemon.journal.database)
+        for login, extension, password in self.accounts:
+            await accounts.add(login, extension, password, admin=False)
+
+    async def stop(self) -> None:
+        self.daemon.stop()
+        await asyncio.wait_for(self.task, 15)
+        await self.pbx.close()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.daemon.http_port}"
+
+    def api(self, path: str, body: Any = None, method: str = "GET") -> Any:
+        """The JSON API with 1C's credentials (the oracle a page is compared with)."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        request.add_header("Authorization", "Basic " + base64.b64encode(b"1c:secret").decode())
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+
+@contextmanager
+def live_daemon(tmp: Path, slugs: Iterable[str], **options: Any) -> Iterator[LiveDaemon]:
+    """A started :class:`LiveDaemon`, stopped (and its loop closed) on leaving."""
+    live = LiveDaemon(tmp, slugs, **options)
+    live.run(live.start())
+    try:
+        yield live
+    finally:
+        live.run(live.stop())
+        live.close()
 
 
 def wait(driver: Any, condition: Any, seconds: float = 15.0, poll: float = 0.1) -> Any:

@@ -10,8 +10,6 @@ by her) and the lost call's attention mark goes, all without a reload. Skipped o
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import json
 import os
 import shutil
@@ -23,13 +21,8 @@ from typing import Any
 
 import pytest
 
-from connector.fakepbx import FakePbx
-from httpd.web.accounts import Accounts
-from pbxjournal.daemon import Daemon
-from tests.browser import LoopThread, chromium, chromium_available, sign_in
+from tests.browser import LiveDaemon, chromium, chromium_available, live_daemon, sign_in
 from tests.browser import wait as browser_wait
-from tests.daemon_support import Committed, daemon_settings
-from tests.scenarios import capture
 
 if not chromium_available():
     pytest.skip("needs Debian's chromium and chromium-driver", allow_module_level=True)
@@ -41,55 +34,20 @@ LOST = "04-incoming-abandoned-while-ringing"
 DOCS_IMG = Path(__file__).parent.parent / "docs" / "img"
 
 
-class CallBackJournal(LoopThread):
-    def __init__(self, tmp: Path) -> None:
-        super().__init__()
-        self.tmp = tmp
-
-    async def start(self) -> None:
-        # At twice the recorded pace: the click-to-call takes about 6 s, long enough to see
-        # each state in the row.
-        self.pbx = FakePbx(
-            [capture(LOST)], speed=2, click_to_call=capture("18-click-to-call-originate")
-        )
-        port = await self.pbx.start()
-        settings = daemon_settings(
-            port, self.tmp / "journal.sqlite3", [LOST], {"PBXJOURNAL_PBX__HANGUP_GRACE": "0.5s"}
-        )
-        self.daemon = Daemon(settings)
-        self.committed = Committed(self.daemon)
-        self.task = asyncio.create_task(self.daemon.run())
-        await self.committed.wait_for(1)
-        assert self.daemon.journal is not None
-        await Accounts(self.daemon.journal.database).add(
-            "anna", "101", "anna-password", admin=False
-        )
-
-    async def stop(self) -> None:
-        self.daemon.stop()
-        await asyncio.wait_for(self.task, 15)
-        await self.pbx.close()
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.daemon.http_port}"
-
-    def api(self, path: str) -> Any:
-        request = urllib.request.Request(self.base + path)
-        request.add_header("Authorization", "Basic " + base64.b64encode(b"1c:secret").decode())
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
-
 @pytest.fixture(scope="module")
-def journal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CallBackJournal]:
-    live = CallBackJournal(tmp_path_factory.mktemp("web-callback"))
-    live.run(live.start())
-    try:
+def journal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveDaemon]:
+    # At twice the recorded pace: the click-to-call takes about 6 s, long enough to see each
+    # state in the row.
+    with live_daemon(
+        tmp_path_factory.mktemp("web-callback"),
+        [LOST],
+        committed=1,
+        speed=2,
+        click_to_call="18-click-to-call-originate",
+        environ={"PBXJOURNAL_PBX__HANGUP_GRACE": "0.5s"},
+        accounts=[("anna", "101", "anna-password")],
+    ) as live:
         yield live
-    finally:
-        live.run(live.stop())
-        live.close()
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +60,7 @@ def wait(driver: WebDriver, condition: Any, seconds: float = 20) -> Any:
     return browser_wait(driver, condition, seconds, poll=0.05)
 
 
-def sign_in_as_anna(driver: WebDriver, journal: CallBackJournal) -> None:
+def sign_in_as_anna(driver: WebDriver, journal: LiveDaemon) -> None:
     sign_in(driver, journal.base, "anna", "anna-password", seconds=20)
     wait(driver, lambda d: d.current_url.rstrip("/") == journal.base)
     wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#rows tr.call"))
@@ -120,7 +78,7 @@ def row_state(driver: WebDriver, call_id: int) -> str:
 
 
 def test_calling_back_from_the_journal_rings_my_phone_then_the_customer(
-    journal: CallBackJournal, browser: WebDriver, tmp_path: Path
+    journal: LiveDaemon, browser: WebDriver, tmp_path: Path
 ) -> None:
     sign_in_as_anna(browser, journal)
     (lost,) = journal.api("/api/v1/calls")["items"]

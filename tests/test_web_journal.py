@@ -9,24 +9,15 @@ installs both).
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import json
 import os
 import shutil
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from connector.fakepbx import FakePbx
-from httpd.web.accounts import Accounts
-from pbxjournal.daemon import Daemon
-from tests.browser import LoopThread, chromium, chromium_available, sign_in, wait
-from tests.daemon_support import Committed, daemon_settings
-from tests.scenarios import capture
+from tests.browser import LiveDaemon, chromium, chromium_available, live_daemon, sign_in, wait
 
 if not chromium_available():
     pytest.skip("needs Debian's chromium and chromium-driver", allow_module_level=True)
@@ -55,57 +46,17 @@ DOCS_IMG = Path(__file__).parent.parent / "docs" / "img"
 T = TypeVar("T")
 
 
-class LiveJournal(LoopThread):
-    """The fake PBX and the daemon on a loop of their own thread."""
-
-    def __init__(self, tmp: Path) -> None:
-        super().__init__()
-        self.tmp = tmp
-
-    async def start(self) -> None:
-        slugs = [*SLUGS, LATE]
-        self.pbx = FakePbx([capture(s) for s in slugs], speed=0)
-        self.pbx.hold_when(lambda m: m.first("CallerIDNum") == LATE_NUMBER)
-        port = await self.pbx.start()
-        settings = daemon_settings(port, self.tmp / "journal.sqlite3", slugs)
-        self.daemon = Daemon(settings)
-        self.committed = Committed(self.daemon)
-        self.task = asyncio.create_task(self.daemon.run())
-        await self.committed.wait_for(len(SLUGS))
-        await self.pbx.wait_held()
-        assert self.daemon.journal is not None
-        accounts = Accounts(self.daemon.journal.database)
-        await accounts.add("anna", "101", "anna-password", admin=False)
-        await accounts.add("petrov", "102", "petrov-password", admin=False)
-
-    async def stop(self) -> None:
-        self.daemon.stop()
-        await asyncio.wait_for(self.task, 15)
-        await self.pbx.close()
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.daemon.http_port}"
-
-    def api(self, path: str, body: Any = None, method: str = "GET") -> Any:
-        """The JSON API with 1C's credentials (the oracle the page is compared with)."""
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method)
-        request.add_header("Authorization", "Basic " + base64.b64encode(b"1c:secret").decode())
-        request.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
-
 @pytest.fixture(scope="module")
-def journal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveJournal]:
-    live = LiveJournal(tmp_path_factory.mktemp("web-journal"))
-    live.run(live.start())
-    try:
+def journal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveDaemon]:
+    with live_daemon(
+        tmp_path_factory.mktemp("web-journal"),
+        [*SLUGS, LATE],
+        recordings=SLUGS,
+        committed=len(SLUGS),
+        hold=lambda m: m.first("CallerIDNum") == LATE_NUMBER,
+        accounts=[("anna", "101", "anna-password"), ("petrov", "102", "petrov-password")],
+    ) as live:
         yield live
-    finally:
-        live.run(live.stop())
-        live.close()
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +94,7 @@ def settled(driver: WebDriver) -> list[dict[str, Any]]:
     return rows(driver)
 
 
-def ids_of_api(journal: LiveJournal, query: str = "") -> list[int]:
+def ids_of_api(journal: LiveDaemon, query: str = "") -> list[int]:
     return [c["id"] for c in journal.api("/api/v1/calls?limit=500" + query)["items"]]
 
 
@@ -151,7 +102,7 @@ def shoot(driver: WebDriver, shots: Path, name: str) -> None:
     driver.save_screenshot(str(shots / f"{name}.png"))
 
 
-def test_a_wrong_password_is_refused(journal: LiveJournal, browser: WebDriver, shots: Path) -> None:
+def test_a_wrong_password_is_refused(journal: LiveDaemon, browser: WebDriver, shots: Path) -> None:
     sign_in(browser, journal.base, "anna", "not-her-password")
     error = wait(browser, lambda d: d.find_element(By.ID, "error"))
     assert error.text == "Неверный логин или пароль."
@@ -160,7 +111,7 @@ def test_a_wrong_password_is_refused(journal: LiveJournal, browser: WebDriver, s
 
 
 def test_the_journal_shows_the_calls_with_their_statuses(
-    journal: LiveJournal, browser: WebDriver, shots: Path
+    journal: LiveDaemon, browser: WebDriver, shots: Path
 ) -> None:
     sign_in(browser, journal.base, "anna", "anna-password")
     wait(browser, lambda d: d.current_url.rstrip("/") == journal.base)
@@ -179,7 +130,7 @@ def test_the_journal_shows_the_calls_with_their_statuses(
 
 
 def test_lost_calls_filter_and_the_address_bar_keeps_the_view(
-    journal: LiveJournal, browser: WebDriver, shots: Path
+    journal: LiveDaemon, browser: WebDriver, shots: Path
 ) -> None:
     browser.get(journal.base + "/")
     everything = settled(browser)
@@ -206,7 +157,7 @@ def test_lost_calls_filter_and_the_address_bar_keeps_the_view(
 
 
 def test_search_finds_a_number_in_any_written_form(
-    journal: LiveJournal, browser: WebDriver, shots: Path
+    journal: LiveDaemon, browser: WebDriver, shots: Path
 ) -> None:
     browser.get(journal.base + "/")
     settled(browser)
@@ -221,7 +172,7 @@ def test_search_finds_a_number_in_any_written_form(
 
 
 def test_my_calls_are_the_signed_in_employees(
-    journal: LiveJournal, browser: WebDriver, shots: Path
+    journal: LiveDaemon, browser: WebDriver, shots: Path
 ) -> None:
     mine: dict[str, list[int]] = {}
     for login, password in (("anna", "anna-password"), ("petrov", "petrov-password")):
@@ -238,7 +189,7 @@ def test_my_calls_are_the_signed_in_employees(
     assert mine["anna"] and mine["petrov"]
 
 
-def test_names_are_text_never_html(journal: LiveJournal, browser: WebDriver, shots: Path) -> None:
+def test_names_are_text_never_html(journal: LiveDaemon, browser: WebDriver, shots: Path) -> None:
     sign_in(browser, journal.base, "anna", "anna-password")
     wait(browser, lambda d: d.current_url.rstrip("/") == journal.base)
     settled(browser)
@@ -258,7 +209,7 @@ def test_names_are_text_never_html(journal: LiveJournal, browser: WebDriver, sho
 
 
 def test_now_on_the_phone_shows_the_call_in_progress(
-    journal: LiveJournal, browser: WebDriver, shots: Path
+    journal: LiveDaemon, browser: WebDriver, shots: Path
 ) -> None:
     # The late call is held by the fake PBX mid-call: the daemon's assembler has it open.
     live = journal.api("/api/v1/live")
@@ -290,7 +241,7 @@ def test_now_on_the_phone_shows_the_call_in_progress(
 
 
 def test_a_new_call_appears_at_the_top_without_a_reload(
-    journal: LiveJournal, browser: WebDriver, shots: Path
+    journal: LiveDaemon, browser: WebDriver, shots: Path
 ) -> None:
     browser.get(journal.base + "/")
     before = settled(browser)
@@ -316,7 +267,7 @@ def test_a_new_call_appears_at_the_top_without_a_reload(
             shutil.copy(source, DOCS_IMG / f"web-{name}.png")
 
 
-def blind_transfer_call(journal: LiveJournal) -> dict[str, Any]:
+def blind_transfer_call(journal: LiveDaemon) -> dict[str, Any]:
     """The call of capture 11: a blind transfer, two recording parts."""
     for summary in journal.api("/api/v1/calls?limit=500")["items"]:
         call: dict[str, Any] = journal.api(f"/api/v1/calls/{summary['id']}")
@@ -336,7 +287,7 @@ def audio_state(driver: WebDriver) -> dict[str, Any]:
 
 
 def test_the_side_panel_plays_the_parts_and_edits_the_comment(
-    journal: LiveJournal, browser: WebDriver, shots: Path
+    journal: LiveDaemon, browser: WebDriver, shots: Path
 ) -> None:
     call = blind_transfer_call(journal)
     parts = call["timeline"]["recordings"]
@@ -423,7 +374,7 @@ def test_the_side_panel_plays_the_parts_and_edits_the_comment(
     wait(browser, lambda d: not d.find_element(By.ID, "panel").is_displayed())
 
 
-def open_call_of(driver: WebDriver, journal: LiveJournal, number: str) -> int:
+def open_call_of(driver: WebDriver, journal: LiveDaemon, number: str) -> int:
     (call,) = [c for c in journal.api("/api/v1/calls?limit=500")["items"] if c["number"] == number]
     driver.find_element(By.CSS_SELECTOR, f"#rows tr[data-id='{call['id']}'] .c-time").click()
     wait(driver, lambda d: d.find_elements(By.ID, "customer-search"))
@@ -436,7 +387,7 @@ def party_of(driver: WebDriver, call_id: int) -> str:
 
 
 def test_registering_a_number_from_the_journal(
-    journal: LiveJournal, browser: WebDriver, shots: Path
+    journal: LiveDaemon, browser: WebDriver, shots: Path
 ) -> None:
     sign_in(browser, journal.base, "anna", "anna-password")
     wait(browser, lambda d: d.current_url.rstrip("/") == journal.base)

@@ -4,7 +4,6 @@ and the call back dialled as 89265550011 — one number in two written forms, tw
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -14,12 +13,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from connector.fakepbx import FakePbx
-from httpd.web.accounts import Accounts
-from pbxjournal.daemon import Daemon
-from tests.browser import LoopThread, sign_in, wait
-from tests.daemon_support import Committed, daemon_settings
-from tests.scenarios import capture
+from tests.browser import LiveDaemon, live_daemon, sign_in, wait
 
 # Skipped with it when chromium or chromedriver is missing.
 from tests.test_web_journal import browser, rows, settled, shoot
@@ -31,47 +25,19 @@ NUMBER = "+79265550011"
 T = TypeVar("T")
 
 
-class Daemon15(LoopThread):
-    """The daemon fed captures 01 and 15 by the fake PBX, on a loop of its own thread."""
-
-    def __init__(self, tmp: Path) -> None:
-        super().__init__()
-        self.tmp = tmp
-
-    async def start(self) -> None:
-        self.pbx = FakePbx([capture(s) for s in SLUGS], speed=0)
-        port = await self.pbx.start()
-        self.daemon = Daemon(daemon_settings(port, self.tmp / "journal.sqlite3", SLUGS))
-        committed = Committed(self.daemon)
-        self.task = asyncio.create_task(self.daemon.run())
-        await committed.wait_for(3)
-        assert self.daemon.journal is not None
-        accounts = Accounts(self.daemon.journal.database)
-        await accounts.add("anna", "101", "anna-password", admin=False)
-
-    async def stop(self) -> None:
-        self.daemon.stop()
-        await asyncio.wait_for(self.task, 15)
-        await self.pbx.close()
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.daemon.http_port}"
-
-
 @pytest.fixture(scope="module")
-def journal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon15]:
-    live = Daemon15(tmp_path_factory.mktemp("web-registration"))
-    live.run(live.start())
-    try:
+def journal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveDaemon]:
+    with live_daemon(
+        tmp_path_factory.mktemp("web-registration"),
+        SLUGS,
+        committed=3,
+        accounts=[("anna", "101", "anna-password")],
+    ) as live:
         yield live
-    finally:
-        live.run(live.stop())
-        live.close()
 
 
 def test_registering_a_number_changes_every_row_of_that_number(
-    journal: Daemon15, browser: WebDriver, tmp_path: Path
+    journal: LiveDaemon, browser: WebDriver, tmp_path: Path
 ) -> None:
     sign_in(browser, journal.base, "anna", "anna-password")
     wait(browser, lambda d: d.current_url.rstrip("/") == journal.base)
