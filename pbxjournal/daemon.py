@@ -41,7 +41,6 @@ from pathlib import Path
 
 import structlog
 from aiohttp import web
-from sqlalchemy.engine import make_url
 
 from config import ConfigError, Settings, load_settings
 from connector.ami import AmiConnector, AmiError, SessionEvent
@@ -61,6 +60,7 @@ from pbxjournal.pipeline import (
     employee_directory,
 )
 from pbxjournal.sdnotify import Notifier
+from pbxjournal.startup import sqlite_path
 from pbxjournal.writer import CallSpool, JournalWriter
 from storage.journal import JournalEntry, to_call_object
 from storage.store import Change, SqlJournal, WrittenBatch
@@ -92,9 +92,8 @@ def spool_path(settings: Settings) -> Path:
     if settings.writer.spool:
         return Path(settings.writer.spool)
     name = f"spool-{settings.pbx.name}.jsonl"
-    url = make_url(settings.storage.url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        database = Path(url.database)
+    database = sqlite_path(settings.storage.url)
+    if database is not None:
         return database.with_name(f"{database.name}-{name}")
     state = os.environ.get("STATE_DIRECTORY")  # systemd's StateDirectory= (the unit sets it)
     if state:

@@ -35,6 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from config import Settings
 
 __all__ = [
@@ -63,13 +66,16 @@ class StartupFailure:
 
 
 def sqlite_path(url: str) -> Path | None:
-    """The file of an SQLite URL (None for another database or an in-memory one)."""
-    if not url.startswith("sqlite"):
+    """The file of an SQLite URL (None for another database, an in-memory one or no URL at all),
+    read as SQLAlchemy reads it, so the file checked is the file opened (``%20`` is a space)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
         return None
-    _, sep, rest = url.partition(":///")
-    if not sep or not rest or rest.startswith(":memory:"):
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database.startswith(":memory:"):
         return None
-    return Path(rest.split("?", 1)[0])
+    return Path(database)
 
 
 def _redacted(url: str) -> str:

@@ -19,8 +19,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
+from config import load_settings
 from connector.fakepbx import FakePbx
+from pbxjournal.daemon import spool_path
+from pbxjournal.startup import sqlite_path
 from tests.ami_helpers import serving
 from tests.scenarios import RECORDINGS
 
@@ -80,6 +84,23 @@ def assert_one_line(result: subprocess.CompletedProcess[str], code: int, *words:
 def test_a_journal_in_a_directory_that_does_not_exist(tmp_path: Path) -> None:
     database = tmp_path / "missing" / "journal.sqlite3"
     result = pbxjournal("run", env={"PBXJOURNAL_STORAGE__URL": f"sqlite+aiosqlite:///{database}"})
+    assert_one_line(result, 3, str(database), "does not exist")
+
+
+def test_the_file_checked_at_start_is_the_file_sqlalchemy_opens(tmp_path: Path) -> None:
+    """A percent-encoded URL names a file with a space: the start's check and the spool beside
+    the journal read it as the engine does (they once split the URL by hand)."""
+    database = tmp_path / "with space" / "journal.sqlite3"
+    url = "sqlite+aiosqlite:///" + str(database).replace(" ", "%20")
+    assert sqlite_path(url) == database
+    assert sqlite_path(url + "?timeout=5") == database
+    settings = load_settings(None, environ={"PBXJOURNAL_STORAGE__URL": url})
+    assert spool_path(settings) == database.with_name("journal.sqlite3-spool-main.jsonl")
+    assert make_url(url).database == str(database)
+    for other in ("sqlite+aiosqlite:///:memory:", "sqlite://", "postgresql+asyncpg://h/db", "::"):
+        assert sqlite_path(other) is None, other
+    # The start refuses the missing directory by its real name.
+    result = pbxjournal("run", env={"PBXJOURNAL_STORAGE__URL": url})
     assert_one_line(result, 3, str(database), "does not exist")
 
 
