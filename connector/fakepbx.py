@@ -24,7 +24,10 @@ It starts at the first login. Between two messages it waits their recorded gap d
 ``speed`` (gaps under a couple of milliseconds add up and are waited at once, so that a dense
 stream keeps its pace); with ``speed=0`` there is no clock and it writes as fast as the socket
 drains — one write per message, or with ``batch_bytes`` in pieces of that size (for
-benchmarks).
+benchmarks). With ``loop`` the stream starts over when it ends; each lap after the first
+renames the channels' ids (every ``…Uniqueid``/``…Linkedid`` header gets ``-<lap>``, see
+:func:`lap_id`), because Asterisk never hands out an id twice: replayed as captured, the
+second lap's calls would be the first lap's calls written again, not new calls.
 
 Disconnects behave like a real PBX: nothing is ever re-sent. What was written to a
 connection that :meth:`FakePbx.drop` aborted is lost with it. While nobody is logged in, the
@@ -99,6 +102,27 @@ class _Channel:
     application_data: str = ""
     bridge_id: str = ""
     variables: dict[str, str] = field(default_factory=dict)
+
+
+def lap_id(key: str, value: str, lap: int) -> str:
+    """A channel's or bridge's id as the ``lap``-th replay of the stream sends it (lap 0: as
+    captured); other headers, empty ids and ``none`` are kept."""
+    if lap == 0 or not value or value == "none":
+        return value
+    if not key.lower().endswith(("uniqueid", "linkedid")):
+        return value
+    return f"{value}-{lap}"
+
+
+def _lap_message(raw: bytes, lap: int) -> bytes:
+    """``raw`` with every id header renamed for ``lap`` (:func:`lap_id`)."""
+    lines = raw.split(b"\r\n")
+    for index, line in enumerate(lines):
+        key, sep, value = line.partition(b": ")
+        if sep and key.lower().endswith((b"uniqueid", b"linkedid")):
+            renamed = lap_id(key.decode("latin-1"), value.decode("latin-1"), lap)
+            lines[index] = key + sep + renamed.encode("latin-1")
+    return b"\r\n".join(lines)
 
 
 def _load_stream(captures: Sequence[Path]) -> list[_StreamItem]:
@@ -289,6 +313,8 @@ class FakePbx:
         self.events_lost = 0
         self._items = _load_stream(captures)
         self._position = 0
+        #: How many times the stream started over (``loop``): ids are renamed for it.
+        self._lap = 0
         self._channels: dict[str, _Channel] = {}
         self._stream_time: float | None = None
         #: The PBX's time when the stream started (fixed at the first need: a login).
@@ -434,6 +460,7 @@ class FakePbx:
                 if not self.loop or not self._items:
                     return
                 self._position = 0
+                self._lap += 1
                 self._channels.clear()
                 previous = None
             if not self._released.is_set():
@@ -496,12 +523,18 @@ class FakePbx:
         return self._origin
 
     def _wire(self, item: _StreamItem) -> bytes:
-        """The message as sent: its ``Timestamp`` on the fake PBX's clock."""
+        """The message as sent: its ``Timestamp`` on the fake PBX's clock, its ids renamed
+        for the lap (:func:`lap_id`)."""
+        raw = item.raw
         span = item.stamp_span
-        if span is None or item.stamp is None or (self.keep_time and not self._stepped):
-            return item.raw
-        stamp = f"{item.stamp + self._shift:.6f}".encode()
-        return item.raw[: span[0]] + stamp + item.raw[span[1] :]
+        if (
+            span is not None
+            and item.stamp is not None
+            and not (self.keep_time and not self._stepped)
+        ):
+            stamp = f"{item.stamp + self._shift:.6f}".encode()
+            raw = raw[: span[0]] + stamp + raw[span[1] :]
+        return _lap_message(raw, self._lap) if self._lap else raw
 
     async def _pace(self, seconds: float) -> None:
         """Wait out a gap of the stream against a schedule: a message is due ``seconds``
@@ -583,15 +616,20 @@ class FakePbx:
         if now is not None:
             self._stream_time = now
         name = message.event
-        uniqueid = message.first("Uniqueid")
+        lap = self._lap
+
+        def first(key: str, default: str = "") -> str:
+            return lap_id(key, message.first(key, default), lap)
+
+        uniqueid = first("Uniqueid")
         if not uniqueid:
             return
         if name == "Newchannel":
-            fields = {key: message.first(key) for key in SNAPSHOT_KEYS}
+            fields = {key: first(key) for key in SNAPSHOT_KEYS}
             self._channels[uniqueid] = _Channel(fields, now)
             return
         if name in ("DialBegin", "AgentCalled"):
-            dest = self._channels.get(message.first("DestUniqueid"))
+            dest = self._channels.get(first("DestUniqueid"))
             if dest is not None:
                 # What Asterisk shows for a dialled channel (app_dial / app_queue).
                 dest.application = "AppDial" if name == "DialBegin" else "AppQueue"
@@ -608,14 +646,14 @@ class FakePbx:
         # NewCallerid, NewConnectedLine, Newexten...); prefixed snapshots are other channels.
         for key, value in message.headers:
             if key in channel.fields:
-                channel.fields[key] = value
+                channel.fields[key] = lap_id(key, value, lap)
         if name == "Rename":
             channel.fields["Channel"] = message.first("Newname", channel.fields["Channel"])
         elif name == "Newexten" and not channel.application.startswith("App"):
             channel.application = message.first("Application")
             channel.application_data = message.first("AppData")
         elif name == "BridgeEnter":
-            channel.bridge_id = message.first("BridgeUniqueid")
+            channel.bridge_id = first("BridgeUniqueid")
         elif name == "BridgeLeave":
             channel.bridge_id = ""
 

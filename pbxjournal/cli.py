@@ -103,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="pace multiplier: 1 = recorded pace, 10 = ten times faster, 0 = as fast as possible",
     )
     fake.add_argument(
-        "--loop", action="store_true", help="start over when the captures are exhausted"
+        "--loop",
+        action="store_true",
+        help="start over when the captures are exhausted, as new calls (each lap renames the ids)",
     )
     fake.add_argument(
         "--keep-time",

@@ -16,6 +16,7 @@ from connector.capture import iter_capture_messages
 from connector.events import AmiMessage, parse_message
 from connector.fakepbx import BANNER, FakePbx
 from tests.ami_helpers import RawClient, serving, trace, wait_until
+from tests.scenarios import assemble, events_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -286,16 +287,39 @@ async def test_at_recorded_pace_what_falls_due_while_nobody_listens_is_lost() ->
     assert fake.events_sent + fake.events_lost == len(expected)
 
 
-async def test_with_loop_the_captures_start_over() -> None:
+def _id_header(line: bytes) -> bool:
+    return line.split(b": ", 1)[0].lower().endswith((b"uniqueid", b"linkedid"))
+
+
+async def test_with_loop_the_captures_start_over_as_new_calls() -> None:
+    """The second lap is the capture again with every channel and bridge id renamed
+    (``-1``): Asterisk never reuses an id, and the same ids would be the same calls."""
     expected = stream_of(trace("09"))
     async with serving(FakePbx([trace("09")], keep_time=True, speed=0, loop=True)) as fake:
         client = await RawClient.connect(fake.port)
         await client.login()
         await client.read()  # FullyBooted
-        received = await read_stream(client, len(expected) + 5)
+        received = await read_stream(client, 2 * len(expected))
         await fake.wait_done()
         await client.close()
-    assert received == expected + expected[:5]
+    first, second = received[: len(expected)], received[len(expected) :]
+    assert first == expected
+    renamed = 0
+    for original, again in zip(expected, second, strict=True):
+        for old, new in zip(original.split(b"\r\n"), again.split(b"\r\n"), strict=True):
+            value = old.partition(b": ")[2]
+            if _id_header(old) and value not in (b"", b"none"):
+                assert new == old + b"-1"
+                renamed += 1
+            else:
+                assert new == old
+    assert renamed > len(expected)
+    # Assembled, the two laps are twice the capture's calls, none of them the same call.
+    once = assemble(events_of(b"".join(m + b"\r\n\r\n" for m in first))).calls
+    twice = assemble(events_of(b"".join(m + b"\r\n\r\n" for m in received))).calls
+    assert once and len(twice) == 2 * len(once)
+    assert len({c.conversation_id for c in twice}) == len(twice)
+    assert [c.talk_seconds for c in twice] == [c.talk_seconds for c in once] * 2
 
 
 async def test_batched_writes_stream_the_same_messages_and_still_hold_where_asked() -> None:
@@ -537,7 +561,6 @@ async def test_originate_is_queued_then_plays_capture_18_for_the_requested_call(
     """As Asterisk answers an Async Originate: queued at once, then a real click-to-call
     (capture 18) for the requested employee and number, ending its OriginateResponse with the
     action's ActionID; assembled, it is the call back that was asked for."""
-    from tests.scenarios import assemble, events_of
 
     async with serving(FakePbx([], speed=0, click_to_call=CLICK_TO_CALL)) as fake:
         assert fake.click_to_call is not None
