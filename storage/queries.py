@@ -118,6 +118,7 @@ __all__ = [
     "page_ids",
     "parse_time_bound",
     "read_entries",
+    "warm_up",
 ]
 
 KINDS = frozenset({"incoming", "outgoing", "missed", "lost"})
@@ -1175,6 +1176,41 @@ def _call_object(
         ],
         "version": version,
     }
+
+
+async def warm_up(session: AsyncSession) -> None:
+    """Run the statements of the journal's pages once on this session's connection, with
+    arguments that match nothing (a cursor before the first call, id 0, a version beyond the
+    last): a new PostgreSQL backend loads the catalog entries of every table, index, column
+    statistic, operator and type a statement uses the first time it plans it — about 550
+    pages read after a restart, tens of milliseconds even when they are cached — and each
+    statement here reads no more than an index's first pages.
+    :meth:`storage.engine.Database.warm_connections` does this on each of the pool's
+    connections when the server was (re)connected, ahead of the requests."""
+    dialect = (await session.connection()).dialect.name
+    nothing = encode_cursor(1.0, 0)
+    pages = [
+        JournalFilter(),
+        JournalFilter(kinds=frozenset({"missed"})),
+        JournalFilter(first_contact=True, unregistered=True),
+        JournalFilter(employee="-", attention=True),
+        JournalFilter(query="warm-up"),
+    ]
+    statements: list[Any] = [
+        journal_statement(dialect, where, limit=51, cursor=nothing) for where in pages
+    ]
+    statements += [
+        _ENTRY.params(ids=[0]),
+        _ENTRY_SINCE.params(since=INT64_MAX, limit=1),
+        _PARTICIPANTS.params(ids=[0]),
+        _RECORDINGS.params(ids=[0]),
+        _LEGS.params(ids=[0]),
+        _TRANSFERS.params(ids=[0]),
+        sa.select(JournalState.journal_id, JournalState.last_version).where(JournalState.id == 1),
+        sa.select(EmployeeExtension.extension).where(EmployeeExtension.employee_id == "-"),
+    ]
+    for statement in statements:
+        (await session.execute(statement)).all()
 
 
 async def explain(
