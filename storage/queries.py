@@ -1193,7 +1193,8 @@ async def warm_up(session: AsyncSession) -> None:
     last): a new PostgreSQL backend loads the catalog entries of every table, index, column
     statistic, operator and type a statement uses the first time it plans it — about 550
     pages read after a restart, tens of milliseconds even when they are cached — and each
-    statement here reads no more than an index's first pages.
+    statement here reads no more than an index's first pages. Then the journal's first page
+    is read, the screen most often opened first.
     :meth:`storage.engine.Database.warm_connections` does this on each of the pool's
     connections when the server was (re)connected, ahead of the requests."""
     dialect = (await session.connection()).dialect.name
@@ -1220,6 +1221,9 @@ async def warm_up(session: AsyncSession) -> None:
     ]
     for statement in statements:
         (await session.execute(statement)).all()
+    # And the journal's first page, for real: the screen opened first after a restart.
+    ids, _ = await page_ids(session, JournalFilter())
+    await load_entries(session, ids, timeline=False)
 
 
 async def explain(
