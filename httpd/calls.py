@@ -36,9 +36,9 @@ from storage.queries import (
     InternalCalls,
     JournalFilter,
     SinceAheadError,
-    changes,
+    change_objects,
     decode_cursor,
-    list_calls,
+    list_call_objects,
     load_entries,
     parse_time_bound,
 )
@@ -126,15 +126,18 @@ def render(request: web.Request, entry: JournalEntry, employees: EmployeeDirecto
 async def list_journal(request: web.Request) -> web.Response:
     where, limit, cursor = journal_filter(request)
     journal = request.app[JOURNAL]
-    async with journal.database.sessions() as session:
-        page = await list_calls(session, where, limit=limit, cursor=cursor, region=journal.region)
     employees = await journal.employee_directory()
-    return json_response(
-        {
-            "items": [render(request, entry, employees) for entry in page.entries],
-            "next_cursor": page.next_cursor,
-        }
-    )
+    async with journal.database.sessions() as session:
+        items, next_cursor = await list_call_objects(
+            session,
+            where,
+            request.app[SETTINGS].pbx.tz,
+            employees,
+            limit=limit,
+            cursor=cursor,
+            region=journal.region,
+        )
+    return json_response({"items": items, "next_cursor": next_cursor})
 
 
 def _timeline(
@@ -259,6 +262,7 @@ async def get_changes(request: web.Request) -> web.Response:
         )
     deadline = time.monotonic() + wait
     woke = False
+    tz = request.app[SETTINGS].pbx.tz
     while True:
         if wait > 0 and since == feed.version:
             # Nothing beyond what the feed knows (its probe and NOTIFY bring other processes'
@@ -270,11 +274,16 @@ async def get_changes(request: web.Request) -> web.Response:
         if remembered is not None:
             feed.answers_from_memory += 1
             entries, last = remembered
+            items = []
+            if entries:
+                employees = await journal.employee_directory()
+                items = [to_call_object(entry, tz, employees) for entry in entries]
         else:
             feed.answers_from_database += 1
+            employees = await journal.employee_directory()
             try:
                 async with journal.database.sessions() as session:
-                    entries, last = await changes(session, since, limit)
+                    items, last = await change_objects(session, since, tz, employees, limit)
             except SinceAheadError as exc:
                 # Never taken as the journal's version (it would move the feed, its metric
                 # and every long-poll): the client is told to start again.
@@ -283,9 +292,8 @@ async def get_changes(request: web.Request) -> web.Response:
                     journal_id,
                     exc.version,
                 )
-        employees = await journal.employee_directory() if entries else None
         remaining = deadline - time.monotonic()
-        if entries or remaining <= 0:
+        if items or remaining <= 0:
             break
         if woke:
             # Told of a version this read did not see (another process's commit on its way):
@@ -295,7 +303,6 @@ async def get_changes(request: web.Request) -> web.Response:
         woke = await feed.wait_beyond(last, remaining)
         if not woke:
             break
-    items = [render(request, e, employees) for e in entries] if employees is not None else []
     return json_response({"items": items, "last_version": last, "journal_id": journal_id})
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ log = structlog.get_logger("pbxjournal.http")
 
 #: The PostgreSQL notification channel (payload: the newest committed version).
 CHANNEL = "pbxjournal_changes"
+#: Longest the pool's warm-up may take before it is given up (seconds).
+WARM_UP_TIMEOUT = 30.0
 #: How many of the last committed row versions the feed keeps to answer long-polls from.
 RECENT_ENTRIES = 2000
 
@@ -87,6 +90,8 @@ class ChangeFeed:
         self._unannounced: int | None = None
         self._announce = asyncio.Event()
         self.listening = False
+        #: The reader pool's connections were warmed since the LISTEN connection was made.
+        self.warmed = False
         self.notifications_received = 0
         self.probes = 0
         #: Probes that found a version nobody had told the feed of (another process's commit).
@@ -256,6 +261,27 @@ class ChangeFeed:
             moved = self.probe_finds > finds
             delay = self.timing.probe_min if moved else min(delay * 2, self.timing.probe_max)
 
+    async def _warm_connections(self) -> None:
+        """Plan the journal's statements on each of the pool's connections
+        (:func:`storage.queries.warm_up`): a new backend's first plans read the catalogs,
+        about 550 pages after a restart; here, not in the first requests. Never fatal."""
+        from storage.queries import warm_up
+
+        began = time.monotonic()
+        try:
+            count = await asyncio.wait_for(
+                self.journal.database.warm_connections(warm_up), WARM_UP_TIMEOUT
+            )
+        except Exception as exc:  # the schema may not be there yet; requests work anyway
+            log.warning("change feed: warming the connections failed", error=str(exc))
+            return
+        self.warmed = True
+        log.info(
+            "database connections warmed",
+            connections=count,
+            ms=round((time.monotonic() - began) * 1000, 1),
+        )
+
     def _on_notification(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
         self.notifications_received += 1
         try:
@@ -298,6 +324,10 @@ class ChangeFeed:
                 delay = self.timing.reconnect_min
                 # Whatever was committed while nobody listened.
                 self.advance(await self.journal.last_version())
+                if not self.warmed:
+                    # The daemon just started, or the server came back after a restart:
+                    # the pool's next connections are new backends with empty caches.
+                    await self._warm_connections()
                 while not self._closed and not lost:
                     await self._announce.wait()
                     self._announce.clear()
@@ -310,6 +340,8 @@ class ChangeFeed:
                 log.warning("change feed: LISTEN setup failed", error=str(exc))
             finally:
                 self.listening = False
+                # The server may have restarted: warm the pool again once back.
+                self.warmed = False
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(connection.close(), 5)
             if not self._closed:

@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -53,6 +53,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
@@ -112,6 +113,23 @@ class Database:
         if self.batch_thread is None:
             raise RuntimeError("this database has no batch thread (SQLite only)")
         return await asyncio.get_running_loop().run_in_executor(self.batch_thread, work)
+
+    async def warm_connections(self, work: Callable[[AsyncSession], Awaitable[None]]) -> int:
+        """Run ``work`` (e.g. :func:`storage.queries.warm_up`) on as many of the reader
+        pool's connections as it keeps, at once, so that each is a different connection:
+        after the server restarted, each is a new one (``pool_pre_ping`` replaces the dead)
+        and pays its first plans here rather than in a request. PostgreSQL only (a SQLite
+        connection has no server-side caches to fill); returns the connections warmed."""
+        if self.is_sqlite:
+            return 0
+        size = self.engine.pool.size() if isinstance(self.engine.pool, QueuePool) else 1
+
+        async def one() -> None:
+            async with self.sessions() as session:
+                await work(session)
+
+        await asyncio.gather(*(one() for _ in range(max(1, size))))
+        return max(1, size)
 
     async def dispose(self) -> None:
         if self.batch_sessions is not None and self.batch_thread is not None:

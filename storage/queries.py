@@ -31,8 +31,11 @@ from another journal (or from this one before a backup was restored), and answer
 "nothing new" would leave the client waiting for versions that will mean other rows.
 :func:`journal_identity` is the journal's UUID and last version.
 
-Rows leave this module only as :class:`storage.journal.JournalEntry` (ORM objects never
-leave ``storage/``), rendered by :func:`storage.journal.to_call_object`.
+Rows leave this module as :class:`storage.journal.JournalEntry` (ORM objects never leave
+``storage/``), rendered by :func:`storage.journal.to_call_object`, or, for the pages of
+``GET /calls`` and ``/changes``, as those call objects themselves (:func:`list_call_objects`,
+:func:`change_objects`): a page of a thousand calls is rendered straight from its rows,
+without the entries, at a third of the CPU (``docs/benchmarks.md``, ``bench.issue18-render``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 import itertools
 import json
 import math
@@ -53,8 +57,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from connector.assembly import (
     Direction,
@@ -71,6 +78,7 @@ from storage.journal import (
     EmployeeDirectory,
     EmployeeInfo,
     JournalEntry,
+    LocalTimes,
     StoredRecording,
 )
 from storage.models import (
@@ -97,6 +105,7 @@ __all__ = [
     "JournalIdentity",
     "JournalPage",
     "SinceAheadError",
+    "change_objects",
     "changes",
     "decode_cursor",
     "encode_cursor",
@@ -104,12 +113,16 @@ __all__ = [
     "journal_classes",
     "journal_identity",
     "journal_statement",
+    "list_call_objects",
     "list_calls",
+    "load_call_objects",
     "load_employee_directory",
     "load_entries",
     "load_recording",
+    "page_ids",
     "parse_time_bound",
     "read_entries",
+    "warm_up",
 ]
 
 KINDS = frozenset({"incoming", "outgoing", "missed", "lost"})
@@ -437,7 +450,7 @@ def journal_statement(
             return _classes_lateral(classes, shared, limit)
         arms = [
             sa.select(Call.id, Call.started_at).where(
-                *(_class_column(name) == value for name, value in cls.items()), *shared
+                *_class_conditions(tuple(cls.items())), *shared
             )
             for cls in classes
         ]
@@ -510,6 +523,14 @@ def _classes_lateral(
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def _class_conditions(cls: tuple[tuple[str, Any], ...]) -> tuple[sa.ColumnElement[bool], ...]:
+    """A class's ``column = value`` conditions, made once: a combination's page has up to 48
+    classes of 6 columns, and making 288 comparisons (each a bound parameter) was most of
+    the CPU such a request took (clauses are immutable, so one may serve every statement)."""
+    return tuple(_class_column(name) == value for name, value in cls)
+
+
 def _class_column(name: str) -> sa.ColumnElement[Any]:
     column: sa.ColumnElement[Any] = getattr(Call, name)
     return column
@@ -523,17 +544,16 @@ async def employee_extensions(session: AsyncSession, employee: str) -> list[str]
     return sorted(found.all()) or [employee]
 
 
-async def list_calls(
+async def page_ids(
     session: AsyncSession,
     where: JournalFilter,
     *,
     limit: int = 50,
     cursor: str | None = None,
     region: str = "RU",
-) -> JournalPage:
-    """One journal page and the cursor of the next (None on the last page). Its entries are
-    loaded without legs and transfers (``load_entries(timeline=False)``): the call object
-    does not show them."""
+) -> tuple[list[int], str | None]:
+    """The ids of one journal page, in its order, and the cursor of the next page (None on
+    the last page): the page query of :func:`list_calls` and :func:`list_call_objects`."""
     dialect = (await session.connection()).dialect.name
     extensions = await employee_extensions(session, where.employee) if where.employee else []
     matches: list[int] | None = None
@@ -556,9 +576,39 @@ async def list_calls(
     rows = (await session.execute(statement)).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    entries = await load_entries(session, [call_id for call_id, _ in rows], timeline=False)
     next_cursor = encode_cursor(rows[-1][1], rows[-1][0]) if more and rows else None
-    return JournalPage(entries, next_cursor)
+    return [call_id for call_id, _ in rows], next_cursor
+
+
+async def list_calls(
+    session: AsyncSession,
+    where: JournalFilter,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    region: str = "RU",
+) -> JournalPage:
+    """One journal page and the cursor of the next (None on the last page). Its entries are
+    loaded without legs and transfers (``load_entries(timeline=False)``): the call object
+    does not show them."""
+    ids, next_cursor = await page_ids(session, where, limit=limit, cursor=cursor, region=region)
+    return JournalPage(await load_entries(session, ids, timeline=False), next_cursor)
+
+
+async def list_call_objects(
+    session: AsyncSession,
+    where: JournalFilter,
+    timezone: ZoneInfo,
+    employees: EmployeeDirectory,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    region: str = "RU",
+) -> tuple[list[dict[str, Any]], str | None]:
+    """:func:`list_calls` as ``GET /calls`` answers it: the page's call objects
+    (:func:`load_call_objects`) and the cursor of the next page."""
+    ids, next_cursor = await page_ids(session, where, limit=limit, cursor=cursor, region=region)
+    return await load_call_objects(session, ids, timezone, employees), next_cursor
 
 
 async def journal_identity(session: AsyncSession) -> JournalIdentity:
@@ -575,6 +625,25 @@ async def journal_identity(session: AsyncSession) -> JournalIdentity:
     return JournalIdentity(str(row[0]), int(row[1]))
 
 
+async def _changes_counter(session: AsyncSession, since: int) -> int:
+    """The journal's last version, read before the rows: every version up to it was
+    committed by then. :class:`SinceAheadError` if ``since`` is above it."""
+    counter = int(
+        await session.scalar(sa.select(JournalState.last_version).where(JournalState.id == 1)) or 0
+    )
+    if since > counter:
+        raise SinceAheadError(since, counter)
+    return counter
+
+
+def _next_since(versions: list[int], counter: int, limit: int) -> int:
+    """The version to poll from after a page of ``versions`` (ascending): the page's last
+    when it is full (more may follow), else the counter (or a row's, if one is above it)."""
+    if len(versions) == limit:
+        return versions[-1]
+    return max([counter, *versions])
+
+
 async def changes(
     session: AsyncSession, since: int, limit: int = 500
 ) -> tuple[list[JournalEntry], int]:
@@ -584,24 +653,26 @@ async def changes(
     when the page is not full, nothing at or below the returned version can appear later.
     The returned version is the journal's (the counter or a row's), never ``since`` itself:
     a ``since`` above the counter raises :class:`SinceAheadError` instead. Entries as in
-    :func:`list_calls`: without legs and transfers.
+    :func:`list_calls`: without legs and transfers. The rows are read in one statement in
+    ``version`` order (each row's version as of that statement), not looked up by id.
     """
-    counter = int(
-        await session.scalar(sa.select(JournalState.last_version).where(JournalState.id == 1)) or 0
-    )
-    if since > counter:
-        raise SinceAheadError(since, counter)
-    ids = (
-        await session.scalars(
-            sa.select(Call.id).where(Call.version > since).order_by(Call.version).limit(limit)
-        )
-    ).all()
-    entries = await load_entries(session, list(ids), timeline=False)
-    entries.sort(key=lambda e: e.version)
-    if len(entries) == limit:
-        return entries, entries[-1].version
-    last = max([counter, *(e.version for e in entries)])
-    return entries, last
+    counter = await _changes_counter(session, since)
+    entries = await session.run_sync(_read_entries_since, since, limit)
+    return entries, _next_since([entry.version for entry in entries], counter, limit)
+
+
+async def change_objects(
+    session: AsyncSession,
+    since: int,
+    timezone: ZoneInfo,
+    employees: EmployeeDirectory,
+    limit: int = 500,
+) -> tuple[list[dict[str, Any]], int]:
+    """:func:`changes` as ``GET /changes`` answers it: the call objects
+    (:func:`load_call_objects`) and the version to poll from next."""
+    counter = await _changes_counter(session, since)
+    objects = await session.run_sync(_read_objects_since, since, limit, timezone, employees)
+    return objects, _next_since([item["version"] for item in objects], counter, limit)
 
 
 async def load_employee_directory(session: AsyncSession) -> EmployeeDirectory:
@@ -666,49 +737,102 @@ def _json_list(value: Any) -> tuple[Any, ...]:
 #: The ids of the calls to load, a list bound as one expanding parameter.
 _IDS: sa.BindParameter[int] = sa.bindparam("ids", expanding=True)
 
-#: A call's row with its customer's and contact's names and its comment, in one statement.
-#: Not ``search_text`` or ``fingerprint``: only the writer reads them.
-_ENTRY = (
-    sa.select(
-        _calls.id,
-        _calls.version,
-        _calls.pbx,
-        _calls.conversation_id,
-        _raw(_calls.linkedids),
-        _calls.started_at,
-        _calls.answered_at,
-        _calls.ended_at,
-        _calls.approximate_end,
-        _calls.direction,
-        _calls.number,
-        _calls.number_raw,
-        _calls.did,
-        _calls.answered,
-        _calls.ring_seconds,
-        _calls.talk_seconds,
-        _raw(_calls.announced_recordings),
-        _raw(_calls.recording_hints),
-        _raw(_calls.queues),
-        _calls.status,
-        _calls.attention,
-        _calls.first_contact,
-        _calls.registered_at_end,
-        _calls.window_closes_at,
-        _calls.settled,
-        _calls.customer_id,
-        _calls.contact_id,
-        Customer.__table__.c.name,
-        Contact.__table__.c.name,
-        CallComment.__table__.c.text,
-        _calls.number_withheld,
-        _calls.callback_of,
-    )
-    .select_from(Call.__table__)
-    .outerjoin(Customer.__table__, Customer.__table__.c.id == _calls.customer_id)
+
+class _InIds(sa.ColumnElement[bool]):
+    """``column IN (ids)``, the ids bound as ``ids``: an expanding list on SQLite, one array
+    (``= ANY``) on PostgreSQL, where rendering 500 placeholders, each with its cast, on
+    every page of ``/changes`` cost more CPU than reading the rows."""
+
+    inherit_cache = True
+    _is_implicitly_boolean = True
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]  # noqa: RUF012
+    type = sa.Boolean()
+
+    def __init__(self, column: sa.ColumnElement[Any]) -> None:
+        self.column = column
+
+
+@compiles(_InIds)
+def _in_ids(element: _InIds, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.column.in_(_IDS), **kw))
+
+
+@compiles(_InIds, "postgresql")
+def _in_ids_postgresql(element: _InIds, compiler: Any, **kw: Any) -> str:
+    ids = sa.bindparam("ids", type_=postgresql.ARRAY(sa.BigInteger))
+    return str(compiler.process(element.column == sa.any_(ids), **kw))
+
+
+_LINKEDIDS = _raw(_calls.linkedids)
+_ANNOUNCED = _raw(_calls.announced_recordings)
+_HINTS = _raw(_calls.recording_hints)
+_QUEUES = _raw(_calls.queues)
+#: The columns of a call's row with its customer's and contact's names and its comment, read
+#: in one statement. Not ``search_text`` or ``fingerprint``: only the writer reads them.
+_ENTRY_COLUMNS = (
+    _calls.id,
+    _calls.version,
+    _calls.pbx,
+    _calls.conversation_id,
+    _LINKEDIDS,
+    _calls.started_at,
+    _calls.answered_at,
+    _calls.ended_at,
+    _calls.approximate_end,
+    _calls.direction,
+    _calls.number,
+    _calls.number_raw,
+    _calls.did,
+    _calls.answered,
+    _calls.ring_seconds,
+    _calls.talk_seconds,
+    _ANNOUNCED,
+    _HINTS,
+    _QUEUES,
+    _calls.status,
+    _calls.attention,
+    _calls.first_contact,
+    _calls.registered_at_end,
+    _calls.window_closes_at,
+    _calls.settled,
+    _calls.customer_id,
+    _calls.contact_id,
+    Customer.__table__.c.name,
+    Contact.__table__.c.name,
+    CallComment.__table__.c.text,
+    _calls.number_withheld,
+    _calls.callback_of,
+)
+_ENTRY_FROM = (
+    Call.__table__.outerjoin(Customer.__table__, Customer.__table__.c.id == _calls.customer_id)
     .outerjoin(Contact.__table__, Contact.__table__.c.id == _calls.contact_id)
     .outerjoin(CallComment.__table__, CallComment.__table__.c.call_id == _calls.id)
-    .where(_calls.id.in_(_IDS))
 )
+#: The same columns for a call object, which shows none of the four JSON lists: they are
+#: NULL, so that neither the driver (asyncpg decodes JSON itself) nor SQLite reads them.
+_UNSHOWN = (_LINKEDIDS, _ANNOUNCED, _HINTS, _QUEUES)
+_OBJECT_COLUMNS = tuple(
+    sa.null() if any(column is unshown for unshown in _UNSHOWN) else column
+    for column in _ENTRY_COLUMNS
+)
+
+
+def _since(columns: Sequence[sa.ColumnElement[Any]]) -> sa.Select[Any]:
+    """The rows of ``GET /changes``: ``version > since``, ascending, at most ``limit``."""
+    return (
+        sa.select(*columns)
+        .select_from(_ENTRY_FROM)
+        .where(_calls.version > sa.bindparam("since", type_=sa.BigInteger))
+        .order_by(_calls.version)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
+    )
+
+
+#: The rows of ``ids``.
+_ENTRY = sa.select(*_ENTRY_COLUMNS).select_from(_ENTRY_FROM).where(_InIds(_calls.id))
+_ENTRY_SINCE = _since(_ENTRY_COLUMNS)
+_OBJECT = sa.select(*_OBJECT_COLUMNS).select_from(_ENTRY_FROM).where(_InIds(_calls.id))
+_OBJECT_SINCE = _since(_OBJECT_COLUMNS)
 _PARTICIPANTS = (
     sa.select(
         _participants.call_id,
@@ -721,7 +845,7 @@ _PARTICIPANTS = (
         _participants.talk_seconds,
         _participants.on_mobile,
     )
-    .where(_participants.call_id.in_(_IDS))
+    .where(_InIds(_participants.call_id))
     .order_by(_participants.call_id, _participants.ordinal)
 )
 _LEGS = (
@@ -732,7 +856,7 @@ _LEGS = (
         _legs.disconnected_at,
         _legs.on_mobile,
     )
-    .where(_legs.call_id.in_(_IDS))
+    .where(_InIds(_legs.call_id))
     .order_by(_legs.call_id, _legs.ordinal)
 )
 _TRANSFERS = (
@@ -743,7 +867,7 @@ _TRANSFERS = (
         _transfers.by_extension,
         _transfers.target_extension,
     )
-    .where(_transfers.call_id.in_(_IDS))
+    .where(_InIds(_transfers.call_id))
     .order_by(_transfers.call_id, _transfers.ordinal)
 )
 _RECORDINGS = (
@@ -758,7 +882,7 @@ _RECORDINGS = (
         _recordings.duration_seconds,
         _recordings.size,
     )
-    .where(_recordings.call_id.in_(_IDS))
+    .where(_InIds(_recordings.call_id))
     .order_by(_recordings.part, _recordings.id)
 )
 
@@ -779,92 +903,89 @@ async def load_entries(
     return await session.run_sync(read_entries, list(ids), timeline=timeline)
 
 
+async def load_call_objects(
+    session: AsyncSession, ids: Sequence[int], timezone: ZoneInfo, employees: EmployeeDirectory
+) -> list[dict[str, Any]]:
+    """The call objects of ``ids``, in that order (missing ids are left out): the very
+    bytes :func:`storage.journal.to_call_object` makes of ``load_entries(ids)``'s entries,
+    rendered straight from the rows.
+
+    A page of ``/changes`` is up to a thousand calls; building an entry (a frozen
+    ``FinishedCall`` of 22 fields, its participants, the entry) and then rendering it cost
+    more than the database took to find and read the rows. Here a row becomes its call
+    object at once, and times are formatted with :class:`storage.journal.LocalTimes`.
+    ``tests/test_storage_journal.py`` pins the two renderings to each other and to recorded
+    bytes: a field added to the call object goes into both (:func:`_call_object`).
+    """
+    if not ids:
+        return []
+    return await session.run_sync(_read_objects, list(ids), timezone, employees)
+
+
+@dataclass(slots=True)
+class _Parts:
+    """The part rows of some calls, by call id, each list in its statement's order."""
+
+    participants: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
+    legs: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
+    transfers: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
+    recordings: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
+
+
+def _read_parts(session: Session, ids: list[int], *, timeline: bool) -> _Parts:
+    parts = _Parts()
+    if not ids:
+        return parts
+    statements = [(_PARTICIPANTS, parts.participants), (_RECORDINGS, parts.recordings)]
+    if timeline:
+        statements += [(_LEGS, parts.legs), (_TRANSFERS, parts.transfers)]
+    for statement, found in statements:
+        for row in session.execute(statement, {"ids": ids}):
+            found[row[0]].append(row)
+    return parts
+
+
 def read_entries(
     session: Session, ids: Sequence[int], *, timeline: bool = True
 ) -> list[JournalEntry]:
     """:func:`load_entries` in a synchronous session (the batch writer's thread)."""
     if not ids:
         return []
-    wanted = list(ids)
-    rows = {row[0]: row for row in session.execute(_ENTRY, {"ids": wanted})}
-    if not rows:
-        return []
-    wanted = [call_id for call_id in wanted if call_id in rows]
-    participants: dict[int, list[Participant]] = defaultdict(list)
-    for (
-        call_id,
-        extension,
-        role,
-        placed,
-        rang,
-        answered_at,
-        rang_at,
-        talk,
-        on_mobile,
-    ) in session.execute(_PARTICIPANTS, {"ids": wanted}):
-        participants[call_id].append(
-            Participant(
-                extension=extension,
-                role=_ROLES[role],
-                placed=placed,
-                rang=rang,
-                answered_at=answered_at,
-                rang_at=rang_at,
-                talk_seconds=talk,
-                mobile=on_mobile,
-            )
-        )
-    legs: dict[int, list[Leg]] = defaultdict(list)
-    transfers: dict[int, list[TransferNote]] = defaultdict(list)
-    if timeline:
-        for call_id, extension, connected_at, disconnected_at, on_mobile in session.execute(
-            _LEGS, {"ids": wanted}
-        ):
-            legs[call_id].append(Leg(extension, connected_at, disconnected_at, mobile=on_mobile))
-        for call_id, kind, at, by, target in session.execute(_TRANSFERS, {"ids": wanted}):
-            transfers[call_id].append(TransferNote(kind, at, by, target))
-    recordings: dict[int, list[StoredRecording]] = defaultdict(list)
-    for (
-        call_id,
-        key,
-        part,
-        pbx_path,
-        file_path,
-        started,
-        offset,
-        duration,
-        size,
-    ) in session.execute(_RECORDINGS, {"ids": wanted}):
-        found = FoundRecording(
-            part=part,
-            pbx_path=pbx_path,
-            file=Path(file_path),
-            started_at=started,
-            offset_seconds=offset,
-            duration_seconds=duration,
-            size=size,
-        )
-        recordings[call_id].append(StoredRecording(key, found))
-    no_parts: list[Any] = []
-    return [
-        _entry(
-            rows[call_id],
-            participants.get(call_id, no_parts),
-            legs.get(call_id, no_parts),
-            transfers.get(call_id, no_parts),
-            recordings.get(call_id, no_parts),
-        )
-        for call_id in wanted
-    ]
+    rows = {row[0]: row for row in session.execute(_ENTRY, {"ids": list(ids)})}
+    wanted = [call_id for call_id in ids if call_id in rows]
+    parts = _read_parts(session, wanted, timeline=timeline)
+    return [_entry(rows[call_id], parts) for call_id in wanted]
 
 
-def _entry(
-    row: Sequence[Any],
-    participants: list[Participant],
-    legs: list[Leg],
-    transfers: list[TransferNote],
-    recordings: list[StoredRecording],
-) -> JournalEntry:
+def _read_entries_since(session: Session, since: int, limit: int) -> list[JournalEntry]:
+    rows = session.execute(_ENTRY_SINCE, {"since": since, "limit": limit}).all()
+    parts = _read_parts(session, [row[0] for row in rows], timeline=False)
+    return [_entry(row, parts) for row in rows]
+
+
+def _read_objects(
+    session: Session, ids: list[int], timezone: ZoneInfo, employees: EmployeeDirectory
+) -> list[dict[str, Any]]:
+    rows = {row[0]: row for row in session.execute(_OBJECT, {"ids": ids})}
+    wanted = [call_id for call_id in ids if call_id in rows]
+    parts = _read_parts(session, wanted, timeline=False)
+    times = LocalTimes(timezone)
+    return [_call_object(rows[call_id], parts, times, employees) for call_id in wanted]
+
+
+def _read_objects_since(
+    session: Session, since: int, limit: int, timezone: ZoneInfo, employees: EmployeeDirectory
+) -> list[dict[str, Any]]:
+    rows = session.execute(_OBJECT_SINCE, {"since": since, "limit": limit}).all()
+    parts = _read_parts(session, [row[0] for row in rows], timeline=False)
+    times = LocalTimes(timezone)
+    return [_call_object(row, parts, times, employees) for row in rows]
+
+
+_NONE: list[Any] = []
+
+
+def _entry(row: Sequence[Any], parts: _Parts) -> JournalEntry:
     (
         call_id,
         version,
@@ -899,6 +1020,29 @@ def _entry(
         number_withheld,
         callback_of,
     ) = row
+    participants = tuple(
+        Participant(
+            extension=extension,
+            role=_ROLES[role],
+            placed=placed,
+            rang=rang,
+            answered_at=participant_answered_at,
+            rang_at=rang_at,
+            talk_seconds=talk,
+            mobile=on_mobile,
+        )
+        for (
+            _,
+            extension,
+            role,
+            placed,
+            rang,
+            participant_answered_at,
+            rang_at,
+            talk,
+            on_mobile,
+        ) in parts.participants.get(call_id, _NONE)
+    )
     call = FinishedCall(
         conversation_id=conversation_id,
         linkedids=_json_list(linkedids),
@@ -910,8 +1054,13 @@ def _entry(
         external_number=number_raw,
         did=did,
         answered=answered,
-        participants=tuple(participants),
-        legs=tuple(legs),
+        participants=participants,
+        legs=tuple(
+            Leg(extension, connected_at, disconnected_at, mobile=on_mobile)
+            for _, extension, connected_at, disconnected_at, on_mobile in parts.legs.get(
+                call_id, _NONE
+            )
+        ),
         ring_seconds=ring_seconds,
         talk_seconds=talk_seconds,
         recordings=tuple(
@@ -920,7 +1069,10 @@ def _entry(
         ),
         recording_hints=_json_list(hints),
         queues=_json_list(queues),
-        transfers=tuple(transfers),
+        transfers=tuple(
+            TransferNote(kind, at, by, target)
+            for _, kind, at, by, target in parts.transfers.get(call_id, _NONE)
+        ),
         number_withheld=number_withheld,
         callback_of=callback_of,
     )
@@ -933,6 +1085,31 @@ def _entry(
             contact_id=contact_id,
             contact_name=contact_name if contact_id is not None else None,
         )
+    recordings = tuple(
+        StoredRecording(
+            key,
+            FoundRecording(
+                part=part,
+                pbx_path=pbx_path,
+                file=Path(file_path),
+                started_at=started,
+                offset_seconds=offset,
+                duration_seconds=duration,
+                size=size,
+            ),
+        )
+        for (
+            _,
+            key,
+            part,
+            pbx_path,
+            file_path,
+            started,
+            offset,
+            duration,
+            size,
+        ) in parts.recordings.get(call_id, _NONE)
+    )
     return JournalEntry(
         id=call_id,
         version=version,
@@ -946,10 +1123,155 @@ def _entry(
         registered_at_end=registered_at_end,
         window_closes_at=window_closes_at,
         settled=settled,
-        recordings=tuple(recordings),
+        recordings=recordings,
         customer=customer,
         comment=comment,
     )
+
+
+#: A status as the call object shows it: its value and its label.
+_STATUS_SHOWN = {member.value: (member.value, member.label) for member in Status}
+
+
+def _call_object(
+    row: Sequence[Any], parts: _Parts, times: LocalTimes, employees: EmployeeDirectory
+) -> dict[str, Any]:
+    """:func:`storage.journal.to_call_object` of the row's entry, made from the row: the
+    same keys in the same order, the same values (keep the two in step)."""
+    (
+        call_id,
+        version,
+        pbx,
+        conversation_id,
+        _linkedids,
+        started_at,
+        answered_at,
+        ended_at,
+        approximate_end,
+        direction,
+        number,
+        number_raw,
+        did,
+        _answered,
+        ring_seconds,
+        talk_seconds,
+        _announced,
+        _hints,
+        _queues,
+        status,
+        attention,
+        first_contact,
+        _registered_at_end,
+        _window_closes_at,
+        _settled,
+        customer_id,
+        contact_id,
+        customer_name,
+        contact_name,
+        comment,
+        number_withheld,
+        callback_of,
+    ) = row
+    internal = _DIRECTIONS[direction] is Direction.INTERNAL
+    status_value, status_label = _STATUS_SHOWN[status]
+    customer = None
+    if customer_id is not None:
+        customer = {
+            "id": customer_id,
+            # A customer row that is gone shows as a nameless customer (as _entry).
+            "name": customer_name if customer_name is not None else "",
+            "contact": None if contact_id is None else {"id": contact_id, "name": contact_name},
+        }
+    people = []
+    for participant in parts.participants.get(call_id, _NONE):
+        extension = participant[1]
+        info = employees.get(extension)
+        people.append(
+            {
+                "id": info.id,
+                "extension": extension,
+                "name": info.name,
+                "role": _ROLES[participant[2]].value,
+                "on_mobile": participant[8],
+            }
+        )
+    return {
+        "id": call_id,
+        "pbx": pbx,
+        "linkedid": conversation_id,
+        "started_at": times(started_at),
+        "answered_at": times(answered_at),
+        "ended_at": times(ended_at),
+        "approximate_end": approximate_end,
+        "direction": direction,
+        "status": status_value,
+        "status_label": status_label,
+        "number": None if internal else number,
+        "number_raw": number_raw,
+        "number_withheld": number_withheld,
+        "did": did,
+        "callback_of": callback_of,
+        "customer": customer,
+        "unregistered": not internal and customer_id is None,
+        "employees": people,
+        "ring_seconds": round(ring_seconds, 1),
+        "talk_seconds": round(talk_seconds, 1),
+        "first_contact": first_contact,
+        "attention": attention,
+        "comment": comment,
+        "recordings": [
+            {
+                "id": key,
+                "part": part,
+                "offset_seconds": offset,
+                "duration_seconds": duration,
+                "url": f"/api/v1/recordings/{key}",
+            }
+            for _, key, part, _path, _file, _started, offset, duration, _size in (
+                parts.recordings.get(call_id, _NONE)
+            )
+        ],
+        "version": version,
+    }
+
+
+async def warm_up(session: AsyncSession) -> None:
+    """Run the statements of the journal's pages once on this session's connection, with
+    arguments that match nothing (a cursor before the first call, id 0, a version beyond the
+    last): a new PostgreSQL backend loads the catalog entries of every table, index, column
+    statistic, operator and type a statement uses the first time it plans it — about 550
+    pages read after a restart, tens of milliseconds even when they are cached — and each
+    statement here reads no more than an index's first pages. Then the journal's first page
+    is read, the screen most often opened first.
+    :meth:`storage.engine.Database.warm_connections` does this on each of the pool's
+    connections when the server was (re)connected, ahead of the requests."""
+    dialect = (await session.connection()).dialect.name
+    nothing = encode_cursor(1.0, 0)
+    pages = [
+        JournalFilter(),
+        JournalFilter(kinds=frozenset({"missed"})),
+        JournalFilter(first_contact=True, unregistered=True),
+        JournalFilter(employee="-", attention=True),
+        JournalFilter(query="warm-up"),
+    ]
+    statements: list[Any] = [
+        journal_statement(dialect, where, limit=51, cursor=nothing) for where in pages
+    ]
+    statements += [
+        _ENTRY.params(ids=[0]),
+        _ENTRY_SINCE.params(since=INT64_MAX, limit=1),
+        _PARTICIPANTS.params(ids=[0]),
+        _RECORDINGS.params(ids=[0]),
+        _LEGS.params(ids=[0]),
+        _TRANSFERS.params(ids=[0]),
+        sa.select(JournalState.journal_id, JournalState.last_version).where(JournalState.id == 1),
+        sa.select(EmployeeExtension.extension).where(EmployeeExtension.employee_id == "-"),
+    ]
+    for statement in statements:
+        (await session.execute(statement)).all()
+    # And the journal's first page, for real: the screen opened first after a restart.
+    ids, _ = await page_ids(session, JournalFilter())
+    await load_entries(session, ids, timeline=False)
 
 
 async def explain(
