@@ -54,7 +54,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import Session
 
 from connector.assembly import (
     Direction,
@@ -84,6 +84,7 @@ from storage.models import (
     Customer,
     Employee,
     EmployeeExtension,
+    ExtensionCall,
     JournalState,
 )
 from storage.rules import Status
@@ -288,20 +289,41 @@ def _search_condition(
     return sa.and_(*likes) if search.all_of else sa.or_(*likes)
 
 
-def _kind_condition(kind: str) -> sa.ColumnElement[bool]:
+def _kind_condition(kind: str, c: Any) -> sa.ColumnElement[bool]:
+    """A kind's condition on the columns ``c`` (``calls``' or ``extension_calls``')."""
     if kind == "incoming":
-        return Call.direction == Direction.INCOMING.value
+        return sa.and_(c.direction == Direction.INCOMING.value)
     if kind == "outgoing":
-        return Call.direction == Direction.OUTGOING.value
+        return sa.and_(c.direction == Direction.OUTGOING.value)
     if kind == "missed":
-        return sa.and_(Call.direction == Direction.INCOMING.value, Call.answered == sa.false())
+        return sa.and_(c.direction == Direction.INCOMING.value, c.answered == sa.false())
     if kind == "lost":
-        return Call.status == Status.LOST.value
+        return sa.and_(c.status == Status.LOST.value)
     raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(sorted(KINDS))}")
 
 
-def _flag(column: InstrumentedAttribute[bool], wanted: bool) -> sa.ColumnElement[bool]:
+def _flag(column: sa.ColumnElement[bool], wanted: bool) -> sa.ColumnElement[bool]:
     return column == (sa.true() if wanted else sa.false())
+
+
+def _flag_conditions(where: JournalFilter, c: Any) -> list[sa.ColumnElement[bool]]:
+    """The filter's kinds, internal mode and flags as conditions on the columns ``c`` (of
+    ``calls``, or of ``extension_calls``, which carries the same ones)."""
+    conditions: list[sa.ColumnElement[bool]] = []
+    if where.kinds:
+        conditions.append(sa.or_(*(_kind_condition(kind, c) for kind in sorted(where.kinds))))
+    if where.internal is InternalCalls.ONLY:
+        conditions.append(c.direction == Direction.INTERNAL.value)
+    elif where.internal is InternalCalls.HIDE and not where.kinds:
+        conditions.append(c.direction != Direction.INTERNAL.value)
+    for name, wanted in (
+        ("first_contact", where.first_contact),
+        ("unregistered", where.unregistered),
+        ("attention", where.attention),
+    ):
+        if wanted is not None:
+            conditions.append(_flag(c[name], wanted))
+    return conditions
 
 
 #: The columns of ``ix_calls_class``, in its order, and every value each can hold: the
@@ -319,6 +341,10 @@ CLASS_COLUMNS: tuple[tuple[str, tuple[Any, ...]], ...] = (
 #: Above this many classes a filter is dense enough to walk the journal (or its own index)
 #: in order: the classes would cost more seeks than the walk reads entries.
 MAX_CLASSES = 48
+#: The same for "my calls": an extension's calls are a 40th of the journal or so, so its
+#: ranges are short and near each other; every single flag (80 classes with internal calls
+#: hidden) is merged, a period or "hide internal calls" alone (160) is walked.
+MAX_EMPLOYEE_CLASSES = 80
 
 
 def _kind_matches(kind: str, cls: dict[str, Any]) -> bool:
@@ -369,18 +395,35 @@ def _conditions_used(where: JournalFilter) -> int:
 
 def journal_classes(where: JournalFilter) -> list[dict[str, Any]] | None:
     """The classes a combined filter's page merges, or None when it walks an index instead:
-    a single filter (with or without "my calls") has an index of its own, whose range is
-    exactly its rows; a filter that matches more than ``MAX_CLASSES`` classes is dense; a
-    search goes through its own index."""
+    a single filter has an index of its own, whose range is exactly its rows; a filter that
+    matches more than ``MAX_CLASSES`` classes is dense; a search goes through its own index.
+
+    "My calls" (without a search) reads ``extension_calls`` instead: see
+    :func:`employee_classes`."""
     if where.query or _conditions_used(where) < 2:
         return None
+    return _matching_classes(where, MAX_CLASSES)
+
+
+def employee_classes(where: JournalFilter) -> list[dict[str, Any]] | None:
+    """The classes a page of "my calls" merges, one ``ix_extension_calls_class`` range per
+    extension and class, or None when the filter is dense (more than
+    ``MAX_EMPLOYEE_CLASSES`` classes: hiding internal calls and nothing else, a period,
+    ``internal=show``): then the page walks the extension's calls in journal order
+    (``extension_calls``' key) and tests the flags the entries carry."""
+    if where.query:
+        return None
+    return _matching_classes(where, MAX_EMPLOYEE_CLASSES)
+
+
+def _matching_classes(where: JournalFilter, most: int) -> list[dict[str, Any]] | None:
     names = [name for name, _ in CLASS_COLUMNS]
     found = []
     for values in itertools.product(*(domain for _, domain in CLASS_COLUMNS)):
         cls = dict(zip(names, values, strict=True))
         if _class_matches(where, cls):
             found.append(cls)
-            if len(found) > MAX_CLASSES:
+            if len(found) > most:
                 return None
     return found
 
@@ -405,7 +448,11 @@ def journal_statement(
     A filter combining several conditions is a ``UNION ALL`` of one ``ix_calls_class`` range
     per matching class (:func:`journal_classes`), ordered by ``(started_at, id)``: both
     engines merge the ranges lazily (SQLite's ``MERGE (UNION ALL)``, PostgreSQL's Merge
-    Append) and stop after a page."""
+    Append) and stop after a page. "My calls" without a search reads ``extension_calls``
+    instead (:func:`_mine_statement`); with a search it probes the participants of each row
+    the search walks."""
+    if where.employee is not None and not where.query:
+        return _mine_statement(dialect, where, limit=limit, cursor=cursor, extensions=extensions)
     shared: list[sa.ColumnElement[bool]] = []
     if where.started_from is not None:
         shared.append(Call.started_at >= where.started_from)
@@ -454,19 +501,7 @@ def journal_statement(
         return merged.order_by(
             merged.selected_columns.started_at.desc(), merged.selected_columns.id.desc()
         ).limit(limit)
-    conditions: list[sa.ColumnElement[bool]] = []
-    if where.kinds:
-        conditions.append(sa.or_(*(_kind_condition(kind) for kind in sorted(where.kinds))))
-    if where.internal is InternalCalls.ONLY:
-        conditions.append(Call.direction == Direction.INTERNAL.value)
-    elif where.internal is InternalCalls.HIDE and not where.kinds:
-        conditions.append(Call.direction != Direction.INTERNAL.value)
-    if where.first_contact is not None:
-        conditions.append(_flag(Call.first_contact, where.first_contact))
-    if where.unregistered is not None:
-        conditions.append(_flag(Call.unregistered, where.unregistered))
-    if where.attention is not None:
-        conditions.append(_flag(Call.attention, where.attention))
+    conditions = _flag_conditions(where, Call.__table__.c)
     if where.query:
         search = parse_query(where.query, region)
         if not search.empty:
@@ -508,6 +543,103 @@ def _classes_lateral(
         .order_by(page.c.started_at.desc(), page.c.id.desc())
         .limit(limit)
     )
+
+
+_mine = ExtensionCall.__table__.c
+
+
+def _mine_statement(
+    dialect: str,
+    where: JournalFilter,
+    *,
+    limit: int,
+    cursor: str | None,
+    extensions: Sequence[str],
+) -> sa.Select[int, float] | sa.CompoundSelect[int, float]:
+    """The page of "my calls" (without a search), from ``extension_calls``: ids and start
+    times, newest first.
+
+    A rare filter is one range of ``ix_extension_calls_class`` per extension and matching
+    class, merged in journal order (SQLite: a ``UNION ALL`` merged lazily; PostgreSQL: the
+    ranges as ``VALUES`` joined ``LATERAL`` to one index-only scan cut to a page, as
+    :func:`_classes_lateral`); a dense one walks each extension's calls in journal order (the
+    table's key) and tests the flags on the entries. An employee with several extensions
+    merges those too, a call of two of them once (``UNION``, ``DISTINCT``)."""
+    shared: list[sa.ColumnElement[bool]] = []
+    if where.started_from is not None:
+        shared.append(_mine.started_at >= where.started_from)
+    if where.started_until is not None:
+        shared.append(_mine.started_at < where.started_until)
+    if cursor is not None:
+        started, call_id = decode_cursor(cursor)
+        shared.append(sa.tuple_(_mine.started_at, _mine.call_id) < sa.tuple_(started, call_id))
+    owned = sorted(set(extensions)) or [str(where.employee)]
+    classes = employee_classes(where)
+    newest = (_mine.started_at.desc(), _mine.call_id.desc())
+    several = len(owned) > 1
+    if classes is not None and not classes:
+        return sa.select(_mine.call_id.label("id"), _mine.started_at).where(sa.false()).limit(limit)
+    if classes is not None and dialect == "postgresql":
+        return _mine_lateral(owned, classes, shared, limit)
+    if classes is not None:
+        arms = [
+            sa.select(_mine.call_id.label("id"), _mine.started_at).where(
+                _mine.extension == extension,
+                *(_mine[name] == value for name, value in cls.items()),
+                *shared,
+            )
+            for extension in owned
+            for cls in classes
+        ]
+    else:
+        flags = _flag_conditions(where, _mine)
+        arms = [
+            sa.select(_mine.call_id.label("id"), _mine.started_at).where(
+                _mine.extension == extension, *flags, *shared
+            )
+            for extension in owned
+        ]
+    if len(arms) == 1:
+        return arms[0].order_by(*newest).limit(limit)
+    if dialect == "postgresql":
+        arms = [arm.order_by(*newest).limit(limit) for arm in arms]
+    merged = sa.union(*arms) if several else sa.union_all(*arms)
+    return merged.order_by(
+        merged.selected_columns.started_at.desc(), merged.selected_columns.id.desc()
+    ).limit(limit)
+
+
+def _mine_lateral(
+    extensions: list[str],
+    classes: list[dict[str, Any]],
+    shared: list[sa.ColumnElement[bool]],
+    limit: int,
+) -> sa.Select[int, float]:
+    """PostgreSQL's page of "my calls" with a rare filter: each (extension, class) a page of
+    ``ix_extension_calls_class`` (``LATERAL``, planned once), the pages sorted."""
+    names = [name for name, _ in CLASS_COLUMNS]
+    keys = sa.values(
+        sa.column("extension", _mine.extension.type),
+        *(sa.column(name, _mine[name].type) for name in names),
+        name="classes",
+    ).data(
+        [(extension, *(cls[name] for name in names)) for extension in extensions for cls in classes]
+    )
+    page = (
+        sa.select(_mine.call_id.label("id"), _mine.started_at)
+        .where(
+            _mine.extension == keys.c.extension,
+            *(_mine[name] == keys.c[name] for name in names),
+            *shared,
+        )
+        .order_by(_mine.started_at.desc(), _mine.call_id.desc())
+        .limit(limit)
+        .lateral("class_page")
+    )
+    statement = sa.select(page.c.id, page.c.started_at).select_from(keys).join(page, sa.true())
+    if len(extensions) > 1:
+        statement = statement.distinct()
+    return statement.order_by(page.c.started_at.desc(), page.c.id.desc()).limit(limit)
 
 
 def _class_column(name: str) -> sa.ColumnElement[Any]:
