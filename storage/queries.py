@@ -742,10 +742,14 @@ def _class_keys(classes: list[dict[str, Any]]) -> Any:
         )
         for name, _ in CLASS_COLUMNS
     ]
-    return sa.func.unnest(*arrays).table_valued(
-        *(sa.column(name, _class_column(name).type) for name, _ in CLASS_COLUMNS),
-        name="classes",
-    ).render_derived(name="classes")
+    return (
+        sa.func.unnest(*arrays)
+        .table_valued(
+            *(sa.column(name, _class_column(name).type) for name, _ in CLASS_COLUMNS),
+            name="classes",
+        )
+        .render_derived(name="classes")
+    )
 
 
 def _class_column(name: str) -> sa.ColumnElement[Any]:

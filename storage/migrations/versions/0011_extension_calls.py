@@ -208,9 +208,7 @@ def _participants_sqlite(*, with_rowid: bool) -> None:
     op.drop_index("ix_call_participants_extension", table_name="call_participants")
     op.drop_table("call_participants")
     op.rename_table("call_participants_new", "call_participants")
-    op.create_index(
-        "ix_call_participants_extension", "call_participants", ["extension", "call_id"]
-    )
+    op.create_index("ix_call_participants_extension", "call_participants", ["extension", "call_id"])
 
 
 def _participants_postgres(include: Sequence[str]) -> None:
