@@ -18,7 +18,8 @@ Every filter maps to a column with a ``(column, started_at, id)`` index (see
 :mod:`storage.models`), so the planner walks one index range in order and stops after a page;
 ``missed`` is "incoming and not answered", which needs no status list (``no_answer`` and
 ``lost`` both are exactly that). Filters combine with AND; several kinds combine with OR.
-"My calls" is a semi-join on the participants' ``(call_id, extension)`` key. Search goes
+"My calls" reads ``extension_calls`` (each extension's calls in journal order with their
+flags, :func:`mine_page`); with a search, a probe of the participants per row. Search goes
 through the trigram index (:mod:`storage.search` explains the text): an FTS5 ``MATCH`` on
 SQLite, ``LIKE`` over a ``pg_trgm`` GIN index on PostgreSQL; the terms are bound parameters,
 with ``%``/``_`` escaped for LIKE and quotes doubled for FTS5. A term under three characters
