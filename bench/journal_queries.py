@@ -33,7 +33,9 @@ back is drawn; ``first_contact`` on a number's first call), and ``search_text`` 
 the daemon's own :func:`storage.search.search_text`. Rows go in with the engines' bulk paths
 (``executemany`` in 20,000-row transactions on SQLite, ``COPY`` on PostgreSQL) into the
 migrated schema (``--schema``: at that revision) with the secondary indexes dropped and built
-after the load, the FTS5 index rebuilt once and its triggers recreated; then ``ANALYZE``.
+after the load, the FTS5 index rebuilt once and its triggers recreated, ``extension_calls``
+(migration 0011) filled from the participants in one ``INSERT ... SELECT`` with its triggers
+dropped for the load and recreated; then ``ANALYZE``.
 
 *Measure.* Each case (:func:`query_cases`, shared with ``bench/http_calls.py``) is a query
 string of ``GET /calls`` (or ``/changes``), read as the API reads it, and runs
