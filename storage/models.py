@@ -41,6 +41,7 @@ __all__ = [
     "Employee",
     "EmployeeExtension",
     "EmployeeMobile",
+    "ExtensionCall",
     "JournalState",
     "OpenConversation",
     "PhoneNumber",
@@ -249,16 +250,36 @@ class Call(Base):
     version: Mapped[int] = mapped_column(sa.BigInteger, unique=True)
 
 
+#: The columns of a participant a page reads besides its key (``storage.queries``).
+PARTICIPANT_COLUMNS = (
+    "extension",
+    "role",
+    "placed",
+    "rang",
+    "answered_at",
+    "rang_at",
+    "talk_seconds",
+    "on_mobile",
+)
+
+
 class CallParticipant(Base):
-    """An employee in a call, once, in the order of the call object."""
+    """An employee in a call, once, in the order of the call object.
+
+    A call's participants are one read (migration 0011): SQLite stores the table in its key's
+    order (``WITHOUT ROWID``: no rowid table behind the key's index), PostgreSQL carries every
+    column in the key's index (``INCLUDE``: an index-only scan), so that a page of scattered
+    calls reads one B-tree leaf per call instead of the index's and the table's."""
 
     __tablename__ = "call_participants"
-    __table_args__ = (sa.Index("ix_call_participants_extension", "extension", "call_id"),)
-
-    call_id: Mapped[int] = mapped_column(
-        BigId, sa.ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True
+    __table_args__ = (
+        sa.PrimaryKeyConstraint("call_id", "ordinal", postgresql_include=list(PARTICIPANT_COLUMNS)),
+        sa.Index("ix_call_participants_extension", "extension", "call_id"),
+        {"sqlite_with_rowid": False},
     )
-    ordinal: Mapped[int] = mapped_column(primary_key=True)
+
+    call_id: Mapped[int] = mapped_column(BigId, sa.ForeignKey("calls.id", ondelete="CASCADE"))
+    ordinal: Mapped[int]
     extension: Mapped[str] = mapped_column(sa.String(64))
     role: Mapped[str] = mapped_column(sa.String(16))
     placed: Mapped[bool]
@@ -268,6 +289,50 @@ class CallParticipant(Base):
     talk_seconds: Mapped[float]
     #: Reached on one of their mobiles (over a trunk), not a desk phone.
     on_mobile: Mapped[bool] = mapped_column(server_default=sa.false(), default=False)
+
+
+#: The call's columns ``extension_calls`` copies: the class columns of ``ix_calls_class``.
+EXTENSION_CALL_CLASS = (
+    "direction",
+    "answered",
+    "attention",
+    "first_contact",
+    "unregistered",
+    "status",
+)
+
+
+class ExtensionCall(Base):
+    """ "Мои звонки" in journal order: one row per call and extension taking part in it, with
+    the call's start and class (``ix_calls_class``'s columns), written by triggers on
+    ``calls`` and ``call_participants`` (migration 0011), never by the ORM.
+
+    Its key ``(extension, started_at, call_id)`` is an extension's calls newest first (the
+    flags carried along: SQLite stores the table in that order, ``WITHOUT ROWID``; PostgreSQL
+    keeps them in the key's index, ``INCLUDE``), and ``ix_extension_calls_class`` is one range
+    per extension and class, as ``ix_calls_class`` is for the whole journal."""
+
+    __tablename__ = "extension_calls"
+    __table_args__ = (
+        sa.PrimaryKeyConstraint(
+            "extension", "started_at", "call_id", postgresql_include=list(EXTENSION_CALL_CLASS)
+        ),
+        sa.Index(
+            "ix_extension_calls_class", "extension", *EXTENSION_CALL_CLASS, "started_at", "call_id"
+        ),
+        {"sqlite_with_rowid": False},
+    )
+
+    extension: Mapped[str] = mapped_column(sa.String(64))
+    started_at: Mapped[float]
+    #: Not a foreign key: the triggers delete the rows of a call that goes.
+    call_id: Mapped[int] = mapped_column(BigId)
+    direction: Mapped[str] = mapped_column(sa.String(16))
+    answered: Mapped[bool]
+    attention: Mapped[bool]
+    first_contact: Mapped[bool]
+    unregistered: Mapped[bool]
+    status: Mapped[str] = mapped_column(sa.String(16))
 
 
 class CallLeg(Base):
