@@ -583,13 +583,17 @@ class JournalWriter:
                     return
                 await self._pause(delay)
                 continue
+            took = loop.time() - began
             if len(batch) == 1:
-                took = loop.time() - began
                 self._commit_seconds = (
                     0.7 * self._commit_seconds + 0.3 * took if self._commit_seconds else took
                 )
+            elif batch:
+                # A bare commit takes no longer than a batch of several did: one slow commit
+                # (a lock waited for) does not keep the batches big once batches are written.
+                self._commit_seconds = min(self._commit_seconds, took)
             if batch:
-                per_call = (loop.time() - began) / len(batch)
+                per_call = took / len(batch)
                 self._call_seconds = 0.7 * self._call_seconds + 0.3 * max(per_call, 1e-5)
             if failures:
                 log.warning("journal writable again", after_failures=failures)
