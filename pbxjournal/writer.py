@@ -7,7 +7,10 @@ as the previous one committed (no timer). A single call is therefore visible as 
 own transaction commits, and a burst costs one commit per batch instead of one per call. A
 batch holds as many calls as the database writes in about ``batch_seconds`` (measured as it
 goes, at most ``max_batch``), 50 ms by default: a call that ends while a batch is being
-written waits for that batch and its own. Under a steady stream of calls, though, a batch
+written waits for that batch and its own. A database whose bare commit (a batch of one call)
+takes longer than that aims at twice its commit instead: measuring each call at a whole
+commit, it would otherwise write one call per commit for good (PostgreSQL on a busy host
+fell behind a burst that way, docs/benchmarks.md). Under a steady stream of calls, though, a batch
 would start the moment the previous one committed, with one or two calls in it, and the
 fixed cost of a batch (the transaction, the reads it makes for all its calls, the readback
 for the log, the wake-up of 1C's long-polls) would be paid that many times: batches start at
@@ -363,6 +366,9 @@ class JournalWriter:
         self._last_batch_at = -math.inf
         #: Seconds one call takes to write, a moving average (a guess until measured).
         self._call_seconds = 0.02
+        #: Seconds a batch of one call takes, a moving average (0.0 until measured): a
+        #: commit's own cost, whatever the calls in it.
+        self._commit_seconds = 0.0
         self.retry_min = retry_min
         self.retry_max = retry_max
         self.open_changes = open_changes
@@ -539,7 +545,12 @@ class JournalWriter:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), max(0.0, wake_at - loop.time()))
                 continue
-            size = max(1, min(self.max_batch, int(self.batch_seconds / self._call_seconds)))
+            # A database whose bare commit outlasts batch_seconds (PostgreSQL on a busy host,
+            # or across a network) aims at batches twice that commit: aiming at batch_seconds,
+            # it would measure each call at that whole commit and write one call per commit
+            # for good, slower than calls end.
+            target = max(self.batch_seconds, 2 * self._commit_seconds)
+            size = max(1, min(self.max_batch, int(target / self._call_seconds)))
             spool_end = spool_lines = 0
             if from_spool:
                 assert self.spool is not None
@@ -572,8 +583,17 @@ class JournalWriter:
                     return
                 await self._pause(delay)
                 continue
+            took = loop.time() - began
+            if len(batch) == 1:
+                self._commit_seconds = (
+                    0.7 * self._commit_seconds + 0.3 * took if self._commit_seconds else took
+                )
+            elif batch:
+                # A bare commit takes no longer than a batch of several did: one slow commit
+                # (a lock waited for) does not keep the batches big once batches are written.
+                self._commit_seconds = min(self._commit_seconds, took)
             if batch:
-                per_call = (loop.time() - began) / len(batch)
+                per_call = took / len(batch)
                 self._call_seconds = 0.7 * self._call_seconds + 0.3 * max(per_call, 1e-5)
             if failures:
                 log.warning("journal writable again", after_failures=failures)
