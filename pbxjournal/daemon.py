@@ -233,93 +233,106 @@ class Daemon:
 
     async def _serve(self, spool: CallSpool) -> None:
         settings = self.settings
-        async with open_journal(settings) as journal:
-            # After the journal: a journal that cannot be opened is what an admin must hear
-            # of (the default spool lies beside a SQLite file), and its directory is never
-            # created by the spool. Only the default outside systemd is a directory of ours.
-            own = not settings.writer.spool and spool.path.parent.name == "pbxjournal"
-            await asyncio.to_thread(spool.open, create_directory=own)
-            if spool.count:
-                log.warning(
-                    "spooled calls from the last run are written first",
-                    calls=spool.count,
-                    spool=str(spool.path),
-                )
-            self.journal = journal
-            # Employees' extensions and mobiles as the journal has them (the configuration's,
-            # seeded, and edits over HTTP), and again after each edit: new calls follow.
-            await self._load_classifier()
-            journal.on_employees_changed(self._employees_changed)
-            await self._restore_open(journal, await asyncio.to_thread(spool.conversation_ids))
-            writer = JournalWriter(
-                journal,
-                self.finder,
-                self._pbx_now,
-                on_written=self._on_written,
-                spool=spool,
-                max_pending=settings.writer.max_pending,
-                open_changes=self.assembler.take_changes,
-                open_all=self.assembler.export_all,
-                open_prefix=self._open_prefix,
-                open_new=lambda: self.assembler.take_changes(new_only=True),
-                open_written=self.assembler.forget_finished,
-                # A changed attention window (or time zone, for end_of_day) re-evaluates the
-                # calls it decides, as the writer's first work (docs/storage.md, "A changed
-                # attention window"); on the host's clock, the PBX's may not be read yet.
-                first_work=lambda: repair_rules(
-                    journal,
-                    time.time(),
-                    lambda message, details: log.info(message, **details),
-                    keep_going=lambda: not writer.closing,
-                ),
+        # Migrations at start may take minutes on a big journal: systemd is told to wait.
+        opening = asyncio.create_task(
+            self.notifier.keep_starting("opening the journal database (migrations)"),
+            name="start-timeout",
+        )
+        try:
+            async with open_journal(settings) as journal:
+                opening.cancel()
+                await self._serve_journal(journal, spool)
+        finally:
+            opening.cancel()
+
+    async def _serve_journal(self, journal: SqlJournal, spool: CallSpool) -> None:
+        settings = self.settings
+        # After the journal: a journal that cannot be opened is what an admin must hear
+        # of (the default spool lies beside a SQLite file), and its directory is never
+        # created by the spool. Only the default outside systemd is a directory of ours.
+        own = not settings.writer.spool and spool.path.parent.name == "pbxjournal"
+        await asyncio.to_thread(spool.open, create_directory=own)
+        if spool.count:
+            log.warning(
+                "spooled calls from the last run are written first",
+                calls=spool.count,
+                spool=str(spool.path),
             )
-            self.writer = writer
-            http = await self._start_http(journal)
-            # What start-up made (modules, the mappers, the configuration, the restored
-            # conversations) lives as long as the daemon: out of the collector's sight, so that
-            # a full collection scans only what the calls make. It stalled the event loop for
-            # 100-140 ms every 10 s at 100 calls/s, the tail of the latency (docs/benchmarks.md).
-            gc.collect()
-            gc.freeze()
-            gc.set_threshold(*GC_THRESHOLDS)
-            async with asyncio.TaskGroup() as tasks:
-                writing = tasks.create_task(writer.run(), name="journal-writer")
-                connector = tasks.create_task(self.connector.run(), name="ami-connector")
-                tasks.create_task(self._tick(), name="grace-timer")
-                maintenance = tasks.create_task(self._maintain(journal), name="db-maintenance")
-                watchdog = tasks.create_task(self.notifier.run_watchdog(), name="watchdog")
-                self.notifier.notify(
-                    ready=1, status=f"journal of {settings.pbx.name}; AMI {settings.ami.host}"
-                )
-                await self._stop.wait()
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + settings.writer.stop_timeout
-                self.notifier.notify(stopping=1, status="stopping")
-                watchdog.cancel()
-                maintenance.cancel()
-                await self.connector.close()
-                await connector
-                # Conversations only waiting out their grace period are finished now rather
-                # than lost; the writer writes what it can by the deadline, spools the rest.
-                self._submit(self.assembler.expire(self._pbx_now() + settings.pbx.hangup_grace))
-                writer_deadline = deadline - HTTP_STOP_SECONDS
-                await writer.close(writer_deadline)
-                try:
-                    # run() returns by the deadline unless one write outlasts it (a database
-                    # that hangs): cancelled then, it spools what is left as it ends.
-                    await asyncio.wait_for(
-                        asyncio.shield(writing), max(0.0, writer_deadline - loop.time()) + 0.5
-                    )
-                except TimeoutError:
-                    log.warning("stop deadline: the journal writer cancelled")
-                    writing.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await writing
+        self.journal = journal
+        # Employees' extensions and mobiles as the journal has them (the configuration's,
+        # seeded, and edits over HTTP), and again after each edit: new calls follow.
+        await self._load_classifier()
+        journal.on_employees_changed(self._employees_changed)
+        await self._restore_open(journal, await asyncio.to_thread(spool.conversation_ids))
+        writer = JournalWriter(
+            journal,
+            self.finder,
+            self._pbx_now,
+            on_written=self._on_written,
+            spool=spool,
+            max_pending=settings.writer.max_pending,
+            open_changes=self.assembler.take_changes,
+            open_all=self.assembler.export_all,
+            open_prefix=self._open_prefix,
+            open_new=lambda: self.assembler.take_changes(new_only=True),
+            open_written=self.assembler.forget_finished,
+            # A changed attention window (or time zone, for end_of_day) re-evaluates the
+            # calls it decides, as the writer's first work (docs/storage.md, "A changed
+            # attention window"); on the host's clock, the PBX's may not be read yet.
+            first_work=lambda: repair_rules(
+                journal,
+                time.time(),
+                lambda message, details: log.info(message, **details),
+                keep_going=lambda: not writer.closing,
+            ),
+        )
+        self.writer = writer
+        http = await self._start_http(journal)
+        # What start-up made (modules, the mappers, the configuration, the restored
+        # conversations) lives as long as the daemon: out of the collector's sight, so that
+        # a full collection scans only what the calls make. It stalled the event loop for
+        # 100-140 ms every 10 s at 100 calls/s, the tail of the latency (docs/benchmarks.md).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
+        async with asyncio.TaskGroup() as tasks:
+            writing = tasks.create_task(writer.run(), name="journal-writer")
+            connector = tasks.create_task(self.connector.run(), name="ami-connector")
+            tasks.create_task(self._tick(), name="grace-timer")
+            maintenance = tasks.create_task(self._maintain(journal), name="db-maintenance")
+            watchdog = tasks.create_task(self.notifier.run_watchdog(), name="watchdog")
+            self.notifier.notify(
+                ready=1, status=f"journal of {settings.pbx.name}; AMI {settings.ami.host}"
+            )
+            await self._stop.wait()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + settings.writer.stop_timeout
+            self.notifier.notify(stopping=1, status="stopping")
+            watchdog.cancel()
+            maintenance.cancel()
+            await self.connector.close()
+            await connector
+            # Conversations only waiting out their grace period are finished now rather
+            # than lost; the writer writes what it can by the deadline, spools the rest.
+            self._submit(self.assembler.expire(self._pbx_now() + settings.pbx.hangup_grace))
+            writer_deadline = deadline - HTTP_STOP_SECONDS
+            await writer.close(writer_deadline)
             try:
-                async with asyncio.timeout_at(max(deadline, loop.time() + 0.1)):
-                    await http.cleanup()
+                # run() returns by the deadline unless one write outlasts it (a database
+                # that hangs): cancelled then, it spools what is left as it ends.
+                await asyncio.wait_for(
+                    asyncio.shield(writing), max(0.0, writer_deadline - loop.time()) + 0.5
+                )
             except TimeoutError:
-                log.warning("stop deadline: HTTP requests still running were cut off")
+                log.warning("stop deadline: the journal writer cancelled")
+                writing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writing
+        try:
+            async with asyncio.timeout_at(max(deadline, loop.time() + 0.1)):
+                await http.cleanup()
+        except TimeoutError:
+            log.warning("stop deadline: HTTP requests still running were cut off")
         log.info(
             "stopped",
             calls=writer.stats.calls_written,

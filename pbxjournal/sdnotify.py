@@ -52,6 +52,9 @@ class Notifier:
         self._socket: socket.socket | None = None
         self.interval = watchdog_interval(env)
         self.sent: list[str] = []
+        #: :meth:`keep_starting`'s period and the start time each of its messages asks for.
+        self.extend_every = 10.0
+        self.extend_by = 30.0
 
     @property
     def enabled(self) -> bool:
@@ -74,6 +77,17 @@ class Notifier:
             return False
         self.sent.append(message)
         return True
+
+    async def keep_starting(self, status: str) -> None:
+        """Until cancelled, ask systemd every ``extend_every`` seconds for ``extend_by`` more
+        seconds of start (``EXTEND_TIMEOUT_USEC``, systemd 236+): a migration of a big journal
+        outlasts the unit's ``TimeoutStartSec``, and a start killed there would start over,
+        migrate again and never finish. Runs while the journal is opened, before ``READY=1``."""
+        if not self.enabled:
+            return
+        while True:
+            self.notify(extend_timeout_usec=int(self.extend_by * 1_000_000), status=status)
+            await asyncio.sleep(self.extend_every)
 
     def close(self) -> None:
         if self._socket is not None:

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -99,7 +100,7 @@ async def test_daemon_says_ready_feeds_the_watchdog_and_says_stopping(
     for _ in range(400):  # READY comes once the database is migrated (a fresh one here)
         await asyncio.sleep(0.05)
         messages.extend(text for _, text in received(systemd_socket))
-        if messages:
+        if any(m.startswith("READY=1") for m in messages):
             break
     for _ in range(12):  # systemd reads as messages come
         await asyncio.sleep(0.05)
@@ -108,7 +109,15 @@ async def test_daemon_says_ready_feeds_the_watchdog_and_says_stopping(
     await asyncio.wait_for(runner, 10)
     await pbx.close()
     messages.extend(text for _, text in received(systemd_socket))
-    assert messages[0].startswith("READY=1\nSTATUS=")
+    # While the journal is opened (migrated), systemd is asked for more time to start; then
+    # READY, and no such request after it.
+    ready = next(i for i, m in enumerate(messages) if m.startswith("READY=1"))
+    assert messages[ready].startswith("READY=1\nSTATUS=")
+    assert messages[:ready] and all(
+        m.startswith("EXTEND_TIMEOUT_USEC=30000000\nSTATUS=opening the journal database")
+        for m in messages[:ready]
+    )
+    assert not any(m.startswith("EXTEND_TIMEOUT_USEC") for m in messages[ready:])
     watchdog = [m for m in messages if m == "WATCHDOG=1"]
     assert len(watchdog) >= 4  # every 0.05 s for 0.6 s, give or take a busy machine
     assert messages[-1].startswith("STOPPING=1")
@@ -216,3 +225,41 @@ def test_unit_file_is_hardened_and_uses_the_notify_protocol() -> None:
         assert line in unit, line
     sysusers = (ROOT / "systemd" / "pbxjournal.sysusers.conf").read_text("utf-8")
     assert sysusers.splitlines()[-1].split()[:2] == ["u", "pbxjournal"]
+
+
+async def test_a_long_migration_keeps_asking_systemd_for_time_to_start(
+    systemd_socket: socket.socket, tmp_path: Path
+) -> None:
+    """A start that migrates a big journal outlasts the unit's TimeoutStartSec: while the
+    journal is opened the daemon renews EXTEND_TIMEOUT_USEC, so systemd neither kills nor
+    restarts a migration (which would start over every time). Here the database is held
+    locked by another connection, so opening it waits as a long migration would."""
+    database = tmp_path / "journal.sqlite3"
+    blocker = sqlite3.connect(database)
+    blocker.execute("BEGIN EXCLUSIVE")
+    pbx = FakePbx([capture("01-incoming-answered-direct")], speed=0)
+    port = await pbx.start()
+    settings = daemon_settings(port, database)
+    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify")})
+    notifier.extend_every = 0.05
+    daemon = Daemon(settings, notifier=notifier)
+    runner = asyncio.create_task(daemon.run())
+    messages: list[str] = []
+    try:
+        await asyncio.sleep(0.6)
+        messages.extend(text for _, text in received(systemd_socket))
+        assert len(messages) >= 4, messages  # renewed, while nothing else was said
+        assert all(m.startswith("EXTEND_TIMEOUT_USEC=30000000\n") for m in messages)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    for _ in range(400):
+        await asyncio.sleep(0.05)
+        messages.extend(text for _, text in received(systemd_socket))
+        if any(m.startswith("READY=1") for m in messages):
+            break
+    daemon.stop()
+    await asyncio.wait_for(runner, 10)
+    await pbx.close()
+    ready = next(i for i, m in enumerate(messages) if m.startswith("READY=1"))
+    assert not any(m.startswith("EXTEND_TIMEOUT_USEC") for m in messages[ready:])
