@@ -925,6 +925,11 @@ class AmiConnector:
 
     # -- consumer --------------------------------------------------------------------
 
+    @property
+    def backlog(self) -> int:
+        """Messages (and session markers) received and not yet handed to the handler."""
+        return self._queue.qsize()
+
     def _enqueue(self, item: QueueItem) -> None:
         """The transport's only callback: put the message on the queue and return."""
         queue = self._queue

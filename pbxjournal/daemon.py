@@ -149,6 +149,8 @@ class Daemon:
             settings, self.connector.send_action, lambda: live_snapshot(self.assembler)
         )
         self.journal: SqlJournal | None = None
+        #: The assembler's time as of the last event handled (see :meth:`handle`).
+        self._handled_until = 0.0
         self._classifier_loads: set[asyncio.Task[None]] = set()
         self.writer: JournalWriter | None = None
         #: Called with the changes of every committed batch, first thing after the commit
@@ -188,7 +190,12 @@ class Daemon:
                 restart=event.get("Restart"),
                 open_conversations=self.assembler.open_conversations,
             )
-        self._submit(self.assembler.feed(event, max(self._clock.now(), event.time)))
+        # The assembler's "now" is the PBX's time when this event was received, not the time
+        # it is handled: behind a backlog (a burst, a resync waiting for its answer) the clock
+        # runs ahead of the events still queued, and a conversation due meanwhile would be
+        # closed before its queued events (a late channel within the grace) were seen.
+        self._handled_until = max(self._clock.now(event.received or None), event.time)
+        self._submit(self.assembler.feed(event, self._handled_until))
 
     def _clock_first_read(self) -> None:
         """Once: how far the PBX's clock is from this host's (it is used as it is)."""
@@ -485,7 +492,15 @@ class Daemon:
             if self._clock.stamped:
                 # Not before the PBX's clock is read: the conversations restored at start are
                 # dated by it, and the host's may be days ahead (they would all expire).
-                self._submit(self.assembler.expire(self._clock.now()))
+                self._submit(self.assembler.expire(self._horizon()))
+
+    def _horizon(self) -> float:
+        """How far the grace periods may run out: the PBX's time now when every event received
+        is handled, else the receipt of the last one handled (those queued may still belong
+        to a conversation in its grace period)."""
+        if self.connector.backlog:
+            return self._handled_until
+        return self._clock.now()
 
     def _submit(self, calls: list[FinishedCall]) -> None:
         if calls and self.writer is not None:
