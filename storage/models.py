@@ -162,6 +162,18 @@ class EmployeeMobile(Base):
     ordinal: Mapped[int]
 
 
+#: A call's class: the columns of ``ix_calls_class`` before its order (migration 0007), which
+#: ``extension_calls`` copies (migration 0011).
+CALL_CLASS = (
+    "direction",
+    "answered",
+    "attention",
+    "first_contact",
+    "unregistered",
+    "status",
+)
+
+
 class Call(Base):
     """One journal row: one conversation."""
 
@@ -178,12 +190,7 @@ class Call(Base):
         # Migration 0007: one range per combination of the flags, for combined filters.
         sa.Index(
             "ix_calls_class",
-            "direction",
-            "answered",
-            "attention",
-            "first_contact",
-            "unregistered",
-            "status",
+            *CALL_CLASS,
             "started_at",
             "id",
         ),
@@ -291,17 +298,6 @@ class CallParticipant(Base):
     on_mobile: Mapped[bool] = mapped_column(server_default=sa.false(), default=False)
 
 
-#: The call's columns ``extension_calls`` copies: the class columns of ``ix_calls_class``.
-EXTENSION_CALL_CLASS = (
-    "direction",
-    "answered",
-    "attention",
-    "first_contact",
-    "unregistered",
-    "status",
-)
-
-
 class ExtensionCall(Base):
     """ "Мои звонки" in journal order: one row per call and extension taking part in it, with
     the call's start and class (``ix_calls_class``'s columns), written by triggers on
@@ -315,11 +311,9 @@ class ExtensionCall(Base):
     __tablename__ = "extension_calls"
     __table_args__ = (
         sa.PrimaryKeyConstraint(
-            "extension", "started_at", "call_id", postgresql_include=list(EXTENSION_CALL_CLASS)
+            "extension", "started_at", "call_id", postgresql_include=list(CALL_CLASS)
         ),
-        sa.Index(
-            "ix_extension_calls_class", "extension", *EXTENSION_CALL_CLASS, "started_at", "call_id"
-        ),
+        sa.Index("ix_extension_calls_class", "extension", *CALL_CLASS, "started_at", "call_id"),
         {"sqlite_with_rowid": False},
     )
 
