@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from structlog.testing import capture_logs
 
-from connector.assembly import Direction
+from connector.assembly import Direction, FinishedCall
 from connector.fakepbx import FakePbx
 from connector.recordings import RecordingFinder
 from pbxjournal.daemon import Daemon
@@ -21,6 +21,7 @@ from storage.engine import Database, open_database
 from storage.memory import MemoryJournal
 from storage.migrate import upgrade
 from storage.rules import AttentionWindow
+from storage.store import SqlJournal
 from tests.calls import at, make_call
 from tests.daemon_support import Committed, daemon_settings
 from tests.db import MOSCOW, make_journal
@@ -43,6 +44,33 @@ CHANGES = [
     ("end_of_day", "24h"),
     ("end_of_day", "end_of_day_vladivostok"),
 ]
+#: When the repair tests run a repair.
+NOW = at("12-05 12:00")
+
+
+async def written_under_24h_reopened_under_1h(
+    database: Database, *, seed: int, count: int
+) -> tuple[list[FinishedCall], SqlJournal]:
+    """A story of ``count`` calls written (and its window recorded) under 24 h, and the
+    journal opened again with 1 h, its repair not yet run (``NOW``)."""
+    written = await pair(database, WINDOWS["24h"])
+    calls = list(story(seed, count))
+    for call in calls:
+        await written.write(call, call.ended_at)
+    await written.sql.repair_window(NOW)
+    return calls, await make_journal(database, WINDOWS["1h"])
+
+
+async def assert_as_computed_under_1h(journal: SqlJournal, calls: list[FinishedCall]) -> None:
+    """Each call's status and attention in ``journal`` are what the in-memory journal computes
+    for the same calls with the 1 h window from scratch."""
+    scratch = MemoryJournal(pbx="main", window=WINDOWS["1h"], region="RU")
+    for call in calls:
+        scratch.write(call, [], call.ended_at)
+    rows = {e.id: e for e in await journal.entries(range(1, len(calls) + 1))}
+    assert [(rows[e.id].status, rows[e.id].attention) for e in scratch.entries()] == [
+        (e.status, e.attention) for e in scratch.entries()
+    ]
 
 
 def test_a_window_is_recorded_by_what_decides_it() -> None:
@@ -116,24 +144,12 @@ async def test_a_changed_window_repairs_the_journal_as_the_memory_journal_comput
 
 async def test_a_repair_in_small_batches_is_the_same_repair(database: Database) -> None:
     """Batches split anywhere (3 calls each here) change the same rows as one batch."""
-    written = await pair(database, WINDOWS["24h"])
-    calls = list(story(4, 80))
-    for call in calls:
-        await written.write(call, call.ended_at)
-    now = at("12-05 12:00")
-    await written.sql.repair_window(now)
-    reopened = await make_journal(database, WINDOWS["1h"])
-    repair = await reopened.repair_window(now, batch_size=3)
+    calls, reopened = await written_under_24h_reopened_under_1h(database, seed=4, count=80)
+    repair = await reopened.repair_window(NOW, batch_size=3)
     assert repair is not None and repair.changed > 0
-    scratch = MemoryJournal(pbx="main", window=WINDOWS["1h"], region="RU")
-    for call in calls:
-        scratch.write(call, [], call.ended_at)
-    rows = {e.id: e for e in await reopened.entries(range(1, len(calls) + 1))}
-    assert [(rows[e.id].status, rows[e.id].attention) for e in scratch.entries()] == [
-        (e.status, e.attention) for e in scratch.entries()
-    ]
+    await assert_as_computed_under_1h(reopened, calls)
     # Forced again with the same window: every call read, nothing changes.
-    again = await reopened.repair_window(now, force=True, batch_size=3)
+    again = await reopened.repair_window(NOW, force=True, batch_size=3)
     assert again is not None and again.rows == repair.rows and again.changed == 0
 
 
@@ -272,23 +288,11 @@ async def test_the_writer_writes_after_its_first_work(tmp_path: Path, fails: boo
 async def test_a_repair_stopped_between_batches_is_done_again_next_time(
     database: Database,
 ) -> None:
-    written = await pair(database, WINDOWS["24h"])
-    calls = list(story(5, 60))
-    for call in calls:
-        await written.write(call, call.ended_at)
-    now = at("12-05 12:00")
-    await written.sql.repair_window(now)
-    reopened = await make_journal(database, WINDOWS["1h"])
-    stopped = await reopened.repair_window(now, batch_size=2, keep_going=lambda: False)
+    calls, reopened = await written_under_24h_reopened_under_1h(database, seed=5, count=60)
+    stopped = await reopened.repair_window(NOW, batch_size=2, keep_going=lambda: False)
     assert stopped is not None and not stopped.complete and stopped.rows == 2
     assert await reopened.recorded_window() == WINDOWS["24h"].definition
-    done = await reopened.repair_window(now, batch_size=2)
+    done = await reopened.repair_window(NOW, batch_size=2)
     assert done is not None and done.complete and done.rows > 2
-    scratch = MemoryJournal(pbx="main", window=WINDOWS["1h"], region="RU")
-    for call in calls:
-        scratch.write(call, [], call.ended_at)
-    rows = {e.id: e for e in await reopened.entries(range(1, len(calls) + 1))}
-    assert [(rows[e.id].status, rows[e.id].attention) for e in scratch.entries()] == [
-        (e.status, e.attention) for e in scratch.entries()
-    ]
+    await assert_as_computed_under_1h(reopened, calls)
     assert await reopened.recorded_window() == WINDOWS["1h"].definition
