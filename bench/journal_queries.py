@@ -309,14 +309,12 @@ class Synth:
 
     def _search_text(self, number: str | None, names: list[str], extensions: list[str]) -> str:
         """The daemon's search text; the number's part (a phonenumbers parse) cached."""
-        rest = search_text(
-            number=None, number_raw=None, region="RU", names=names, extensions=extensions
-        )
+        rest = search_text(number=None, region="RU", names=names, extensions=extensions)
         if number is None:
             return rest
         forms = self.forms.get(number)
         if forms is None:
-            forms = self.forms[number] = " | ".join(number_forms(number, number[1:], "RU"))
+            forms = self.forms[number] = " | ".join(number_forms(number, "RU"))
         return f"{forms} | {rest}"
 
     def directory(

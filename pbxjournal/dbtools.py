@@ -72,7 +72,7 @@ async def open_journal(settings: Settings, url: str | None = None) -> AsyncItera
 
     database = open_database(url or settings.storage.url)
     try:
-        await upgrade(database)
+        await upgrade(database, region=settings.pbx.default_region)
         journal = SqlJournal(
             database,
             pbx=settings.pbx.name,
@@ -181,7 +181,7 @@ def run_migrate(args: argparse.Namespace) -> int:
     async def migrate() -> str | None:
         database = open_database(url)
         try:
-            await upgrade(database)
+            await upgrade(database, region=settings.pbx.default_region)
             return await current_revision(database)
         finally:
             await database.dispose()

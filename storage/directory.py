@@ -46,6 +46,7 @@ from storage.models import (
 )
 from storage.numbers import normalize_number
 from storage.search import fold, search_text
+from storage.searchkeys import KeyId, call_keys, note_keys
 
 __all__ = [
     "IMPORT_CHUNK",
@@ -213,7 +214,6 @@ def call_search_text(
     its employees' extensions and names (``employees``, from :func:`employee_names`)."""
     return search_text(
         number=row.number,
-        number_raw=row.number_raw,
         region=region,
         names=[*names, *(employees.get(e) for e in extensions)],
         extensions=extensions,
@@ -241,13 +241,13 @@ def _recompute_rows(session: Session, rows: Sequence[Call], region: str, bump: B
             extensions[call_id].append(extension)
     owners = read_owners(session, (row.number for row in rows))
     employees = read_employee_names(session, (e for exts in extensions.values() for e in exts))
+    keys: dict[KeyId, tuple[str, float]] = {}
     for row in rows:
         owner = owners.get(row.number) if row.direction != "internal" and row.number else None
         exts = extensions.get(row.id, [])
         names = [owner.customer_name, owner.contact_name] if owner else []
         text = search_text(
             number=row.number,
-            number_raw=row.number_raw,
             region=region,
             names=[*names, *(employees.get(e) for e in exts)],
             extensions=exts,
@@ -257,11 +257,26 @@ def _recompute_rows(session: Session, rows: Sequence[Call], region: str, bump: B
         before = (row.customer_id, row.contact_id, row.search_text)
         if before == (customer_id, contact_id, text):
             continue
+        for key, key_text in call_keys(
+            number=row.number,
+            customer=(owner.customer_id, owner.customer_name) if owner else None,
+            contact=(
+                (owner.contact_id, owner.contact_name)
+                if owner and owner.contact_id and owner.contact_name is not None
+                else None
+            ),
+            extensions=exts,
+            employees=employees,
+            region=region,
+        ).items():
+            noted = keys.get(key)
+            keys[key] = (key_text, max(row.started_at, noted[1]) if noted else row.started_at)
         row.customer_id, row.contact_id, row.search_text = customer_id, contact_id, text
         row.unregistered = row.direction != "internal" and owner is None
         if bump is not None:
             bump(row)
     session.flush()
+    note_keys(session, keys)
 
 
 _REFRESH_COLUMNS = (

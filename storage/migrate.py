@@ -38,10 +38,17 @@ def head_revision() -> str:
     return head
 
 
-async def _run(database: Database, action: str, revision: str) -> None:
+#: The region a migration reads numbers in when the caller names none (``[pbx]
+#: default_region``'s default).
+DEFAULT_REGION = "RU"
+
+
+async def _run(database: Database, action: str, revision: str, region: str) -> None:
     def apply(connection: Connection) -> None:
         config = alembic_config()
         config.attributes["connection"] = connection
+        # Migration 0012 writes each number's national form, which depends on the region.
+        config.attributes["region"] = region
         if action == "upgrade":
             command.upgrade(config, revision)
         else:
@@ -51,14 +58,17 @@ async def _run(database: Database, action: str, revision: str) -> None:
         await connection.run_sync(apply)
 
 
-async def upgrade(database: Database, revision: str = "head") -> None:
-    """Bring the schema up to ``revision`` (default: the newest)."""
-    await _run(database, "upgrade", revision)
+async def upgrade(
+    database: Database, revision: str = "head", *, region: str = DEFAULT_REGION
+) -> None:
+    """Bring the schema up to ``revision`` (default: the newest); ``region`` is the PBX's
+    (``[pbx] default_region``), in which numbers are read."""
+    await _run(database, "upgrade", revision, region)
 
 
 async def downgrade(database: Database, revision: str = "base") -> None:
     """Take the schema down to ``revision`` (default: empty)."""
-    await _run(database, "downgrade", revision)
+    await _run(database, "downgrade", revision, DEFAULT_REGION)
 
 
 async def current_revision(database: Database) -> str | None:

@@ -45,6 +45,8 @@ __all__ = [
     "JournalState",
     "OpenConversation",
     "PhoneNumber",
+    "SearchKey",
+    "SearchSuffix",
     "WebSession",
     "WebUser",
 ]
@@ -205,8 +207,9 @@ class Call(Base):
             postgresql_where=sa.text("window_closes_at IS NOT NULL"),
         ),
         sa.Index("ix_calls_window", "settled", "window_closes_at"),
-        sa.Index("ix_calls_customer", "customer_id"),
-        sa.Index("ix_calls_contact", "contact_id"),
+        # Migration 0012: a customer's and a contact's calls in journal order (search by name).
+        sa.Index("ix_calls_customer", "customer_id", "started_at", "id"),
+        sa.Index("ix_calls_contact", "contact_id", "started_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -429,3 +432,37 @@ class WebSession(Base):
     csrf: Mapped[str] = mapped_column(sa.String(64))
     created_at: Mapped[float]
     expires_at: Mapped[float] = mapped_column(index=True)
+
+
+#: Suffixes compare byte by byte on both engines (a range of them is "starts with").
+SuffixText = sa.String(64).with_variant(sa.String(64, collation="C"), "postgresql")
+
+
+class SearchKey(Base):
+    """A thing calls are found by (``storage.searchkeys``): a number (kind ``n``), a customer
+    (``c``), a contact person (``p``) or an extension (``e``), with its folded text and an
+    upper bound of its newest call's start (migration 0012, written by the writer and the
+    directory, never by the ORM's unit of work)."""
+
+    __tablename__ = "search_keys"
+
+    kind: Mapped[str] = mapped_column(sa.String(1), primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    text: Mapped[str] = mapped_column(sa.Text)
+    last: Mapped[float]
+
+
+class SearchSuffix(Base):
+    """Every suffix of every word of a key's text, with the key's ``last``: the keys whose
+    text holds a word are one range of the key (``storage.searchkeys``)."""
+
+    __tablename__ = "search_suffixes"
+    __table_args__ = (
+        sa.PrimaryKeyConstraint("suffix", "kind", "key", postgresql_include=["last"]),
+        {"sqlite_with_rowid": False},
+    )
+
+    suffix: Mapped[str] = mapped_column(SuffixText)
+    kind: Mapped[str] = mapped_column(sa.String(1))
+    key: Mapped[str] = mapped_column(sa.String(64))
+    last: Mapped[float]

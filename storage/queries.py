@@ -45,12 +45,13 @@ import base64
 import binascii
 import enum
 import functools
+import heapq
 import itertools
 import json
 import math
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -95,9 +96,20 @@ from storage.models import (
     EmployeeExtension,
     ExtensionCall,
     JournalState,
+    SearchSuffix,
 )
 from storage.rules import Status
-from storage.search import SearchQuery, parse_query
+from storage.search import MIN_INDEXED_TERM, SearchQuery, parse_query
+from storage.searchkeys import (
+    KIND_CONTACT,
+    KIND_CUSTOMER,
+    KIND_EXTENSION,
+    KIND_NUMBER,
+    MAX_SUFFIX,
+    Key,
+    has_keys,
+    word_range,
+)
 
 __all__ = [
     "KINDS",
@@ -785,6 +797,200 @@ async def employee_extensions(session: AsyncSession, employee: str) -> list[str]
     return sorted(found.all()) or [employee]
 
 
+# -- search through keys (migration 0012, ``storage.searchkeys``) ----------------------------
+
+#: A word found in more keys than this is searched by the calls' own index instead (a common
+#: word: walking the journal finds a page within a few thousand rows).
+MAX_SEARCH_KEYS = 4000
+#: How many keys each statement of a search page opens, in turn (then the last, repeated):
+#: the first key often fills the page (a number, a customer), a run of digits opens dozens.
+KEY_BATCHES = (4, 12, 32)
+
+
+@dataclass(frozen=True, slots=True)
+class KeySearch:
+    """The keys a search opens, and the words each call found must also hold (a query of
+    several words opens the keys of its rarest word and checks the others on the calls)."""
+
+    keys: tuple[Key, ...]
+    verify: tuple[str, ...] = ()
+
+
+def _word_keys_statement() -> sa.Select[Any]:
+    s = SearchSuffix.__table__.c
+    return (
+        sa.select(s.kind, s.key, s.last)
+        .where(s.suffix >= sa.bindparam("lo"), s.suffix < sa.bindparam("hi"))
+        .limit(sa.bindparam("most", literal_execute=False))
+    )
+
+
+_WORD_KEYS = _word_keys_statement()
+
+
+async def word_keys(session: AsyncSession, word: str) -> list[Key] | None:
+    """The keys whose text holds ``word``, or None when they are more than
+    ``MAX_SEARCH_KEYS`` (read as suffix entries: a key holding the word twice is read twice,
+    so twice as many entries are allowed)."""
+    lo, hi = word_range(word)
+    most = 2 * MAX_SEARCH_KEYS
+    rows = (await session.execute(_WORD_KEYS, {"lo": lo, "hi": hi, "most": most + 1})).all()
+    if len(rows) > most:
+        return None
+    found = {(kind, key): Key(kind, key, float(last)) for kind, key, last in rows}
+    if len(found) > MAX_SEARCH_KEYS:
+        return None
+    return list(found.values())
+
+
+def _keyable(term: str) -> bool:
+    return MIN_INDEXED_TERM <= len(term) <= MAX_SUFFIX
+
+
+async def key_search(session: AsyncSession, search: SearchQuery) -> KeySearch | None:
+    """The keys a search opens, or None when keys cannot serve it (a term under three or
+    over ``MAX_SUFFIX`` characters, or every word too common): it then goes through the calls'
+    trigram index."""
+    if not await session.run_sync(lambda sync: has_keys(sync.connection())):
+        return None
+    if search.any_of:
+        if not all(_keyable(term) for term in search.any_of):
+            return None
+        found: dict[tuple[str, str], Key] = {}
+        for term in search.any_of:
+            keys = await word_keys(session, term)
+            if keys is None:
+                return None
+            found.update(((k.kind, k.key), k) for k in keys)
+        return KeySearch(tuple(found.values()))
+    words = list(dict.fromkeys(search.all_of))
+    if not words or not all(_keyable(word) for word in words):
+        return None
+    best: tuple[str, list[Key]] | None = None
+    # Longer words first: they are usually the rarer, and a word without keys ends it.
+    for word in sorted(words, key=len, reverse=True):
+        keys = await word_keys(session, word)
+        if keys is None:
+            continue
+        if not keys:
+            return KeySearch(())
+        if best is None or len(keys) < len(best[1]):
+            best = (word, keys)
+    if best is None:
+        return None
+    return KeySearch(tuple(best[1]), tuple(word for word in words if word != best[0]))
+
+
+_KEY_COLUMNS = {KIND_NUMBER: "number", KIND_CUSTOMER: "customer_id", KIND_CONTACT: "contact_id"}
+
+
+def _key_arm(
+    key: Key,
+    where: JournalFilter,
+    *,
+    limit: int,
+    bound: tuple[float, int] | None,
+    extensions: Sequence[str],
+    verify: Sequence[str],
+) -> sa.Select[Any]:
+    """A page of one key's calls, newest first, with the filter's conditions."""
+    calls = Call.__table__.c
+    mine = _mine_probe(where, extensions)
+    checks = [calls.search_text.like(_like(word), escape="\\") for word in verify]
+    if key.kind == KIND_EXTENSION:
+        c = _mine
+        statement = sa.select(c.call_id.label("id"), c.started_at).where(c.extension == key.key)
+        if mine is not None or checks:
+            statement = statement.join(Call.__table__, calls.id == c.call_id)
+            if mine is not None:
+                statement = statement.where(mine(calls.id))
+            statement = statement.where(*checks)
+        started, call_id = c.started_at, c.call_id
+    else:
+        c = calls
+        statement = sa.select(c.id, c.started_at).where(c[_KEY_COLUMNS[key.kind]] == key.key)
+        if mine is not None:
+            statement = statement.where(mine(c.id))
+        statement = statement.where(*checks)
+        started, call_id = c.started_at, c.id
+    statement = statement.where(*_flag_conditions(where, c))
+    if where.started_from is not None:
+        statement = statement.where(started >= where.started_from)
+    if where.started_until is not None:
+        statement = statement.where(started < where.started_until)
+    if bound is not None:
+        statement = statement.where(sa.tuple_(started, call_id) < sa.tuple_(*bound))
+    return statement.order_by(started.desc(), call_id.desc()).limit(limit)
+
+
+def _mine_probe(
+    where: JournalFilter, extensions: Sequence[str]
+) -> Callable[[Any], sa.ColumnElement[bool]] | None:
+    """ "My calls" on a call id column: a probe of its participants (a scalar subquery, see
+    :func:`journal_statement`)."""
+    if where.employee is None:
+        return None
+    wanted = list(extensions) or [where.employee]
+
+    def probe(call_id: Any) -> sa.ColumnElement[bool]:
+        return (
+            sa.select(sa.literal(1))
+            .where(CallParticipant.call_id == call_id, CallParticipant.extension.in_(wanted))
+            .limit(1)
+            .scalar_subquery()
+            .is_not(None)
+        )
+
+    return probe
+
+
+async def key_page(
+    session: AsyncSession,
+    found_by: KeySearch,
+    where: JournalFilter,
+    *,
+    limit: int,
+    cursor: str | None,
+    extensions: Sequence[str],
+) -> list[tuple[int, float]]:
+    """A search page from its keys: ``(id, started_at)`` newest first, at most ``limit``.
+
+    The keys are opened newest ``last`` first, a few per statement (``KEY_BATCHES``), each
+    giving at most a page of its calls; once a page of calls is found, a key whose ``last``
+    is older than the page's oldest call cannot add to it, and nor can any key after it."""
+    keys = sorted(found_by.keys, key=lambda k: k.last, reverse=True)
+    bound = decode_cursor(cursor) if cursor is not None else None
+    found: dict[int, float] = {}
+    at = 0
+    turn = 0
+    while at < len(keys):
+        if len(found) >= limit:
+            oldest = heapq.nlargest(limit, found.values())[-1]
+            if keys[at].last < oldest:
+                break
+        size = KEY_BATCHES[min(turn, len(KEY_BATCHES) - 1)]
+        turn += 1
+        chunk = sorted(keys[at : at + size], key=lambda k: k.kind)
+        at += size
+        arms = [
+            _key_arm(
+                key,
+                where,
+                limit=limit,
+                bound=bound,
+                extensions=extensions,
+                verify=found_by.verify,
+            ).subquery()
+            for key in chunk
+        ]
+        selects = [sa.select(arm.c.id, arm.c.started_at) for arm in arms]
+        statement = selects[0] if len(selects) == 1 else sa.union_all(*selects)
+        for call_id, started in await session.execute(statement):
+            found[int(call_id)] = float(started)
+    ordered = sorted(found.items(), key=lambda item: (item[1], item[0]), reverse=True)
+    return ordered[:limit]
+
+
 async def page_ids(
     session: AsyncSession,
     where: JournalFilter,
@@ -797,6 +1003,17 @@ async def page_ids(
     the last page): the page query of :func:`list_calls` and :func:`list_call_objects`."""
     dialect = (await session.connection()).dialect.name
     extensions = await employee_extensions(session, where.employee) if where.employee else []
+    if where.query:
+        search = parse_query(where.query, region)
+        found_by = None if search.empty else await key_search(session, search)
+        if found_by is not None:
+            found = await key_page(
+                session, found_by, where, limit=limit + 1, cursor=cursor, extensions=extensions
+            )
+            more = len(found) > limit
+            found = found[:limit]
+            last = encode_cursor(found[-1][1], found[-1][0]) if more and found else None
+            return [call_id for call_id, _ in found], last
     matches: list[int] | None = None
     frequent = False
     if where.query and dialect == "sqlite":

@@ -48,17 +48,19 @@ def fold(text: str) -> str:
     return " ".join(text.casefold().replace("ё", "е").split())
 
 
-def number_forms(number: str | None, raw: str | None, region: str) -> list[str]:
-    """Every digit string a person may type for this number, most specific first."""
+def number_forms(number: str | None, region: str) -> list[str]:
+    """Every digit string a person may type for this (normalised) number, most specific
+    first: international and national. The form the PBX presented adds nothing a person
+    types (its digits are a part of one of these, or a dialling prefix), and leaving it out
+    makes the text a number's own (migration 0012 indexes each number once,
+    :mod:`storage.searchkeys`)."""
     forms: list[str] = []
     if number:
         forms.append(digits_of(number))
         national = _national_digits(number, region)
-        if national is not None:
+        if national is not None and national != forms[0]:
             forms.append(national)
-    if raw:
-        forms.append(digits_of(raw))
-    return [form for index, form in enumerate(forms) if form and form not in forms[:index]]
+    return [form for form in forms if form]
 
 
 @functools.lru_cache(maxsize=65536)
@@ -73,13 +75,12 @@ def _national_digits(number: str, region: str) -> str | None:
 def search_text(
     *,
     number: str | None,
-    number_raw: str | None,
     region: str,
     names: Iterable[str | None] = (),
     extensions: Iterable[str] = (),
 ) -> str:
     """The folded text a call is found by; parts separated so no term spans two of them."""
-    parts = [*number_forms(number, number_raw, region)]
+    parts = [*number_forms(number, region)]
     parts.extend(fold(name) for name in names if name)
     parts.extend(extensions)
     seen: list[str] = []

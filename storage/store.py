@@ -84,6 +84,7 @@ from storage.models import (
 from storage.numbers import normalize_number
 from storage.queries import load_employee_directory, load_entries, load_recording, read_entries
 from storage.rules import AttentionWindow, NumberFacts, evaluate, is_later_contact
+from storage.searchkeys import KeyId, call_keys, note_keys
 
 __all__ = [
     "Change",
@@ -232,6 +233,9 @@ class _Batch:
     before: dict[str, _Place] = field(default_factory=dict)
     #: The batch's numbers that had no call before it: all their calls are the batch's.
     fresh: set[str] = field(default_factory=set)
+    #: The search keys of the calls the batch wrote, with their texts and newest start
+    #: (``storage.searchkeys.note_keys``).
+    keys: dict[KeyId, tuple[str, float]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -382,6 +386,7 @@ class SqlJournal:
             self._stage(tx, session, batch, staged, call=call, recordings=recordings)
         # The new rows of the whole batch in one multi-row INSERT (their ids come back).
         session.flush()
+        note_keys(session, batch.keys)
         parts = _Parts()
         for item in staged.values():
             if item.parts_changed:
@@ -488,13 +493,25 @@ class SqlJournal:
             row.customer_id, row.contact_id = customer_id, contact_id
             row.unregistered = call.direction is not Direction.INTERNAL and owner is None
             names = [owner.customer_name, owner.contact_name] if owner else []
+            extensions = [p.extension for p in call.participants]
             row.search_text = directory.call_search_text(
-                row,
-                [p.extension for p in call.participants],
-                names,
-                self.region,
-                batch.employees,
+                row, extensions, names, self.region, batch.employees
             )
+            for key, text in call_keys(
+                number=row.number,
+                customer=(owner.customer_id, owner.customer_name) if owner else None,
+                contact=(
+                    (owner.contact_id, owner.contact_name)
+                    if owner and owner.contact_id and owner.contact_name is not None
+                    else None
+                ),
+                extensions=extensions,
+                employees=batch.employees,
+                region=self.region,
+            ).items():
+                noted = batch.keys.get(key)
+                newest = row.started_at if noted is None else max(noted[1], row.started_at)
+                batch.keys[key] = (text, newest)
             session.add(row)
         staged[call.conversation_id] = _Staged(
             row=row,

@@ -58,7 +58,7 @@ def oracle(tmp_path: Any) -> list[Row]:
         extensions = frozenset(p.extension for p in call.participants)
         names = {_EMPLOYEE_NAMES[x] for x in extensions}
         names |= set(_OWNERS.get(e.number or "", ()))
-        forms = " ".join(number_forms(e.number, e.number_raw, "RU")) if e.number else ""
+        forms = " ".join(number_forms(e.number, "RU")) if e.number else ""
         rows.append(
             Row(
                 linkedid=call.conversation_id,

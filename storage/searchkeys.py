@@ -1,0 +1,322 @@
+"""Search through the things a call is found by: its number, customer, contact person and
+extensions ("keys"), each indexed once, not once per call.
+
+Theory of operation
+-------------------
+A call's ``search_text`` (:mod:`storage.search`) is the union of the texts of its keys:
+
+* its number (kind ``n``, key the normalised number): the number's digits in every written
+  form (:func:`number_text`);
+* its customer and contact person (kinds ``c`` and ``p``, key 1C's id): the folded name;
+* each extension taking part (kind ``e``, key the extension): the extension and its
+  employee's folded name.
+
+So a word is in a call's text exactly when it is in the text of one of the call's keys, and
+the calls a word finds are the calls of the keys it finds. There are far fewer keys than calls
+(at ten million calls: about two million numbers, a hundred thousand customers, forty
+extensions), and each key's calls are one range of an index in journal order
+(``ix_calls_number``, ``ix_calls_customer``, ``ix_calls_contact``, ``extension_calls``).
+
+``search_suffixes`` holds every suffix (at least ``MIN_INDEXED_TERM`` characters, cut to
+``MAX_SUFFIX``) of every word of every key's text, keyed ``(suffix, kind, key)``: the keys
+whose text contains a word are one range of it (``suffix >= word AND suffix < word + U+10FFFF``),
+read in order from a few leaf pages, where a trigram index would intersect posting lists
+as long as the journal. Each suffix row carries the key's ``last``: an upper bound on the
+start of the key's newest call, rounded up to the hour (``bucket``), so the writer touches a
+busy key's rows once an hour, not once per call.
+
+A page then opens the keys newest first (:mod:`storage.queries`): it reads a page of each
+key's calls, and stops when the next key's ``last`` is older than the page's last row, so a
+run of four digits matching a thousand numbers opens the few dozen that were called lately.
+
+``search_keys`` is the list of keys with their text and ``last``: the writer compares what a
+call brings with it (:func:`note_keys`), and rewrites a key's suffixes when its text changed
+(a customer renamed, an extension given to another employee). A key whose calls have gone
+keeps its rows: it finds no call, which is harmless; a ``last`` too high only opens a key for
+nothing. A text that no longer holds would find calls that no longer match, so every change of
+the directory that changes calls' texts goes through :func:`note_keys` too
+(:mod:`storage.directory`).
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from storage.models import SearchKey, SearchSuffix
+from storage.search import MIN_INDEXED_TERM, fold, number_forms
+
+__all__ = [
+    "BUCKET_SECONDS",
+    "KIND_CONTACT",
+    "KIND_CUSTOMER",
+    "KIND_EXTENSION",
+    "KIND_NUMBER",
+    "MAX_SUFFIX",
+    "Key",
+    "KeyId",
+    "bucket",
+    "build_all",
+    "call_keys",
+    "has_keys",
+    "extension_text",
+    "note_keys",
+    "number_text",
+    "suffixes",
+    "word_range",
+]
+
+KIND_NUMBER = "n"
+KIND_CUSTOMER = "c"
+KIND_CONTACT = "p"
+KIND_EXTENSION = "e"
+#: ``last`` is rounded up to this: a busy key's rows are rewritten at most once per bucket.
+BUCKET_SECONDS = 3600.0
+#: Suffixes are cut to this many characters; a longer search word is not served by them.
+MAX_SUFFIX = 64
+#: Above every character: ``word + TOP`` bounds the range of the suffixes starting with word.
+TOP = "\U0010ffff"
+
+KeyId = tuple[str, str]
+_CHUNK = 500
+_KEYS = cast(sa.Table, SearchKey.__table__)
+_SUFFIXES = cast(sa.Table, SearchSuffix.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """A key a search word found, with the bound of its newest call."""
+
+    kind: str
+    key: str
+    last: float
+
+
+def bucket(started_at: float) -> float:
+    """``started_at`` rounded up to the bucket: never below it."""
+    return math.ceil(started_at / BUCKET_SECONDS) * BUCKET_SECONDS
+
+
+def number_text(number: str, region: str) -> str:
+    """The number's digits in every written form (international, national)."""
+    return " ".join(number_forms(number, region))
+
+
+def extension_text(extension: str, employee_name: str | None) -> str:
+    return f"{extension} {fold(employee_name)}" if employee_name else extension
+
+
+def suffixes(text: str) -> set[str]:
+    """Every suffix of every word, at least ``MIN_INDEXED_TERM`` long, cut to ``MAX_SUFFIX``."""
+    found: set[str] = set()
+    for word in text.split(" "):
+        for start in range(len(word) - MIN_INDEXED_TERM + 1):
+            found.add(word[start : start + MAX_SUFFIX])
+    return found
+
+
+def word_range(word: str) -> tuple[str, str]:
+    """The suffixes that start with ``word``: ``lo <= suffix < hi``."""
+    return word, word + TOP
+
+
+def call_keys(
+    *,
+    number: str | None,
+    customer: tuple[str, str] | None,
+    contact: tuple[str, str] | None,
+    extensions: Iterable[str],
+    employees: Mapping[str, str],
+    region: str,
+) -> dict[KeyId, str]:
+    """The keys of one call and their texts (``customer`` and ``contact``: id and name)."""
+    keys: dict[KeyId, str] = {}
+    if number:
+        keys[(KIND_NUMBER, number)] = number_text(number, region)
+    if customer is not None:
+        keys[(KIND_CUSTOMER, customer[0])] = fold(customer[1])
+    if contact is not None:
+        keys[(KIND_CONTACT, contact[0])] = fold(contact[1])
+    for extension in extensions:
+        keys[(KIND_EXTENSION, extension)] = extension_text(extension, employees.get(extension))
+    return keys
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+_INDEXED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def has_keys(connection: Connection) -> bool:
+    """Whether the journal has the tables (revision 0012 or later): a journal at an older
+    revision (a test that upgrades it step by step, a tool pointed at a journal the daemon
+    has not migrated yet) is written and searched without them. Known once true."""
+    engine = connection.engine
+    if engine in _INDEXED:
+        return True
+    if sa.inspect(connection).has_table("search_suffixes"):
+        _INDEXED.add(engine)
+        return True
+    return False
+
+
+def note_keys(session: Session, wanted: Mapping[KeyId, tuple[str, float]]) -> None:
+    """Make every key of ``wanted`` (key → text, start of a call) findable by its text with a
+    ``last`` at least that call's bucket; rewrite the suffixes of a key whose text changed."""
+    if not wanted or not has_keys(session.connection()):
+        return
+    by_kind: dict[str, list[str]] = defaultdict(list)
+    for kind, key in wanted:
+        by_kind[kind].append(key)
+    known: dict[KeyId, tuple[str, float]] = {}
+    table, suffix = _KEYS, _SUFFIXES
+    for kind, keys in by_kind.items():
+        for chunk in _chunks(sorted(keys)):
+            rows = session.execute(
+                sa.select(table.c.key, table.c.text, table.c.last).where(
+                    table.c.kind == kind, table.c.key.in_(chunk)
+                )
+            )
+            known.update(((kind, key), (text, last)) for key, text, last in rows)
+    new_keys: list[dict[str, Any]] = []
+    moved: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
+    added: list[dict[str, Any]] = []
+    raised: list[dict[str, Any]] = []
+    for (kind, key), (text, started_at) in sorted(wanted.items()):
+        last = bucket(started_at)
+        old = known.get((kind, key))
+        if old is None:
+            new_keys.append({"kind": kind, "key": key, "text": text, "last": last})
+            added.extend(_suffix_rows(kind, key, suffixes(text), last))
+            continue
+        old_text, old_last = old
+        last = max(last, old_last)
+        if old_text != text:
+            moved.append({"k": kind, "kk": key, "text": text, "last": last})
+            before, after = suffixes(old_text), suffixes(text)
+            dropped.extend({"s": s, "k": kind, "kk": key} for s in before - after)
+            added.extend(_suffix_rows(kind, key, after - before, last))
+            raised.extend({"s": s, "k": kind, "kk": key, "last": last} for s in before & after)
+        elif last > old_last:
+            moved.append({"k": kind, "kk": key, "text": text, "last": last})
+            raised.extend({"s": s, "k": kind, "kk": key, "last": last} for s in suffixes(text))
+    if new_keys:
+        session.execute(sa.insert(table), new_keys)
+    if moved:
+        session.execute(
+            sa.update(table)
+            .where(table.c.kind == sa.bindparam("k"), table.c.key == sa.bindparam("kk"))
+            .values(text=sa.bindparam("text"), last=sa.bindparam("last")),
+            moved,
+        )
+    if dropped:
+        session.execute(
+            sa.delete(suffix).where(
+                suffix.c.suffix == sa.bindparam("s"),
+                suffix.c.kind == sa.bindparam("k"),
+                suffix.c.key == sa.bindparam("kk"),
+            ),
+            dropped,
+        )
+    if raised:
+        session.execute(
+            sa.update(suffix)
+            .where(
+                suffix.c.suffix == sa.bindparam("s"),
+                suffix.c.kind == sa.bindparam("k"),
+                suffix.c.key == sa.bindparam("kk"),
+            )
+            .values(last=sa.bindparam("last")),
+            raised,
+        )
+    if added:
+        session.execute(sa.insert(suffix), added)
+
+
+def _suffix_rows(
+    kind: str, key: str, found: Iterable[str], last: float
+) -> Iterator[dict[str, Any]]:
+    return ({"suffix": s, "kind": kind, "key": key, "last": last} for s in found)
+
+
+# -- building every key from the journal (migration 0012, the benchmark's fill) ---------------
+
+_NUMBERS = sa.text(
+    "SELECT number, max(started_at) FROM calls WHERE number IS NOT NULL GROUP BY number"
+)
+_CUSTOMERS = sa.text(
+    "SELECT m.customer_id, c.name, m.last FROM (SELECT customer_id, max(started_at) AS last "
+    "FROM calls WHERE customer_id IS NOT NULL GROUP BY customer_id) m "
+    "JOIN customers c ON c.id = m.customer_id"
+)
+_CONTACTS = sa.text(
+    "SELECT m.contact_id, p.name, m.last FROM (SELECT contact_id, max(started_at) AS last "
+    "FROM calls WHERE contact_id IS NOT NULL GROUP BY contact_id) m "
+    "JOIN contacts p ON p.id = m.contact_id"
+)
+_EXTENSIONS = sa.text(
+    "SELECT m.extension, e.name, m.last FROM (SELECT extension, max(started_at) AS last "
+    "FROM extension_calls GROUP BY extension) m "
+    "LEFT JOIN employee_extensions x ON x.extension = m.extension "
+    "LEFT JOIN employees e ON e.id = x.employee_id"
+)
+
+
+def journal_keys(connection: Connection, region: str) -> Iterator[tuple[str, str, str, float]]:
+    """Every key the journal's calls have, as ``(kind, key, text, last)``."""
+    for number, last in connection.execute(_NUMBERS):
+        yield KIND_NUMBER, number, number_text(number, region), bucket(last)
+    for key, name, last in connection.execute(_CUSTOMERS):
+        yield KIND_CUSTOMER, key, fold(name), bucket(last)
+    for key, name, last in connection.execute(_CONTACTS):
+        yield KIND_CONTACT, key, fold(name), bucket(last)
+    for extension, name, last in connection.execute(_EXTENSIONS):
+        yield KIND_EXTENSION, extension, extension_text(extension, name), bucket(last)
+
+
+def build_all(
+    connection: Connection,
+    region: str,
+    *,
+    suffix_table: str | None = None,
+    batch: int = 20_000,
+) -> int:
+    """Fill the empty ``search_keys`` and ``search_suffixes`` (or ``suffix_table``, a table of
+    the same columns the migration copies from) from the journal; the number of keys."""
+    keys = list(journal_keys(connection, region))
+    table = sa.table(
+        "search_keys", sa.column("kind"), sa.column("key"), sa.column("text"), sa.column("last")
+    )
+    suffix = sa.table(
+        suffix_table or "search_suffixes",
+        sa.column("suffix"),
+        sa.column("kind"),
+        sa.column("key"),
+        sa.column("last"),
+    )
+    for start in range(0, len(keys), batch):
+        chunk = keys[start : start + batch]
+        connection.execute(
+            sa.insert(table),
+            [{"kind": k, "key": key, "text": text, "last": last} for k, key, text, last in chunk],
+        )
+        rows = [
+            {"suffix": s, "kind": k, "key": key, "last": last}
+            for k, key, text, last in chunk
+            for s in suffixes(text)
+        ]
+        if rows:
+            connection.execute(sa.insert(suffix), rows)
+    return len(keys)

@@ -1,0 +1,365 @@
+"""Search through keys (migration 0012, ``storage.searchkeys``) finds exactly the calls whose own
+search text holds the query: after writes, after every kind of directory change, after the
+migration built the keys of a filled journal, page by page.
+
+The oracle is the definition itself, evaluated in Python on every call's ``search_text`` as
+the writer stored it: a query of words matches a call whose text holds every word, a number
+matches a call whose text holds one of its digit forms (``storage.search.parse_query``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connector.assembly import Direction
+from storage.directory import ContactRecord, CustomerRecord, EmployeeRecord
+from storage.engine import Database
+from storage.migrate import current_revision, downgrade, upgrade
+from storage.models import Call, SearchKey, SearchSuffix
+from storage.queries import InternalCalls, JournalFilter, key_search, page_ids
+from storage.search import parse_query
+from storage.searchkeys import bucket
+from storage.store import SqlJournal
+from tests.calls import at, make_call
+from tests.db import make_journal
+
+NUMBERS = [
+    "+79161234567",
+    "+79161234500",
+    "+74957771000",
+    "+79031234567",
+    "+79265550011",
+    "+78122345678",
+    "+79991112233",
+    "+74951234567",
+]
+CUSTOMERS = [
+    CustomerRecord(
+        "c-1",
+        "ООО Ромашка",
+        ("+7 926 555-00-11",),
+        (ContactRecord("p-1", "Иванов Пётр", ("8 916 123-45-67",)),),
+    ),
+    CustomerRecord("c-2", "ИП Ёлкин Фёдор", ("+7 903 123-45-67", "+7 812 234-56-78"), ()),
+    CustomerRecord(
+        "c-3",
+        "Ромашка-Трейд 2000",
+        ("+7 999 111-22-33",),
+        (ContactRecord("p-3", "Петрова Алёна", ("+7 495 777-10-00",)),),
+    ),
+]
+START = at("11-20 08:00")
+
+
+async def _write_calls(journal: SqlJournal, count: int = 60, *, first: int = 0) -> None:
+    directions = [Direction.INCOMING, Direction.OUTGOING, Direction.INCOMING, Direction.INTERNAL]
+    calls = []
+    for i in range(first, first + count):
+        direction = directions[i % len(directions)]
+        number = None if direction is Direction.INTERNAL else NUMBERS[(i * 5) % len(NUMBERS)]
+        calls.append(
+            make_call(
+                direction,
+                number,
+                # Every 25 minutes: the calls span many of the keys' hour buckets.
+                START + i * 1500,
+                answered=i % 3 != 0,
+                extension=str(101 + i % 5),
+                conversation_id=f"call-{i}",
+            )
+        )
+    await journal.write_many([(call, []) for call in calls], START + (first + count) * 1500)
+
+
+async def _texts(database: Database) -> list[tuple[int, float, str, str]]:
+    async with database.sessions() as session:
+        rows = await session.execute(
+            sa.select(Call.id, Call.started_at, Call.search_text, Call.direction)
+        )
+        return [(i, s, t, d) for i, s, t, d in rows]
+
+
+def _matches(query: str, text: str) -> bool:
+    search = parse_query(query, "RU")
+    if search.empty:
+        return True  # nothing to search for ("-", "()"): no search, as an empty box
+    if search.any_of:
+        return any(term in text for term in search.any_of)
+    return all(word in text for word in search.all_of)
+
+
+def _oracle(rows: Iterable[tuple[int, float, str, str]], query: str) -> list[int]:
+    found = [(s, i) for i, s, text, _ in rows if _matches(query, text)]
+    return [i for _, i in sorted(found, reverse=True)]
+
+
+async def _pages(database: Database, where: JournalFilter, limit: int) -> list[int]:
+    ids: list[int] = []
+    cursor = None
+    async with database.sessions() as session:
+        for _ in range(200):
+            page, cursor = await page_ids(session, where, limit=limit, cursor=cursor)
+            ids += page
+            if cursor is None:
+                return ids
+    raise AssertionError("no last page")
+
+
+async def _keyed(database: Database, query: str) -> bool:
+    async with database.sessions() as session:
+        return await key_search(session, parse_query(query, "RU")) is not None
+
+
+def _queries(rows: list[tuple[int, float, str, str]], seed: int = 18) -> list[str]:
+    """Whole words, their beginnings, middles and ends, digit runs, two words of one call and
+    of two calls, other cases and ``ё``, and words nobody has."""
+    rnd = random.Random(seed)
+    words = sorted({w for _, _, text, _ in rows for w in text.split(" ") if w != "|"})
+    queries = {"nobody-by-this-name", "00000", "ромашка иванов", "Ромашка Иванов"}
+    for word in words:
+        queries.update({word, word[:3], word[:-1], word[1:4], word[-4:]})
+        if word.isdigit():
+            for size in (4, 5, 7):
+                at_ = rnd.randrange(0, max(1, len(word) - size + 1))
+                queries.add(word[at_ : at_ + size])
+    for _, _, text, _ in rnd.sample(rows, min(12, len(rows))):
+        parts = [w for w in text.split(" ") if w != "|"]
+        queries.add(f"{parts[0]} {parts[-1]}")
+        queries.add(" ".join(parts[-2:]).upper())
+    queries.update({"Пётр", "ПЕТР", "алена", "Ёлкин", "елкин", "8 916 123-45-67", "(926) 555"})
+    return sorted(q for q in queries if len(q.strip()) >= 3)
+
+
+async def _check_every_query(database: Database, queries: Iterable[str]) -> int:
+    rows = await _texts(database)
+    checked = 0
+    for query in queries:
+        if len(query.replace(" ", "")) < 3:
+            continue
+        where = JournalFilter(query=query, internal=InternalCalls.SHOW)
+        assert await _pages(database, where, 500) == _oracle(rows, query), query
+        checked += 1
+    return checked
+
+
+@pytest.fixture
+async def filled(database: Database) -> SqlJournal:
+    journal = await make_journal(database)
+    for record in CUSTOMERS:
+        await journal.upsert_customer(record, now=START)
+    await _write_calls(journal)
+    return journal
+
+
+async def test_keys_find_exactly_the_calls_whose_text_holds_the_query(
+    database: Database, filled: SqlJournal
+) -> None:
+    queries = _queries(await _texts(database))
+    assert len(queries) > 100
+    # Keys serve them (a query of three characters or more, whose words are not all common).
+    assert all([await _keyed(database, q) for q in queries])
+    assert await _check_every_query(database, queries) == len(queries)
+
+
+async def test_pages_of_a_search_follow_each_other_without_gaps(
+    database: Database, filled: SqlJournal
+) -> None:
+    """Pages of 3 and 7 rows (the keys opened a few per statement, the page's oldest call
+    stopping the walk) give the whole result, in journal order, with filters."""
+    rows = await _texts(database)
+    cases = [
+        (JournalFilter(query="1234", internal=InternalCalls.SHOW), lambda d: True),
+        (JournalFilter(query="79"), lambda d: d != "internal"),
+        (JournalFilter(query="10"), lambda d: d != "internal"),
+        (JournalFilter(query="ромашка", kinds=frozenset({"incoming"})), lambda d: d == "incoming"),
+        (JournalFilter(query="smirnova"), lambda d: d != "internal"),
+    ]
+    for where, keep in cases:
+        assert where.query is not None
+        wanted = [i for i in _oracle(rows, where.query) if keep(_direction(rows, i))]
+        assert len(wanted) >= 5, where
+        for limit in (3, 7):
+            assert await _pages(database, where, limit) == wanted, (where, limit)
+
+
+def _direction(rows: list[tuple[int, float, str, str]], call_id: int) -> str:
+    return next(d for i, _, _, d in rows if i == call_id)
+
+
+async def test_a_search_of_my_calls_and_a_period(database: Database, filled: SqlJournal) -> None:
+    rows = await _texts(database)
+    async with database.sessions() as session:
+        parts = await session.execute(sa.text("SELECT call_id, extension FROM call_participants"))
+        by_call: dict[int, set[str]] = {}
+        for call_id, extension in parts:
+            by_call.setdefault(call_id, set()).add(extension)
+    since, until = START + 3 * 3600, START + 15 * 3600
+    starts = {i: s for i, s, _, _ in rows}
+    where = JournalFilter(
+        query="9161",
+        employee="102",
+        started_from=since,
+        started_until=until,
+        internal=InternalCalls.SHOW,
+    )
+    wanted = [
+        i
+        for i in _oracle(rows, "9161")
+        if "102" in by_call.get(i, set()) and since <= starts[i] < until
+    ]
+    assert wanted
+    assert await _pages(database, where, 2) == wanted
+
+
+async def test_keys_follow_every_change_of_the_directory(
+    database: Database, filled: SqlJournal
+) -> None:
+    journal = filled
+    queries = ["ромашка", "ромаш", "иванов", "петр", "василек", "сидоров", "елкин", "фед"]
+    queries += ["smirnova", "кузнецова", "алена", "трейд", "1000", "9161234567"]
+
+    async def check() -> None:
+        await _check_every_query(database, queries)
+
+    await check()
+    # Renamed customer and contact person: the old names find nothing, the new ones their calls.
+    await journal.upsert_customer(
+        CustomerRecord(
+            "c-1",
+            "ООО Василёк",
+            ("+7 926 555-00-11",),
+            (ContactRecord("p-1", "Сидоров Пётр", ("8 916 123-45-67",)),),
+        ),
+        now=START,
+    )
+    await check()
+    assert not await _pages(database, JournalFilter(query="иванов"), 50)
+    # A number bound to another customer, one unbound, a customer deleted.
+    await journal.bind_number("+7 495 123-45-67", customer_id="c-2", contact_id=None)
+    await journal.unbind_number("+7 903 123-45-67")
+    await check()
+    await journal.delete_customer("c-3")
+    await check()
+    assert not await _pages(database, JournalFilter(query="трейд"), 50)
+    # An employee renamed, and an extension given to another employee.
+    await journal.upsert_employee(EmployeeRecord("101", "Кузнецова Алёна", ("101",)))
+    await check()
+    await journal.upsert_employee(EmployeeRecord("102", "Smirnova Olga", ("102", "103")))
+    await check()
+    # New calls after all of it.
+    await _write_calls(journal, 20, first=60)
+    await check()
+
+
+async def test_the_writer_keeps_each_key_once_with_its_newest_call(
+    database: Database, filled: SqlJournal
+) -> None:
+    async with database.sessions() as session:
+        keys = {
+            (k, key): last
+            for k, key, last in await session.execute(
+                sa.select(SearchKey.kind, SearchKey.key, SearchKey.last)
+            )
+        }
+        newest = dict(
+            (
+                await session.execute(
+                    sa.select(Call.number, sa.func.max(Call.started_at))
+                    .where(Call.number.is_not(None))
+                    .group_by(Call.number)
+                )
+            ).all()
+        )
+        suffix_lasts = await session.execute(
+            sa.select(SearchSuffix.kind, SearchSuffix.key, SearchSuffix.last).distinct()
+        )
+        by_key: dict[tuple[str, str], set[float]] = {}
+        for kind, key, last in suffix_lasts:
+            by_key.setdefault((kind, key), set()).add(last)
+    assert {key for (kind, key) in keys if kind == "n"} == set(newest)
+    for number, started in newest.items():
+        assert keys[("n", number)] == bucket(started) >= started
+    assert {key for key, lasts in by_key.items()} == set(keys)
+    assert all(lasts == {keys[key]} for key, lasts in by_key.items())
+    assert {key for (kind, key) in keys if kind == "c"} == {"c-1", "c-2", "c-3"}
+    assert {key for (kind, key) in keys if kind == "e"} == {"101", "102", "103", "104", "105"}
+
+
+async def _key_tables(database: Database) -> tuple[set[tuple[str, ...]], set[tuple[str, ...]]]:
+    async with database.sessions() as session:
+        keys = {
+            (k, key, text, repr(last))
+            for k, key, text, last in await session.execute(
+                sa.select(SearchKey.kind, SearchKey.key, SearchKey.text, SearchKey.last)
+            )
+        }
+        suffixes = {
+            (s, k, key, repr(last))
+            for s, k, key, last in await session.execute(
+                sa.select(SearchSuffix.suffix, SearchSuffix.kind, SearchSuffix.key, SearchSuffix.last)
+            )
+        }
+    return keys, suffixes
+
+
+async def test_migration_0012_builds_the_keys_the_writer_would_have(
+    empty_database: Database,
+) -> None:
+    """A journal filled at 0011 (no keys), upgraded: its keys are the ones the writer keeps
+    (the same journal rewritten at 0012 gives the same tables), search finds the same calls;
+    and it goes down to 0011 and up again."""
+    database = empty_database
+    await upgrade(database, "0011")
+    journal = await make_journal(database)
+    for record in CUSTOMERS:
+        await journal.upsert_customer(record, now=START)
+    await _write_calls(journal)
+    await upgrade(database, region="RU")
+    assert await current_revision(database) == "0012"
+    built = await _key_tables(database)
+    assert len(built[0]) > 10 and len(built[1]) > 100
+    await _check_every_query(database, _queries(await _texts(database), seed=7))
+    # The writer's own tables for the same journal: emptied, then every call written again
+    # with a new fingerprint is rewritten with its keys.
+    async with database.sessions() as session:
+        await session.execute(sa.delete(SearchSuffix))
+        await session.execute(sa.delete(SearchKey))
+        await session.execute(sa.update(Call).values(fingerprint="stale"))
+        await session.commit()
+    await _write_calls(journal)
+    assert await _key_tables(database) == built
+    await downgrade(database, "0011")
+    assert await current_revision(database) == "0011"
+    await upgrade(database, region="RU")
+    assert await _key_tables(database) == built
+
+
+async def test_any_string_finds_what_the_texts_hold(
+    database: Database, filled: SqlJournal
+) -> None:
+    """Whatever the string (short words, digits among letters, punctuation, case, ``ё``), the
+    answer is the oracle's, through keys or the calls' own index."""
+    drawn: list[str] = []
+
+    @given(st.text(alphabet="аеёиопрштк АИЁРОШ0123456789-+()", min_size=1, max_size=9))
+    @settings(
+        max_examples=80,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+    )
+    def draw(query: str) -> None:
+        drawn.append(query)
+
+    draw()  # hypothesis draws the strings; the searches run on this test's loop below
+    rows = await _texts(database)
+    for query in drawn:
+        where = JournalFilter(query=query, internal=InternalCalls.SHOW)
+        assert await _pages(database, where, 500) == _oracle(rows, query), query
