@@ -51,8 +51,8 @@ import json
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,7 @@ from storage.models import (
     EmployeeExtension,
     ExtensionCall,
     JournalState,
+    SearchKey,
     SearchSuffix,
 )
 from storage.rules import Status
@@ -809,38 +810,34 @@ KEY_BATCHES = (4, 12, 32)
 
 @dataclass(frozen=True, slots=True)
 class KeySearch:
-    """The keys a search opens, and the words each call found must also hold (a query of
-    several words opens the keys of its rarest word and checks the others on the calls)."""
+    """The keys a search opens, as ranges of ``search_suffixes``: a number's forms (any of
+    them), or words (every one: the ranges intersected, and the ``common`` words, found in
+    too many keys to intersect, checked on the remaining keys' texts). Nothing is found when
+    ``ranges`` is empty."""
 
-    keys: tuple[Key, ...]
-    verify: tuple[str, ...] = ()
+    ranges: tuple[str, ...]
+    any_of: bool = False
+    common: tuple[str, ...] = ()
 
 
-def _word_keys_statement() -> sa.Select[Any]:
+def _suffix_count() -> sa.Select[Any]:
     s = SearchSuffix.__table__.c
-    return (
-        sa.select(s.kind, s.key, s.last)
-        .where(s.suffix >= sa.bindparam("lo"), s.suffix < sa.bindparam("hi"))
-        .limit(sa.bindparam("most", literal_execute=False))
-    )
+    in_range = (s.suffix >= sa.bindparam("lo"), s.suffix < sa.bindparam("hi"))
+    counted = sa.select(sa.literal(1)).where(*in_range).limit(sa.bindparam("most")).subquery()
+    return sa.select(sa.func.count()).select_from(counted)
 
 
-_WORD_KEYS = _word_keys_statement()
+_WORD_COUNT = _suffix_count()
 
 
-async def word_keys(session: AsyncSession, word: str) -> list[Key] | None:
-    """The keys whose text holds ``word``, or None when they are more than
-    ``MAX_SEARCH_KEYS`` (read as suffix entries: a key holding the word twice is read twice,
-    so twice as many entries are allowed)."""
+async def _uncommon(session: AsyncSession, word: str) -> bool:
+    """Whether ``word``'s range of ``search_suffixes`` is short enough to list (counted
+    without fetching: at most ``2 × MAX_SEARCH_KEYS`` entries, a key holding the word twice
+    being two)."""
     lo, hi = word_range(word)
     most = 2 * MAX_SEARCH_KEYS
-    rows = (await session.execute(_WORD_KEYS, {"lo": lo, "hi": hi, "most": most + 1})).all()
-    if len(rows) > most:
-        return None
-    found = {(kind, key): Key(kind, key, float(last)) for kind, key, last in rows}
-    if len(found) > MAX_SEARCH_KEYS:
-        return None
-    return list(found.values())
+    params = {"lo": lo, "hi": hi, "most": most + 1}
+    return bool((await session.execute(_WORD_COUNT, params)).scalar_one() <= most)
 
 
 def _keyable(term: str) -> bool:
@@ -848,100 +845,165 @@ def _keyable(term: str) -> bool:
 
 
 async def key_search(session: AsyncSession, search: SearchQuery) -> KeySearch | None:
-    """The keys a search opens, or None when keys cannot serve it (a term under three or
-    over ``MAX_SUFFIX`` characters, or every word too common): it then goes through the calls'
-    trigram index."""
+    """How keys serve a search, or None when they cannot (a term under three or over
+    ``MAX_SUFFIX`` characters, a number form or every word too common): it then goes
+    through the calls' trigram index.
+
+    A number opens the keys holding one of its forms. Words open the keys holding every word
+    (one name, one number, or an extension with its employee's name: "Иванов Пётр",
+    "ромашка 2000", "101 smirnova")."""
     if not await session.run_sync(lambda sync: has_keys(sync.connection())):
         return None
+    terms = list(dict.fromkeys(search.any_of or search.all_of))
+    if not terms or not all(_keyable(term) for term in terms):
+        return None
     if search.any_of:
-        if not all(_keyable(term) for term in search.any_of):
-            return None
-        found: dict[tuple[str, str], Key] = {}
-        for term in search.any_of:
-            keys = await word_keys(session, term)
-            if keys is None:
+        for term in terms:
+            if not await _uncommon(session, term):
                 return None
-            found.update(((k.kind, k.key), k) for k in keys)
-        return KeySearch(tuple(found.values()))
-    words = list(dict.fromkeys(search.all_of))
-    if not words or not all(_keyable(word) for word in words):
+        return KeySearch(tuple(terms), any_of=True)
+    ranges: list[str] = []
+    common: list[str] = []
+    for word in terms:
+        (ranges if await _uncommon(session, word) else common).append(word)
+    if not ranges:
         return None
-    best: tuple[str, list[Key]] | None = None
-    # Longer words first: they are usually the rarer, and a word without keys ends it.
-    for word in sorted(words, key=len, reverse=True):
-        keys = await word_keys(session, word)
-        if keys is None:
-            continue
-        if not keys:
-            return KeySearch(())
-        if best is None or len(keys) < len(best[1]):
-            best = (word, keys)
-    if best is None:
-        return None
-    return KeySearch(tuple(best[1]), tuple(word for word in words if word != best[0]))
+    return KeySearch(tuple(ranges), common=tuple(common))
+
+
+#: Keys read per statement of a search page, newest first.
+KEYS_READ = 64
+
+
+@functools.lru_cache(maxsize=256)
+def _keys_template(ranges: int, any_of: bool, common: int, after: bool) -> sa.Select[Any]:
+    """The next ``KEYS_READ`` keys of a search, newest ``last`` first (after ``after``): the
+    statement of a shape, made once, with its values as parameters (``lo0``, ``hi0``, …,
+    ``common0``, …, ``after_last``, ``after_kind``, ``after_key``)."""
+    s = SearchSuffix.__table__.c
+    selects = [
+        sa.select(s.kind, s.key, s.last).where(
+            s.suffix >= sa.bindparam(f"lo{i}"), s.suffix < sa.bindparam(f"hi{i}")
+        )
+        for i in range(ranges)
+    ]
+    if ranges == 1:
+        keys = selects[0].distinct().subquery()
+    elif any_of:
+        keys = sa.union(*selects).subquery()
+    else:
+        keys = sa.intersect(*selects).subquery()
+    statement = sa.select(keys.c.kind, keys.c.key, keys.c.last)
+    if common:
+        text = SearchKey.__table__.c
+        statement = statement.where(
+            sa.exists().where(
+                text.kind == keys.c.kind,
+                text.key == keys.c.key,
+                *(text.text.like(sa.bindparam(f"common{i}"), escape="\\") for i in range(common)),
+            )
+        )
+    if after:
+        statement = statement.where(
+            sa.tuple_(keys.c.last, keys.c.kind, keys.c.key)
+            < sa.tuple_(
+                sa.bindparam("after_last"), sa.bindparam("after_kind"), sa.bindparam("after_key")
+            )
+        )
+    return statement.order_by(keys.c.last.desc(), keys.c.kind.desc(), keys.c.key.desc()).limit(
+        KEYS_READ
+    )
+
+
+def _keys_statement(
+    found_by: KeySearch, after: tuple[float, str, str] | None
+) -> tuple[sa.Select[Any], dict[str, Any]]:
+    params: dict[str, Any] = {}
+    for i, term in enumerate(found_by.ranges):
+        params[f"lo{i}"], params[f"hi{i}"] = word_range(term)
+    for i, word in enumerate(found_by.common):
+        params[f"common{i}"] = _like(word)
+    if after is not None:
+        params["after_last"], params["after_kind"], params["after_key"] = after
+    template = _keys_template(
+        len(found_by.ranges), found_by.any_of, len(found_by.common), after is not None
+    )
+    return template, params
 
 
 _KEY_COLUMNS = {KIND_NUMBER: "number", KIND_CUSTOMER: "customer_id", KIND_CONTACT: "contact_id"}
 
 
-def _key_arm(
-    key: Key,
-    where: JournalFilter,
-    *,
-    limit: int,
-    bound: tuple[float, int] | None,
-    extensions: Sequence[str],
-    verify: Sequence[str],
-) -> sa.Select[Any]:
-    """A page of one key's calls, newest first, with the filter's conditions."""
+@dataclass(frozen=True, slots=True)
+class _ArmShape:
+    """What the statement opening a batch of keys is built from, besides its values."""
+
+    kinds: tuple[str, ...]
+    filters: JournalFilter
+    extensions: int
+    bound: bool
+    floor: bool
+
+
+def _key_arm(kind: str, i: int, shape: _ArmShape) -> sa.Select[Any]:
+    """A page of the ``i``-th key's calls, newest first, with the filter's conditions."""
+    where = shape.filters
     calls = Call.__table__.c
-    mine = _mine_probe(where, extensions)
-    checks = [calls.search_text.like(_like(word), escape="\\") for word in verify]
-    if key.kind == KIND_EXTENSION:
+    if kind == KIND_EXTENSION:
         c = _mine
-        statement = sa.select(c.call_id.label("id"), c.started_at).where(c.extension == key.key)
-        if mine is not None or checks:
-            statement = statement.join(Call.__table__, calls.id == c.call_id)
-            if mine is not None:
-                statement = statement.where(mine(calls.id))
-            statement = statement.where(*checks)
+        statement = sa.select(c.call_id.label("id"), c.started_at).where(
+            c.extension == sa.bindparam(f"key{i}")
+        )
         started, call_id = c.started_at, c.call_id
+        conditions = _flag_conditions(where, c)
     else:
         c = calls
-        statement = sa.select(c.id, c.started_at).where(c[_KEY_COLUMNS[key.kind]] == key.key)
-        if mine is not None:
-            statement = statement.where(mine(c.id))
-        statement = statement.where(*checks)
+        statement = sa.select(c.id, c.started_at).where(
+            c[_KEY_COLUMNS[kind]] == sa.bindparam(f"key{i}")
+        )
         started, call_id = c.started_at, c.id
-    statement = statement.where(*_flag_conditions(where, c))
-    if where.started_from is not None:
-        statement = statement.where(started >= where.started_from)
-    if where.started_until is not None:
-        statement = statement.where(started < where.started_until)
-    if bound is not None:
-        statement = statement.where(sa.tuple_(started, call_id) < sa.tuple_(*bound))
-    return statement.order_by(started.desc(), call_id.desc()).limit(limit)
-
-
-def _mine_probe(
-    where: JournalFilter, extensions: Sequence[str]
-) -> Callable[[Any], sa.ColumnElement[bool]] | None:
-    """ "My calls" on a call id column: a probe of its participants (a scalar subquery, see
-    :func:`journal_statement`)."""
-    if where.employee is None:
-        return None
-    wanted = list(extensions) or [where.employee]
-
-    def probe(call_id: Any) -> sa.ColumnElement[bool]:
-        return (
+        # A call with a number, customer or contact is never internal: hiding internal calls
+        # (the default) needs no look at the row, which the key's index does not hold.
+        hidden = where.internal is InternalCalls.HIDE and not where.kinds
+        conditions = _flag_conditions(
+            replace(where, internal=InternalCalls.SHOW) if hidden else where, c
+        )
+    if shape.extensions:
+        conditions.append(
             sa.select(sa.literal(1))
-            .where(CallParticipant.call_id == call_id, CallParticipant.extension.in_(wanted))
+            .where(
+                CallParticipant.call_id == call_id,
+                CallParticipant.extension.in_(sa.bindparam("mine", expanding=True)),
+            )
             .limit(1)
             .scalar_subquery()
             .is_not(None)
         )
+    if where.started_from is not None:
+        conditions.append(started >= sa.bindparam("since"))
+    if where.started_until is not None:
+        conditions.append(started < sa.bindparam("until"))
+    if shape.floor:
+        conditions.append(started >= sa.bindparam("floor"))
+    if shape.bound:
+        conditions.append(
+            sa.tuple_(started, call_id)
+            < sa.tuple_(sa.bindparam("bound_started"), sa.bindparam("bound_id"))
+        )
+    return (
+        statement.where(*conditions)
+        .order_by(started.desc(), call_id.desc())
+        .limit(sa.bindparam("page"))
+    )
 
-    return probe
+
+@functools.lru_cache(maxsize=512)
+def _arms_template(shape: _ArmShape) -> sa.Select[Any] | sa.CompoundSelect[Any]:
+    """The statement opening a batch of keys of these kinds, made once per shape (building
+    a few dozen subqueries took most of a search page's CPU)."""
+    arms = [_key_arm(kind, i, shape).subquery() for i, kind in enumerate(shape.kinds)]
+    selects = [sa.select(arm.c.id, arm.c.started_at) for arm in arms]
+    return selects[0] if len(selects) == 1 else sa.union_all(*selects)
 
 
 async def key_page(
@@ -955,37 +1017,60 @@ async def key_page(
 ) -> list[tuple[int, float]]:
     """A search page from its keys: ``(id, started_at)`` newest first, at most ``limit``.
 
-    The keys are opened newest ``last`` first, a few per statement (``KEY_BATCHES``), each
-    giving at most a page of its calls; once a page of calls is found, a key whose ``last``
-    is older than the page's oldest call cannot add to it, and nor can any key after it."""
-    keys = sorted(found_by.keys, key=lambda k: k.last, reverse=True)
+    The keys are read newest ``last`` first (``KEYS_READ`` at a time) and opened a few per
+    statement (``KEY_BATCHES``), each giving at most a page of its calls; once a page of
+    calls is found, a key whose ``last`` is older than the page's oldest call cannot add to
+    it, nor can any key after it, and the keys still opened read only what is newer."""
     bound = decode_cursor(cursor) if cursor is not None else None
+    # The filters without their values (which are parameters) and without the search.
+    filters = replace(
+        where,
+        query=None,
+        employee=None,
+        started_from=None if where.started_from is None else 0.0,
+        started_until=None if where.started_until is None else 0.0,
+    )
+    mine = list(extensions) or ([where.employee] if where.employee is not None else [])
+    params: dict[str, Any] = {"page": limit}
+    if mine:
+        params["mine"] = mine
+    if where.started_from is not None:
+        params["since"] = where.started_from
+    if where.started_until is not None:
+        params["until"] = where.started_until
+    if bound is not None:
+        params["bound_started"], params["bound_id"] = bound
     found: dict[int, float] = {}
-    at = 0
+    waiting: list[Key] = []
+    after: tuple[float, str, str] | None = None
+    exhausted = not found_by.ranges
     turn = 0
-    while at < len(keys):
-        if len(found) >= limit:
-            oldest = heapq.nlargest(limit, found.values())[-1]
-            if keys[at].last < oldest:
-                break
+    while True:
         size = KEY_BATCHES[min(turn, len(KEY_BATCHES) - 1)]
+        if len(waiting) < size and not exhausted:
+            read = (await session.execute(*_keys_statement(found_by, after))).all()
+            waiting += [Key(kind, key, float(last)) for kind, key, last in read]
+            exhausted = len(read) < KEYS_READ
+            if read:
+                after = (float(read[-1][2]), read[-1][0], read[-1][1])
+        if not waiting:
+            break
+        floor = None
+        if len(found) >= limit:
+            floor = heapq.nlargest(limit, found.values())[-1]
+            if waiting[0].last < floor:
+                break
+        chunk, waiting = waiting[:size], waiting[size:]
         turn += 1
-        chunk = sorted(keys[at : at + size], key=lambda k: k.kind)
-        at += size
-        arms = [
-            _key_arm(
-                key,
-                where,
-                limit=limit,
-                bound=bound,
-                extensions=extensions,
-                verify=found_by.verify,
-            ).subquery()
-            for key in chunk
-        ]
-        selects = [sa.select(arm.c.id, arm.c.started_at) for arm in arms]
-        statement = selects[0] if len(selects) == 1 else sa.union_all(*selects)
-        for call_id, started in await session.execute(statement):
+        chunk.sort(key=lambda k: k.kind)
+        shape = _ArmShape(
+            tuple(k.kind for k in chunk), filters, len(mine), bound is not None, floor is not None
+        )
+        values = dict(params)
+        values.update((f"key{i}", k.key) for i, k in enumerate(chunk))
+        if floor is not None:
+            values["floor"] = floor
+        for call_id, started in await session.execute(_arms_template(shape), values):
             found[int(call_id)] = float(started)
     ordered = sorted(found.items(), key=lambda item: (item[1], item[0]), reverse=True)
     return ordered[:limit]

@@ -23,7 +23,7 @@ from storage.engine import Database
 from storage.migrate import current_revision, downgrade, upgrade
 from storage.models import Call, SearchKey, SearchSuffix
 from storage.queries import InternalCalls, JournalFilter, key_search, page_ids
-from storage.search import parse_query
+from storage.search import fold, number_forms, parse_query
 from storage.searchkeys import bucket
 from storage.store import SqlJournal
 from tests.calls import at, make_call
@@ -77,25 +77,73 @@ async def _write_calls(journal: SqlJournal, count: int = 60, *, first: int = 0) 
     await journal.write_many([(call, []) for call in calls], START + (first + count) * 1500)
 
 
-async def _texts(database: Database) -> list[tuple[int, float, str, str]]:
+Row = tuple[int, float, str, str, tuple[str, ...]]
+
+
+async def _texts(database: Database) -> list[Row]:
+    """Each call: id, start, its own ``search_text``, direction, and the texts of its keys,
+    made here from the tables (its number's forms, its customer's and contact's names, each
+    extension with its employee's name)."""
     async with database.sessions() as session:
-        rows = await session.execute(
-            sa.select(Call.id, Call.started_at, Call.search_text, Call.direction)
+        customers = dict((await session.execute(sa.text("SELECT id, name FROM customers"))).all())
+        contacts = dict((await session.execute(sa.text("SELECT id, name FROM contacts"))).all())
+        staff = dict(
+            (
+                await session.execute(
+                    sa.text(
+                        "SELECT x.extension, e.name FROM employee_extensions x "
+                        "JOIN employees e ON e.id = x.employee_id"
+                    )
+                )
+            ).all()
         )
-        return [(i, s, t, d) for i, s, t, d in rows]
+        parts: dict[int, list[str]] = {}
+        for call_id, extension in await session.execute(
+            sa.text("SELECT call_id, extension FROM call_participants")
+        ):
+            parts.setdefault(call_id, []).append(extension)
+        rows = await session.execute(
+            sa.select(
+                Call.id,
+                Call.started_at,
+                Call.search_text,
+                Call.direction,
+                Call.number,
+                Call.customer_id,
+                Call.contact_id,
+            )
+        )
+        found = []
+        for i, started, text, direction, number, customer, contact in rows:
+            keys = [" ".join(number_forms(number, "RU"))] if number else []
+            keys += [fold(customers[customer])] if customer else []
+            keys += [fold(contacts[contact])] if contact else []
+            for extension in parts.get(i, []):
+                name = staff.get(extension)
+                keys.append(f"{extension} {fold(name)}" if name else extension)
+            found.append((i, started, text, direction, tuple(keys)))
+        return found
 
 
-def _matches(query: str, text: str) -> bool:
+def _matches(query: str, text: str, keys: tuple[str, ...]) -> bool:
+    """A number matches a call one of whose keys holds one of its forms; words, a call one of
+    whose keys holds every word. A term under three characters is not looked up in keys but
+    in the call's whole text (the calls' trigram index): there the words may be in several."""
     search = parse_query(query, "RU")
     if search.empty:
         return True  # nothing to search for ("-", "()"): no search, as an empty box
+    terms = search.any_of or search.all_of
+    if not all(3 <= len(term) <= 64 for term in terms):
+        texts: tuple[str, ...] = (text,)
+    else:
+        texts = keys
     if search.any_of:
-        return any(term in text for term in search.any_of)
-    return all(word in text for word in search.all_of)
+        return any(term in t for term in search.any_of for t in texts)
+    return any(all(word in t for word in search.all_of) for t in texts)
 
 
-def _oracle(rows: Iterable[tuple[int, float, str, str]], query: str) -> list[int]:
-    found = [(s, i) for i, s, text, _ in rows if _matches(query, text)]
+def _oracle(rows: Iterable[Row], query: str) -> list[int]:
+    found = [(s, i) for i, s, text, _, keys in rows if _matches(query, text, keys)]
     return [i for _, i in sorted(found, reverse=True)]
 
 
@@ -116,11 +164,11 @@ async def _keyed(database: Database, query: str) -> bool:
         return await key_search(session, parse_query(query, "RU")) is not None
 
 
-def _queries(rows: list[tuple[int, float, str, str]], seed: int = 18) -> list[str]:
+def _queries(rows: list[Row], seed: int = 18) -> list[str]:
     """Whole words, their beginnings, middles and ends, digit runs, two words of one call and
     of two calls, other cases and ``ё``, and words nobody has."""
     rnd = random.Random(seed)
-    words = sorted({w for _, _, text, _ in rows for w in text.split(" ") if w != "|"})
+    words = sorted({w for _, _, text, _, _ in rows for w in text.split(" ") if w != "|"})
     queries = {"nobody-by-this-name", "00000", "ромашка иванов", "Ромашка Иванов"}
     for word in words:
         queries.update({word, word[:3], word[:-1], word[1:4], word[-4:]})
@@ -128,7 +176,7 @@ def _queries(rows: list[tuple[int, float, str, str]], seed: int = 18) -> list[st
             for size in (4, 5, 7):
                 at_ = rnd.randrange(0, max(1, len(word) - size + 1))
                 queries.add(word[at_ : at_ + size])
-    for _, _, text, _ in rnd.sample(rows, min(12, len(rows))):
+    for _, _, text, _, _ in rnd.sample(rows, min(12, len(rows))):
         parts = [w for w in text.split(" ") if w != "|"]
         queries.add(f"{parts[0]} {parts[-1]}")
         queries.add(" ".join(parts[-2:]).upper())
@@ -188,8 +236,8 @@ async def test_pages_of_a_search_follow_each_other_without_gaps(
             assert await _pages(database, where, limit) == wanted, (where, limit)
 
 
-def _direction(rows: list[tuple[int, float, str, str]], call_id: int) -> str:
-    return next(d for i, _, _, d in rows if i == call_id)
+def _direction(rows: list[Row], call_id: int) -> str:
+    return next(d for i, _, _, d, _ in rows if i == call_id)
 
 
 async def test_a_search_of_my_calls_and_a_period(database: Database, filled: SqlJournal) -> None:
@@ -200,7 +248,7 @@ async def test_a_search_of_my_calls_and_a_period(database: Database, filled: Sql
         for call_id, extension in parts:
             by_call.setdefault(call_id, set()).add(extension)
     since, until = START + 3 * 3600, START + 15 * 3600
-    starts = {i: s for i, s, _, _ in rows}
+    starts = {i: s for i, s, _, _, _ in rows}
     where = JournalFilter(
         query="9161",
         employee="102",
