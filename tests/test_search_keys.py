@@ -350,7 +350,9 @@ async def _key_tables(database: Database) -> tuple[set[tuple[str, ...]], set[tup
         suffixes = {
             (s, k, key, repr(last))
             for s, k, key, last in await session.execute(
-                sa.select(SearchSuffix.suffix, SearchSuffix.kind, SearchSuffix.key, SearchSuffix.last)
+                sa.select(
+                    SearchSuffix.suffix, SearchSuffix.kind, SearchSuffix.key, SearchSuffix.last
+                )
             )
         }
     return keys, suffixes
@@ -388,9 +390,7 @@ async def test_migration_0012_builds_the_keys_the_writer_would_have(
     assert await _key_tables(database) == built
 
 
-async def test_any_string_finds_what_the_texts_hold(
-    database: Database, filled: SqlJournal
-) -> None:
+async def test_any_string_finds_what_the_texts_hold(database: Database, filled: SqlJournal) -> None:
     """Whatever the string (short words, digits among letters, punctuation, case, ``ё``), the
     answer is the oracle's, through keys or the calls' own index."""
     drawn: list[str] = []
