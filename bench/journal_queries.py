@@ -80,6 +80,7 @@ from config import Settings  # noqa: E402
 from connector.assembly import Direction  # noqa: E402
 from pbxjournal.pipeline import build_pipeline  # noqa: E402
 from pbxjournal.replay import replay_captures  # noqa: E402
+from storage import searchkeys  # noqa: E402
 from storage.engine import Database, open_database  # noqa: E402
 from storage.journal import JournalEntry  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
@@ -877,6 +878,7 @@ async def prepare(engine: str, args: argparse.Namespace, synth: Synth) -> str:
     else:
         source = getattr(args, "from_sqlite", None)
         phases = await fill_postgres(url, synth, progress, Path(source) if source else None)
+    phases["search_keys"] = await _fill_search_keys(url)
     detail = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in phases.items())
     print(
         f"\n  {engine}: filled at revision {schema} in {time.perf_counter() - began:.0f} s "
@@ -884,6 +886,21 @@ async def prepare(engine: str, args: argparse.Namespace, synth: Synth) -> str:
         file=sys.stderr,
     )
     return url
+
+
+async def _fill_search_keys(url: str) -> float:
+    """Build the search keys of the bulk-loaded journal (migration 0012's fill), if its
+    revision has them; the seconds it took."""
+    database = open_database(url)
+    try:
+        async with database.writer.begin() as connection:
+            if not await connection.run_sync(searchkeys.has_keys):
+                return 0.0
+            began = time.perf_counter()
+            await connection.run_sync(lambda c: searchkeys.fill(c, "RU"))
+            return time.perf_counter() - began
+    finally:
+        await database.dispose()
 
 
 async def database_size(url: str) -> int:

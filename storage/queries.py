@@ -936,9 +936,12 @@ _KEY_COLUMNS = {KIND_NUMBER: "number", KIND_CUSTOMER: "customer_id", KIND_CONTAC
 
 @dataclass(frozen=True, slots=True)
 class _ArmShape:
-    """What the statement opening a batch of keys is built from, besides its values."""
+    """What the statement opening keys of one kind is built from, besides its values: its
+    number of keys is a power of two (the keys past the batch's are ``""``, which no call
+    has), so that a few statements serve every batch."""
 
-    kinds: tuple[str, ...]
+    kind: str
+    keys: int
     filters: JournalFilter
     extensions: int
     bound: bool
@@ -999,9 +1002,9 @@ def _key_arm(kind: str, i: int, shape: _ArmShape) -> sa.Select[Any]:
 
 @functools.lru_cache(maxsize=512)
 def _arms_template(shape: _ArmShape) -> sa.Select[Any] | sa.CompoundSelect[Any]:
-    """The statement opening a batch of keys of these kinds, made once per shape (building
-    a few dozen subqueries took most of a search page's CPU)."""
-    arms = [_key_arm(kind, i, shape).subquery() for i, kind in enumerate(shape.kinds)]
+    """The statement opening keys of a kind, made once per shape (building a few dozen
+    subqueries took most of a search page's CPU, and compiling them more)."""
+    arms = [_key_arm(shape.kind, i, shape).subquery() for i in range(shape.keys)]
     selects = [sa.select(arm.c.id, arm.c.started_at) for arm in arms]
     return selects[0] if len(selects) == 1 else sa.union_all(*selects)
 
@@ -1062,16 +1065,17 @@ async def key_page(
                 break
         chunk, waiting = waiting[:size], waiting[size:]
         turn += 1
-        chunk.sort(key=lambda k: k.kind)
-        shape = _ArmShape(
-            tuple(k.kind for k in chunk), filters, len(mine), bound is not None, floor is not None
-        )
-        values = dict(params)
-        values.update((f"key{i}", k.key) for i, k in enumerate(chunk))
-        if floor is not None:
-            values["floor"] = floor
-        for call_id, started in await session.execute(_arms_template(shape), values):
-            found[int(call_id)] = float(started)
+        for kind in sorted({k.kind for k in chunk}):
+            names = [k.key for k in chunk if k.kind == kind]
+            slots = 1 << (len(names) - 1).bit_length()
+            shape = _ArmShape(kind, slots, filters, len(mine), bound is not None, floor is not None)
+            values = dict(params)
+            values.update((f"key{i}", name) for i, name in enumerate(names))
+            values.update((f"key{i}", "") for i in range(len(names), slots))
+            if floor is not None:
+                values["floor"] = floor
+            for call_id, started in await session.execute(_arms_template(shape), values):
+                found[int(call_id)] = float(started)
     ordered = sorted(found.items(), key=lambda item: (item[1], item[0]), reverse=True)
     return ordered[:limit]
 
