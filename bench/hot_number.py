@@ -54,6 +54,7 @@ from sqlalchemy.orm import Session
 from bench import report
 from bench.databases import scratch_database
 from connector.assembly import Direction, FinishedCall, Participant, Role
+from storage import searchkeys
 from storage.engine import open_database
 from storage.migrate import upgrade
 from storage.models import Call
@@ -227,6 +228,9 @@ async def fill(url: str, args: argparse.Namespace) -> float:
                     sa.text("SELECT setval(pg_get_serial_sequence('calls', 'id'), :v)"),
                     {"v": len(rows)},
                 )
+            # The search keys of the calls (migration 0012), as the writer would have left them.
+            if await connection.run_sync(searchkeys.has_keys):
+                await connection.run_sync(lambda sync: searchkeys.fill(sync, "RU"))
         print(f"filled {len(rows):,} calls in {time.perf_counter() - began:.0f} s", flush=True)
         autocommit = database.engine.execution_options(isolation_level="AUTOCOMMIT")
         async with autocommit.connect() as connection:

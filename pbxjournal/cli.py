@@ -150,6 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reevaluate.add_argument("--database", default=None, metavar="URL", help="default: storage.url")
     _add_config(reevaluate)
+    reindex = commands.add_parser(
+        "reindex-search",
+        help="rebuild the search keys from the journal",
+        description="Rebuild search_keys and search_suffixes (what a search finds calls by: "
+        "numbers in the region pbx.default_region, customers, contact persons, extensions) "
+        "from the calls and the directory, in one transaction. The writer keeps them; this "
+        "is for a journal whose tables were edited by hand or restored in part, or after "
+        "pbx.default_region changed. Run it with the daemon stopped: it holds the write "
+        "lock while it runs (minutes at ten million calls).",
+    )
+    reindex.add_argument("--database", default=None, metavar="URL", help="default: storage.url")
+    _add_config(reindex)
     calls = commands.add_parser("calls", help="print the journal, filtered as GET /calls")
     add_calls_arguments(calls)
     _add_config(calls)
@@ -194,6 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pbxjournal.dbtools import run_reevaluate
 
             return run_reevaluate(args)
+        if args.command == "reindex-search":
+            from pbxjournal.dbtools import run_reindex_search
+
+            return run_reindex_search(args)
         if args.command == "users":
             from pbxjournal.users import run_users
 

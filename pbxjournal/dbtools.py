@@ -147,6 +147,34 @@ def run_reevaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_reindex_search(args: argparse.Namespace) -> int:
+    """``pbxjournal reindex-search``: rebuild the search keys from the journal."""
+    import time
+
+    from storage import searchkeys
+
+    settings = load_settings(args.config)
+    url = args.database or settings.storage.url
+    region = settings.pbx.default_region
+
+    async def reindex() -> int:
+        async with open_journal(settings, url) as journal, journal.transaction() as tx:
+            # The journal's write transaction: its lock keeps a running writer out meanwhile.
+            return await tx.session.run_sync(
+                lambda sync: searchkeys.fill(sync.connection(), region)
+            )
+
+    began = time.monotonic()
+    try:
+        count = asyncio.run(reindex())
+    except Exception as exc:
+        if _is_database_error(exc):
+            return _fail("reindex-search", exc, url)
+        raise
+    print(f"search keys rebuilt: {count} keys in {time.monotonic() - began:.1f} s", file=sys.stderr)
+    return 0
+
+
 def _is_database_error(exc: BaseException) -> bool:
     """An error of the database or of reaching it (not a bug of ours)."""
     from storage.engine import DatabaseError

@@ -10,7 +10,9 @@ matches a call whose text holds one of its digit forms (``storage.search.parse_q
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -28,6 +30,8 @@ from storage.searchkeys import bucket
 from storage.store import SqlJournal
 from tests.calls import at, make_call
 from tests.db import make_journal
+from tests.scenarios import TRACES
+from tests.test_replay import json_lines, run_cli, write_config
 
 NUMBERS = [
     "+79161234567",
@@ -411,3 +415,44 @@ async def test_any_string_finds_what_the_texts_hold(database: Database, filled: 
     for query in drawn:
         where = JournalFilter(query=query, internal=InternalCalls.SHOW)
         assert await _pages(database, where, 500) == _oracle(rows, query), query
+
+
+def test_reindex_search_rebuilds_keys_lost_from_the_journal(tmp_path: Path) -> None:
+    """``pbxjournal reindex-search``: a journal whose keys were lost (edited by hand, restored
+    in part) finds nothing by name; rebuilt, it finds what it found before, key for key."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'j.sqlite3'}"
+    config = str(write_config(tmp_path))
+    captures = [str(p) for p in sorted(TRACES.glob("*.ami"))]
+    written = run_cli("replay", *captures, "--config", config, "--database", url)
+    assert written.returncode == 0, written.stderr
+
+    def found(query: str) -> list[int]:
+        shown = run_cli(
+            "calls", "--json", "--search", query, "--internal", "show", "--limit", "500",
+            "--config", config, "--database", url,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        return [o["id"] for o in json_lines(shown.stdout)]
+
+    def tables() -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+        with sqlite3.connect(tmp_path / "j.sqlite3") as db:
+            keys = db.execute("SELECT kind, key, text, last FROM search_keys ORDER BY 1, 2")
+            suffixes = db.execute("SELECT * FROM search_suffixes ORDER BY 1, 2, 3")
+            return keys.fetchall(), suffixes.fetchall()
+
+    before = {q: found(q) for q in ("smirnova", "105", "79161234567", "petrov ivan")}
+    assert all(before.values())
+    kept = tables()
+    with sqlite3.connect(tmp_path / "j.sqlite3") as db:
+        db.execute("DELETE FROM search_suffixes")
+        db.execute("DELETE FROM search_keys")
+    assert found("smirnova") == []
+    result = run_cli("reindex-search", "--config", config, "--database", url)
+    assert result.returncode == 0, result.stderr
+    assert "search keys rebuilt:" in result.stderr
+    assert tables() == kept
+    assert {q: found(q) for q in before} == before
+    missing = run_cli(
+        "reindex-search", "--config", config, "--database", "postgresql+asyncpg://x@127.0.0.1:1/no"
+    )
+    assert missing.returncode == 3, missing.stderr
