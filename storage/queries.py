@@ -803,6 +803,9 @@ async def employee_extensions(session: AsyncSession, employee: str) -> list[str]
 #: A word found in more keys than this is searched by the calls' own index instead (a common
 #: word: walking the journal finds a page within a few thousand rows).
 MAX_SEARCH_KEYS = 4000
+#: A word of a query of several words found in at most this many keys (suffix entries) is
+#: "rare": the keys of the rare words are intersected, the other words checked on their texts.
+FEW_KEYS = 256
 #: How many keys each statement of a search page opens, in turn (then the last, repeated):
 #: the first key often fills the page (a number, a customer), a run of digits opens dozens.
 KEY_BATCHES = (4, 12, 32)
@@ -830,12 +833,11 @@ def _suffix_count() -> sa.Select[Any]:
 _WORD_COUNT = _suffix_count()
 
 
-async def _uncommon(session: AsyncSession, word: str) -> bool:
-    """Whether ``word``'s range of ``search_suffixes`` is short enough to list (counted
-    without fetching: at most ``2 × MAX_SEARCH_KEYS`` entries, a key holding the word twice
-    being two)."""
+async def _uncommon(session: AsyncSession, word: str, most: int = 2 * MAX_SEARCH_KEYS) -> bool:
+    """Whether ``word``'s range of ``search_suffixes`` has at most ``most`` entries (a key
+    holding the word twice is two), counted without fetching them and without reading past
+    ``most``: the default is ``MAX_SEARCH_KEYS`` keys' worth."""
     lo, hi = word_range(word)
-    most = 2 * MAX_SEARCH_KEYS
     params = {"lo": lo, "hi": hi, "most": most + 1}
     return bool((await session.execute(_WORD_COUNT, params)).scalar_one() <= most)
 
@@ -862,6 +864,12 @@ async def key_search(session: AsyncSession, search: SearchQuery) -> KeySearch | 
             if not await _uncommon(session, term):
                 return None
         return KeySearch(tuple(terms), any_of=True)
+    # Several words: the rare ones' ranges (a few leaf pages each, cold) are intersected and
+    # the others checked on the few keys left, which costs less than reading their ranges
+    # (thousands of entries for a surname or a first name).
+    rare = [word for word in terms if len(terms) > 1 and await _uncommon(session, word, FEW_KEYS)]
+    if rare:
+        return KeySearch(tuple(rare), common=tuple(w for w in terms if w not in rare))
     ranges: list[str] = []
     common: list[str] = []
     for word in terms:
