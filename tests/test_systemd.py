@@ -161,6 +161,11 @@ async def test_sighup_reloads_employees_without_dropping_the_ami_session(
     with capture_logs() as logs:
         daemon = Daemon(settings, config_path=config)
         runner = asyncio.create_task(daemon.run())
+        # Reload once the AMI session is up (opening and migrating the journal comes first).
+        for _ in range(200):
+            if pbx.connections:
+                break
+            await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)
         config.write_text(
             '[log]\nlevel = "debug"\n[employees]\n'
