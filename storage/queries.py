@@ -880,7 +880,7 @@ async def key_search(session: AsyncSession, search: SearchQuery) -> KeySearch | 
 
 
 #: Keys read per statement of a search page, newest first.
-KEYS_READ = 64
+KEYS_READ = 256
 
 
 @functools.lru_cache(maxsize=256)
@@ -950,6 +950,7 @@ class _ArmShape:
     number of keys is a power of two (the keys past the batch's are ``""``, which no call
     has), so that a few statements serve every batch."""
 
+    dialect: str
     kind: str
     keys: int
     filters: JournalFilter
@@ -958,22 +959,19 @@ class _ArmShape:
     floor: bool
 
 
-def _key_arm(kind: str, i: int, shape: _ArmShape) -> sa.Select[Any]:
-    """A page of the ``i``-th key's calls, newest first, with the filter's conditions."""
+def _key_arm(kind: str, key: Any, shape: _ArmShape) -> sa.Select[Any]:
+    """A page of the calls of ``key`` (a parameter or a column), newest first, with the
+    filter's conditions."""
     where = shape.filters
     calls = Call.__table__.c
     if kind == KIND_EXTENSION:
         c = _mine
-        statement = sa.select(c.call_id.label("id"), c.started_at).where(
-            c.extension == sa.bindparam(f"key{i}")
-        )
+        statement = sa.select(c.call_id.label("id"), c.started_at).where(c.extension == key)
         started, call_id = c.started_at, c.call_id
         conditions = _flag_conditions(where, c)
     else:
         c = calls
-        statement = sa.select(c.id, c.started_at).where(
-            c[_KEY_COLUMNS[kind]] == sa.bindparam(f"key{i}")
-        )
+        statement = sa.select(c.id, c.started_at).where(c[_KEY_COLUMNS[kind]] == key)
         started, call_id = c.started_at, c.id
         # A call with a number, customer or contact is never internal: hiding internal calls
         # (the default) needs no look at the row, which the key's index does not hold.
@@ -1013,8 +1011,23 @@ def _key_arm(kind: str, i: int, shape: _ArmShape) -> sa.Select[Any]:
 @functools.lru_cache(maxsize=512)
 def _arms_template(shape: _ArmShape) -> sa.Select[Any] | sa.CompoundSelect[Any]:
     """The statement opening keys of a kind, made once per shape (building a few dozen
-    subqueries took most of a search page's CPU, and compiling them more)."""
-    arms = [_key_arm(shape.kind, i, shape).subquery() for i in range(shape.keys)]
+    subqueries took most of a search page's CPU, and compiling them more).
+
+    PostgreSQL: the keys are ``unnest`` of one array (``keys``), each joined ``LATERAL`` to
+    its page: one small plan whatever the number of keys (planning a ``UNION ALL`` of 32
+    arms, as its planner must for every request with custom plans, cost more than running
+    it). SQLite: a ``UNION ALL`` of one arm per key (``key0``, ``key1``, …)."""
+    if shape.dialect == "postgresql":
+        keys = (
+            sa.func.unnest(sa.bindparam("keys", type_=postgresql.ARRAY(sa.String())))
+            .table_valued(sa.column("key", sa.String()), name="keys")
+            .render_derived(name="keys")
+        )
+        page = _key_arm(shape.kind, keys.c.key, shape).lateral("key_page")
+        return sa.select(page.c.id, page.c.started_at).select_from(keys).join(page, sa.true())
+    arms = [
+        _key_arm(shape.kind, sa.bindparam(f"key{i}"), shape).subquery() for i in range(shape.keys)
+    ]
     selects = [sa.select(arm.c.id, arm.c.started_at) for arm in arms]
     return selects[0] if len(selects) == 1 else sa.union_all(*selects)
 
@@ -1034,6 +1047,7 @@ async def key_page(
     statement (``KEY_BATCHES``), each giving at most a page of its calls; once a page of
     calls is found, a key whose ``last`` is older than the page's oldest call cannot add to
     it, nor can any key after it, and the keys still opened read only what is newer."""
+    dialect = (await session.connection()).dialect.name
     bound = decode_cursor(cursor) if cursor is not None else None
     # The filters without their values (which are parameters) and without the search.
     filters = replace(
@@ -1081,11 +1095,17 @@ async def key_page(
         turn += 1
         for kind in sorted({k.kind for k in chunk}):
             names = [k.key for k in chunk if k.kind == kind]
-            slots = 1 << (len(names) - 1).bit_length()
-            shape = _ArmShape(kind, slots, filters, len(mine), bound is not None, floor is not None)
             values = dict(params)
-            values.update((f"key{i}", name) for i, name in enumerate(names))
-            values.update((f"key{i}", "") for i in range(len(names), slots))
+            if dialect == "postgresql":
+                slots = 0
+                values["keys"] = names
+            else:
+                slots = 1 << (len(names) - 1).bit_length()
+                values.update((f"key{i}", name) for i, name in enumerate(names))
+                values.update((f"key{i}", "") for i in range(len(names), slots))
+            shape = _ArmShape(
+                dialect, kind, slots, filters, len(mine), bound is not None, floor is not None
+            )
             if floor is not None:
                 values["floor"] = floor
             for call_id, started in await session.execute(_arms_template(shape), values):
