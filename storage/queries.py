@@ -311,8 +311,11 @@ def _search_condition(
     # PostgreSQL: pg_trgm serves LIKE itself, and its planner weighs a bitmap of the trigram
     # index against walking the journal. SQLite, for a term that matches thousands of rows:
     # walking the journal index and testing each row finds a page within a few thousand
-    # rows, where evaluating and sorting every match would not.
-    likes = [Call.search_text.like(_like(term), escape="\\") for term in terms]
+    # rows, where evaluating and sorting every match would not. A frequent search (its
+    # terms in thousands of keys) walks on PostgreSQL too: ``|| ''`` hides the text from the
+    # trigram index, whose bitmap of hundreds of thousands of calls the planner misjudged.
+    text = Call.search_text + "" if frequent and dialect == "postgresql" else Call.search_text
+    likes = [text.like(_like(term), escape="\\") for term in terms]
     return sa.and_(*likes) if search.all_of else sa.or_(*likes)
 
 
@@ -821,6 +824,9 @@ class KeySearch:
     ranges: tuple[str, ...]
     any_of: bool = False
     common: tuple[str, ...] = ()
+    #: Every term is in more keys than ``MAX_SEARCH_KEYS``: the search walks the journal in
+    #: order and tests each call's text (a page is found within a few thousand calls).
+    frequent: bool = False
 
 
 def _suffix_count() -> sa.Select[Any]:
@@ -833,11 +839,12 @@ def _suffix_count() -> sa.Select[Any]:
 _WORD_COUNT = _suffix_count()
 
 
-async def _uncommon(session: AsyncSession, word: str, most: int = 2 * MAX_SEARCH_KEYS) -> bool:
+async def _uncommon(session: AsyncSession, word: str, most: int | None = None) -> bool:
     """Whether ``word``'s range of ``search_suffixes`` has at most ``most`` entries (a key
     holding the word twice is two), counted without fetching them and without reading past
     ``most``: the default is ``MAX_SEARCH_KEYS`` keys' worth."""
     lo, hi = word_range(word)
+    most = 2 * MAX_SEARCH_KEYS if most is None else most
     params = {"lo": lo, "hi": hi, "most": most + 1}
     return bool((await session.execute(_WORD_COUNT, params)).scalar_one() <= most)
 
@@ -860,9 +867,10 @@ async def key_search(session: AsyncSession, search: SearchQuery) -> KeySearch | 
     if not terms or not all(_keyable(term) for term in terms):
         return None
     if search.any_of:
-        for term in terms:
-            if not await _uncommon(session, term):
-                return None
+        crowded = [term for term in terms if not await _uncommon(session, term)]
+        if crowded:
+            # One common form is enough to make the number's calls frequent.
+            return KeySearch((), frequent=True)
         return KeySearch(tuple(terms), any_of=True)
     # Several words: the rare ones' ranges (a few leaf pages each, cold) are intersected and
     # the others checked on the few keys left, which costs less than reading their ranges
@@ -875,7 +883,7 @@ async def key_search(session: AsyncSession, search: SearchQuery) -> KeySearch | 
     for word in terms:
         (ranges if await _uncommon(session, word) else common).append(word)
     if not ranges:
-        return None
+        return KeySearch((), frequent=True)
     return KeySearch(tuple(ranges), common=tuple(common))
 
 
@@ -1126,10 +1134,11 @@ async def page_ids(
     the last page): the page query of :func:`list_calls` and :func:`list_call_objects`."""
     dialect = (await session.connection()).dialect.name
     extensions = await employee_extensions(session, where.employee) if where.employee else []
+    found_by: KeySearch | None = None
     if where.query:
         search = parse_query(where.query, region)
         found_by = None if search.empty else await key_search(session, search)
-        if found_by is not None:
+        if found_by is not None and not found_by.frequent:
             found = await key_page(
                 session, found_by, where, limit=limit + 1, cursor=cursor, extensions=extensions
             )
@@ -1138,8 +1147,8 @@ async def page_ids(
             last = encode_cursor(found[-1][1], found[-1][0]) if more and found else None
             return [call_id for call_id, _ in found], last
     matches: list[int] | None = None
-    frequent = False
-    if where.query and dialect == "sqlite":
+    frequent = found_by is not None and found_by.frequent
+    if where.query and dialect == "sqlite" and not frequent:
         search = parse_query(where.query, region)
         if search.indexable:
             matches = await fts_matches(session, search)
