@@ -311,11 +311,8 @@ def _search_condition(
     # PostgreSQL: pg_trgm serves LIKE itself, and its planner weighs a bitmap of the trigram
     # index against walking the journal. SQLite, for a term that matches thousands of rows:
     # walking the journal index and testing each row finds a page within a few thousand
-    # rows, where evaluating and sorting every match would not. A frequent search (its
-    # terms in thousands of keys) walks on PostgreSQL too: ``|| ''`` hides the text from the
-    # trigram index, whose bitmap of hundreds of thousands of calls the planner misjudged.
-    text = Call.search_text + "" if frequent and dialect == "postgresql" else Call.search_text
-    likes = [text.like(_like(term), escape="\\") for term in terms]
+    # rows, where evaluating and sorting every match would not.
+    likes = [Call.search_text.like(_like(term), escape="\\") for term in terms]
     return sa.and_(*likes) if search.all_of else sa.or_(*likes)
 
 
@@ -824,8 +821,8 @@ class KeySearch:
     ranges: tuple[str, ...]
     any_of: bool = False
     common: tuple[str, ...] = ()
-    #: Every term is in more keys than ``MAX_SEARCH_KEYS``: the search walks the journal in
-    #: order and tests each call's text (a page is found within a few thousand calls).
+    #: Every term is in more keys than ``MAX_SEARCH_KEYS``: the search goes through the
+    #: calls' own text (SQLite walks the journal at once, without asking FTS5 first).
     frequent: bool = False
 
 
