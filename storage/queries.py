@@ -803,6 +803,9 @@ async def employee_extensions(session: AsyncSession, employee: str) -> list[str]
 #: A word found in more keys than this is searched by the calls' own index instead (a common
 #: word: walking the journal finds a page within a few thousand rows).
 MAX_SEARCH_KEYS = 4000
+#: The words of a query whose every word is common are still intersected when each range has
+#: at most this many entries (a surname, a first name: ~30,000 at ten million calls).
+CROWDED_KEYS = 100_000
 #: A word of a query of several words found in at most this many keys (suffix entries) is
 #: "rare": the keys of the rare words are intersected, the other words checked on their texts.
 FEW_KEYS = 256
@@ -879,9 +882,14 @@ async def key_search(session: AsyncSession, search: SearchQuery) -> KeySearch | 
     common: list[str] = []
     for word in terms:
         (ranges if await _uncommon(session, word) else common).append(word)
-    if not ranges:
-        return KeySearch((), frequent=True)
-    return KeySearch(tuple(ranges), common=tuple(common))
+    if ranges:
+        return KeySearch(tuple(ranges), common=tuple(common))
+    # Every word is common, but together they may be rare ("Зайцев Анна": a surname and a
+    # first name that no contact has together): walking the journal for them would read it
+    # all. Their ranges are intersected when none is far beyond the usual.
+    if len(terms) > 1 and all([await _uncommon(session, w, CROWDED_KEYS) for w in terms]):
+        return KeySearch(tuple(terms))
+    return KeySearch((), frequent=True)
 
 
 #: Keys read per statement of a search page, newest first.

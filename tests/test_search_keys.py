@@ -507,6 +507,7 @@ async def test_words_in_too_many_keys_walk_the_journal(
     (no FTS5 query first); PostgreSQL's planner weighs its trigram index as before."""
     monkeypatch.setattr(queries, "MAX_SEARCH_KEYS", 0)
     monkeypatch.setattr(queries, "FEW_KEYS", 0)
+    monkeypatch.setattr(queries, "CROWDED_KEYS", 0)
     rows = await _texts(database)
     whole = [(i, s, text, d, (text,)) for i, s, text, d, _ in rows]
     for query in ("ромашка", "ромашка иванов", "9161", "101 smirnova", "елкин"):
@@ -523,3 +524,19 @@ async def test_words_in_too_many_keys_walk_the_journal(
             )
             plan = "\n".join(await explain(session, statement))
         assert "calls_search" not in plan and "ix_calls_journal" in plan, plan
+
+
+async def test_common_words_rare_together_are_intersected(
+    database: Database, filled: SqlJournal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every word in many keys, but not too many: their keys are intersected (a surname and a
+    first name no contact has together would otherwise walk the whole journal)."""
+    monkeypatch.setattr(queries, "MAX_SEARCH_KEYS", 0)
+    monkeypatch.setattr(queries, "FEW_KEYS", 0)
+    rows = await _texts(database)
+    for query in ("ромашка иванов", "иванов петр", "smirnova olga", "ромашка 2000"):
+        async with database.sessions() as session:
+            found_by = await key_search(session, parse_query(query, "RU"))
+        assert found_by is not None and not found_by.frequent and not found_by.common, query
+        where = JournalFilter(query=query, internal=InternalCalls.SHOW)
+        assert await _pages(database, where, 500) == _oracle(rows, query), query
