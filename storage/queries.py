@@ -884,11 +884,13 @@ async def key_search(session: AsyncSession, search: SearchQuery) -> KeySearch | 
         (ranges if await _uncommon(session, word) else common).append(word)
     if ranges:
         return KeySearch(tuple(ranges), common=tuple(common))
-    # Every word is common, but together they may be rare ("Зайцев Анна": a surname and a
-    # first name that no contact has together): walking the journal for them would read it
-    # all. Their ranges are intersected when none is far beyond the usual.
-    if len(terms) > 1 and all([await _uncommon(session, w, CROWDED_KEYS) for w in terms]):
-        return KeySearch(tuple(terms))
+    # Every word is common, but together they may be rare ("Зайцев Анна 123": a surname and
+    # a first name that no contact has together): walking the journal for them would read it
+    # all. The ranges that are not far beyond the usual are intersected, the rest checked.
+    if len(terms) > 1:
+        crowded = [w for w in terms if await _uncommon(session, w, CROWDED_KEYS)]
+        if crowded:
+            return KeySearch(tuple(crowded), common=tuple(w for w in terms if w not in crowded))
     return KeySearch((), frequent=True)
 
 
