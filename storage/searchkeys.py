@@ -172,21 +172,41 @@ def has_keys(connection: Connection) -> bool:
     return False
 
 
+_READ_KEYS = sa.select(_KEYS.c.kind, _KEYS.c.key, _KEYS.c.text, _KEYS.c.last).where(
+    sa.tuple_(_KEYS.c.kind, _KEYS.c.key).in_(sa.bindparam("ids", expanding=True))
+)
+_INSERT_KEYS = sa.insert(_KEYS)
+_UPDATE_KEYS = (
+    sa.update(_KEYS)
+    .where(_KEYS.c.kind == sa.bindparam("k"), _KEYS.c.key == sa.bindparam("kk"))
+    .values(text=sa.bindparam("text"), last=sa.bindparam("last"))
+)
+_SUFFIX_KEY = (
+    _SUFFIXES.c.suffix == sa.bindparam("s"),
+    _SUFFIXES.c.kind == sa.bindparam("k"),
+    _SUFFIXES.c.key == sa.bindparam("kk"),
+)
+_DELETE_SUFFIXES = sa.delete(_SUFFIXES).where(*_SUFFIX_KEY)
+_RAISE_SUFFIXES = sa.update(_SUFFIXES).where(*_SUFFIX_KEY).values(last=sa.bindparam("last"))
+_INSERT_SUFFIXES = sa.insert(_SUFFIXES)
+
+
 def note_keys(session: Session, wanted: Mapping[KeyId, tuple[str, float]]) -> None:
     """Make every key of ``wanted`` (key → text, start of a call) findable by its text with a
-    ``last`` at least that call's bucket; rewrite the suffixes of a key whose text changed."""
-    if not wanted or not has_keys(session.connection()):
+    ``last`` at least that call's bucket; rewrite the suffixes of a key whose text changed.
+
+    The statements are made once and run on the session's connection (Core, not the ORM's
+    unit of work: the writer calls this for every batch)."""
+    if not wanted:
+        return
+    connection = session.connection()
+    if not has_keys(connection):
         return
     known: dict[KeyId, tuple[str, float]] = {}
-    table, suffix = _KEYS, _SUFFIXES
     # One read for the batch's keys of every kind (a call has three or four).
     for chunk in _chunks(sorted(wanted)):
-        rows = session.execute(
-            sa.select(table.c.kind, table.c.key, table.c.text, table.c.last).where(
-                sa.tuple_(table.c.kind, table.c.key).in_(chunk)
-            )
-        )
-        known.update(((kind, key), (text, last)) for kind, key, text, last in rows)
+        found = connection.execute(_READ_KEYS, {"ids": list(chunk)})
+        known.update(((kind, key), (text, last)) for kind, key, text, last in found)
     new_keys: list[dict[str, Any]] = []
     moved: list[dict[str, Any]] = []
     dropped: list[dict[str, Any]] = []
@@ -210,37 +230,16 @@ def note_keys(session: Session, wanted: Mapping[KeyId, tuple[str, float]]) -> No
         elif last > old_last:
             moved.append({"k": kind, "kk": key, "text": text, "last": last})
             raised.extend({"s": s, "k": kind, "kk": key, "last": last} for s in suffixes(text))
-    if new_keys:
-        session.execute(sa.insert(table), new_keys)
-    if moved:
-        session.execute(
-            sa.update(table)
-            .where(table.c.kind == sa.bindparam("k"), table.c.key == sa.bindparam("kk"))
-            .values(text=sa.bindparam("text"), last=sa.bindparam("last")),
-            moved,
-        )
-    if dropped:
-        session.execute(
-            sa.delete(suffix).where(
-                suffix.c.suffix == sa.bindparam("s"),
-                suffix.c.kind == sa.bindparam("k"),
-                suffix.c.key == sa.bindparam("kk"),
-            ),
-            dropped,
-        )
-    if raised:
-        session.execute(
-            sa.update(suffix)
-            .where(
-                suffix.c.suffix == sa.bindparam("s"),
-                suffix.c.kind == sa.bindparam("k"),
-                suffix.c.key == sa.bindparam("kk"),
-            )
-            .values(last=sa.bindparam("last")),
-            raised,
-        )
-    if added:
-        session.execute(sa.insert(suffix), added)
+    writes: tuple[tuple[sa.Executable, list[dict[str, Any]]], ...] = (
+        (_INSERT_KEYS, new_keys),
+        (_UPDATE_KEYS, moved),
+        (_DELETE_SUFFIXES, dropped),
+        (_RAISE_SUFFIXES, raised),
+        (_INSERT_SUFFIXES, added),
+    )
+    for statement, rows in writes:
+        if rows:
+            connection.execute(statement, rows)
 
 
 def _suffix_rows(
