@@ -40,6 +40,7 @@ the directory that changes calls' texts goes through :func:`note_keys` too
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -172,9 +173,23 @@ def has_keys(connection: Connection) -> bool:
     return False
 
 
-_READ_KEYS = sa.select(_KEYS.c.kind, _KEYS.c.key, _KEYS.c.text, _KEYS.c.last).where(
-    sa.tuple_(_KEYS.c.kind, _KEYS.c.key).in_(sa.bindparam("ids", expanding=True))
-)
+@functools.lru_cache(maxsize=32)
+def _read_keys(kinds: tuple[str, ...]) -> sa.Select[Any]:
+    """The rows of some keys of ``kinds``: ``kind = 'n' AND key IN (…) OR …``, one search of
+    the key per key. Not ``(kind, key) IN (VALUES …)``: SQLite scans the whole table for it."""
+    return sa.select(_KEYS.c.kind, _KEYS.c.key, _KEYS.c.text, _KEYS.c.last).where(
+        sa.or_(
+            *(
+                sa.and_(
+                    _KEYS.c.kind == kind,
+                    _KEYS.c.key.in_(sa.bindparam(f"keys_{kind}", expanding=True)),
+                )
+                for kind in kinds
+            )
+        )
+    )
+
+
 _INSERT_KEYS = sa.insert(_KEYS)
 _UPDATE_KEYS = (
     sa.update(_KEYS)
@@ -205,7 +220,13 @@ def note_keys(session: Session, wanted: Mapping[KeyId, tuple[str, float]]) -> No
     known: dict[KeyId, tuple[str, float]] = {}
     # One read for the batch's keys of every kind (a call has three or four).
     for chunk in _chunks(sorted(wanted)):
-        found = connection.execute(_READ_KEYS, {"ids": list(chunk)})
+        by_kind: dict[str, list[str]] = {}
+        for kind, key in chunk:
+            by_kind.setdefault(kind, []).append(key)
+        found = connection.execute(
+            _read_keys(tuple(sorted(by_kind))),
+            {f"keys_{kind}": keys for kind, keys in by_kind.items()},
+        )
         known.update(((kind, key), (text, last)) for kind, key, text, last in found)
     new_keys: list[dict[str, Any]] = []
     moved: list[dict[str, Any]] = []

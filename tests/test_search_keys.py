@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector.assembly import Direction
-from storage import queries
+from storage import queries, searchkeys
 from storage.directory import ContactRecord, CustomerRecord, EmployeeRecord
 from storage.engine import Database
 from storage.migrate import current_revision, downgrade, upgrade
@@ -540,3 +540,25 @@ async def test_common_words_rare_together_are_intersected(
         assert found_by is not None and not found_by.frequent and not found_by.common, query
         where = JournalFilter(query=query, internal=InternalCalls.SHOW)
         assert await _pages(database, where, 500) == _oracle(rows, query), query
+
+
+async def test_the_writer_reads_its_keys_by_their_index(database: Database) -> None:
+    """The batch's keys are read by searches of the key, never a scan of ``search_keys``
+    (two million rows at ten million calls: ``(kind, key) IN (VALUES …)`` scanned it on
+    SQLite for every batch)."""
+    statement = searchkeys._read_keys(("e", "n")).params(
+        keys_e=["101", "102"], keys_n=["+79161234567"]
+    )
+    async with database.sessions() as session:
+        connection = await session.connection()
+        sql = statement.compile(
+            dialect=connection.dialect,
+            compile_kwargs={"render_postcompile": True, "literal_binds": True},
+        )
+        if not database.is_sqlite:
+            await session.execute(sa.text("SET enable_seqscan = off"))
+        prefix = "EXPLAIN QUERY PLAN " if database.is_sqlite else "EXPLAIN "
+        rows = await connection.exec_driver_sql(prefix + str(sql))
+        plan = "\n".join(str(row[-1] if database.is_sqlite else row[0]) for row in rows)
+    assert "SCAN search_keys" not in plan and "Seq Scan" not in plan, plan
+    assert "sqlite_autoindex_search_keys" in plan or "pk_search_keys" in plan, plan
