@@ -46,7 +46,7 @@ from storage.models import (
 )
 from storage.numbers import normalize_number
 from storage.search import fold, search_text
-from storage.searchkeys import KeyId, call_keys, note_keys
+from storage.searchkeys import KeyId, add_call_keys, note_keys
 
 __all__ = [
     "IMPORT_CHUNK",
@@ -257,20 +257,15 @@ def _recompute_rows(session: Session, rows: Sequence[Call], region: str, bump: B
         before = (row.customer_id, row.contact_id, row.search_text)
         if before == (customer_id, contact_id, text):
             continue
-        for key, key_text in call_keys(
+        add_call_keys(
+            keys,
+            row.started_at,
             number=row.number,
-            customer=(owner.customer_id, owner.customer_name) if owner else None,
-            contact=(
-                (owner.contact_id, owner.contact_name)
-                if owner and owner.contact_id and owner.contact_name is not None
-                else None
-            ),
+            owner=owner,
             extensions=exts,
             employees=employees,
             region=region,
-        ).items():
-            noted = keys.get(key)
-            keys[key] = (key_text, max(row.started_at, noted[1]) if noted else row.started_at)
+        )
         row.customer_id, row.contact_id, row.search_text = customer_id, contact_id, text
         row.unregistered = row.direction != "internal" and owner is None
         if bump is not None:

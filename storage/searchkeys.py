@@ -45,7 +45,7 @@ import math
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -64,6 +64,8 @@ __all__ = [
     "MAX_SUFFIX",
     "Key",
     "KeyId",
+    "Owner",
+    "add_call_keys",
     "bucket",
     "build_all",
     "call_keys",
@@ -150,6 +152,46 @@ def call_keys(
     for extension in extensions:
         keys[(KIND_EXTENSION, extension)] = extension_text(extension, employees.get(extension))
     return keys
+
+
+class Owner(Protocol):
+    """Who a number belongs to (``storage.directory.NumberOwner``)."""
+
+    @property
+    def customer_id(self) -> str: ...
+    @property
+    def customer_name(self) -> str: ...
+    @property
+    def contact_id(self) -> str | None: ...
+    @property
+    def contact_name(self) -> str | None: ...
+
+
+def add_call_keys(
+    keys: dict[KeyId, tuple[str, float]],
+    started_at: float,
+    *,
+    number: str | None,
+    owner: Owner | None,
+    extensions: Iterable[str],
+    employees: Mapping[str, str],
+    region: str,
+) -> None:
+    """Add a call's keys to ``keys`` (key → text, newest start among the calls added), as
+    :func:`note_keys` takes them: the writer's batch and the directory's refresh."""
+    contact = None
+    if owner is not None and owner.contact_id and owner.contact_name is not None:
+        contact = (owner.contact_id, owner.contact_name)
+    for key, text in call_keys(
+        number=number,
+        customer=(owner.customer_id, owner.customer_name) if owner is not None else None,
+        contact=contact,
+        extensions=extensions,
+        employees=employees,
+        region=region,
+    ).items():
+        noted = keys.get(key)
+        keys[key] = (text, started_at if noted is None else max(noted[1], started_at))
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:

@@ -84,7 +84,7 @@ from storage.models import (
 from storage.numbers import normalize_number
 from storage.queries import load_employee_directory, load_entries, load_recording, read_entries
 from storage.rules import AttentionWindow, NumberFacts, evaluate, is_later_contact
-from storage.searchkeys import KeyId, call_keys, note_keys
+from storage.searchkeys import KeyId, add_call_keys, note_keys
 
 __all__ = [
     "Change",
@@ -497,21 +497,15 @@ class SqlJournal:
             row.search_text = directory.call_search_text(
                 row, extensions, names, self.region, batch.employees
             )
-            for key, text in call_keys(
+            add_call_keys(
+                batch.keys,
+                row.started_at,
                 number=row.number,
-                customer=(owner.customer_id, owner.customer_name) if owner else None,
-                contact=(
-                    (owner.contact_id, owner.contact_name)
-                    if owner and owner.contact_id and owner.contact_name is not None
-                    else None
-                ),
+                owner=owner,
                 extensions=extensions,
                 employees=batch.employees,
                 region=self.region,
-            ).items():
-                noted = batch.keys.get(key)
-                newest = row.started_at if noted is None else max(noted[1], row.started_at)
-                batch.keys[key] = (text, newest)
+            )
             session.add(row)
         staged[call.conversation_id] = _Staged(
             row=row,
