@@ -9,6 +9,7 @@ matches a call whose text holds one of its digit forms (``storage.search.parse_q
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
 from collections.abc import Iterable
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 from connector.assembly import Direction
 from storage import queries, searchkeys
 from storage.directory import ContactRecord, CustomerRecord, EmployeeRecord
-from storage.engine import Database
+from storage.engine import Database, open_database
 from storage.migrate import current_revision, downgrade, upgrade
 from storage.models import Call, SearchKey, SearchSuffix
 from storage.queries import (
@@ -42,7 +43,7 @@ from storage.store import SqlJournal
 from tests.calls import at, make_call
 from tests.db import make_journal
 from tests.scenarios import TRACES
-from tests.test_replay import json_lines, run_cli, write_config
+from tests.test_replay import run_cli, write_config
 
 NUMBERS = [
     "+79161234567",
@@ -438,12 +439,14 @@ def test_reindex_search_rebuilds_keys_lost_from_the_journal(tmp_path: Path) -> N
     assert written.returncode == 0, written.stderr
 
     def found(query: str) -> list[int]:
-        shown = run_cli(
-            "calls", "--json", "--search", query, "--internal", "show", "--limit", "500",
-            "--config", config, "--database", url,
-        )  # fmt: skip
-        assert shown.returncode == 0, shown.stderr
-        return [o["id"] for o in json_lines(shown.stdout)]
+        async def search() -> list[int]:
+            database = open_database(url)
+            try:
+                return await _pages(database, JournalFilter(query=query), 500)
+            finally:
+                await database.dispose()
+
+        return asyncio.run(search())
 
     def tables() -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
         with sqlite3.connect(tmp_path / "j.sqlite3") as db:
