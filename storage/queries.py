@@ -818,8 +818,8 @@ KEY_BATCHES = (4, 12, 32)
 class KeySearch:
     """The keys a search opens, as ranges of ``search_suffixes``: a number's forms (any of
     them), or words (every one: the ranges intersected, and the ``common`` words, found in
-    too many keys to intersect, checked on the remaining keys' texts). Nothing is found when
-    ``ranges`` is empty."""
+    too many keys to intersect, checked on the remaining keys' texts). A ``frequent`` search
+    has no ranges and never reaches :func:`key_page`."""
 
     ranges: tuple[str, ...]
     any_of: bool = False
