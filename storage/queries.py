@@ -812,14 +812,18 @@ FEW_KEYS = 256
 #: How many keys each statement of a search page opens, in turn (then the last, repeated):
 #: the first key often fills the page (a number, a customer), a run of digits opens dozens.
 KEY_BATCHES = (4, 12, 32)
+#: Of a search's common words, the second smallest range is intersected with the smallest
+#: when it has at most this many times its entries (else its word is checked on texts).
+PAIRED_RANGES = 4
 
 
 @dataclass(frozen=True, slots=True)
 class KeySearch:
     """The keys a search opens, as ranges of ``search_suffixes``: a number's forms (any of
-    them), or words (every one: the ranges intersected, and the ``common`` words, found in
-    too many keys to intersect, checked on the remaining keys' texts). A ``frequent`` search
-    has no ranges and never reaches :func:`key_page`."""
+    them), or words (every one: the first range's keys that are in the others, smallest
+    first, and the ``common`` words, found in too many keys to intersect, checked on the
+    remaining keys' texts). A ``frequent`` search has no ranges and never reaches
+    :func:`key_page`."""
 
     ranges: tuple[str, ...]
     any_of: bool = False
@@ -829,24 +833,28 @@ class KeySearch:
     frequent: bool = False
 
 
-def _suffix_count() -> sa.Select[Any]:
+def _range_count(i: int) -> sa.ScalarSelect[Any]:
+    """How many entries word ``i``'s range has (``lo{i}``, ``hi{i}``), counted without
+    fetching them and without reading past ``most``."""
     s = SearchSuffix.__table__.c
-    in_range = (s.suffix >= sa.bindparam("lo"), s.suffix < sa.bindparam("hi"))
+    in_range = (s.suffix >= sa.bindparam(f"lo{i}"), s.suffix < sa.bindparam(f"hi{i}"))
     counted = sa.select(sa.literal(1)).where(*in_range).limit(sa.bindparam("most")).subquery()
-    return sa.select(sa.func.count()).select_from(counted)
+    return sa.select(sa.func.count()).select_from(counted).scalar_subquery()
 
 
-_WORD_COUNT = _suffix_count()
+@functools.lru_cache(maxsize=32)
+def _counts_template(words: int) -> sa.Select[Any]:
+    return sa.select(*(_range_count(i) for i in range(words)))
 
 
-async def _uncommon(session: AsyncSession, word: str, most: int | None = None) -> bool:
-    """Whether ``word``'s range of ``search_suffixes`` has at most ``most`` entries (a key
-    holding the word twice is two), counted without fetching them and without reading past
-    ``most``: the default is ``MAX_SEARCH_KEYS`` keys' worth."""
-    lo, hi = word_range(word)
-    most = 2 * MAX_SEARCH_KEYS if most is None else most
-    params = {"lo": lo, "hi": hi, "most": most + 1}
-    return bool((await session.execute(_WORD_COUNT, params)).scalar_one() <= most)
+async def _range_sizes(session: AsyncSession, words: Sequence[str], most: int) -> list[int]:
+    """The entries of each word's range of ``search_suffixes`` (a key holding the word twice
+    is two), each counted up to ``most + 1``: all in one statement."""
+    params: dict[str, Any] = {"most": most + 1}
+    for i, word in enumerate(words):
+        params[f"lo{i}"], params[f"hi{i}"] = word_range(word)
+    row = (await session.execute(_counts_template(len(words)), params)).one()
+    return [int(count) for count in row]
 
 
 def _keyable(term: str) -> bool:
@@ -866,32 +874,34 @@ async def key_search(session: AsyncSession, search: SearchQuery) -> KeySearch | 
     terms = list(dict.fromkeys(search.any_of or search.all_of))
     if not terms or not all(_keyable(term) for term in terms):
         return None
-    if search.any_of:
-        crowded = [term for term in terms if not await _uncommon(session, term)]
-        if crowded:
+    if search.any_of or len(terms) == 1:
+        most = 2 * MAX_SEARCH_KEYS
+        if any(size > most for size in await _range_sizes(session, terms, most)):
             # One common form is enough to make the number's calls frequent.
             return KeySearch((), frequent=True)
-        return KeySearch(tuple(terms), any_of=True)
+        return KeySearch(tuple(terms), any_of=bool(search.any_of))
     # Several words: the rare ones' ranges (a few leaf pages each, cold) are intersected and
     # the others checked on the few keys left, which costs less than reading their ranges
     # (thousands of entries for a surname or a first name).
-    rare = [word for word in terms if len(terms) > 1 and await _uncommon(session, word, FEW_KEYS)]
+    sizes = await _range_sizes(session, terms, FEW_KEYS)
+    rare = [word for size, word in sorted(zip(sizes, terms, strict=True)) if size <= FEW_KEYS]
     if rare:
         return KeySearch(tuple(rare), common=tuple(w for w in terms if w not in rare))
-    ranges: list[str] = []
-    common: list[str] = []
-    for word in terms:
-        (ranges if await _uncommon(session, word) else common).append(word)
-    if ranges:
-        return KeySearch(tuple(ranges), common=tuple(common))
     # Every word is common, but together they may be rare ("Зайцев Анна 123": a surname and
     # a first name that no contact has together): walking the journal for them would read it
-    # all. The ranges that are not far beyond the usual are intersected, the rest checked.
-    if len(terms) > 1:
-        crowded = [w for w in terms if await _uncommon(session, w, CROWDED_KEYS)]
-        if crowded:
-            return KeySearch(tuple(crowded), common=tuple(w for w in terms if w not in crowded))
-    return KeySearch((), frequent=True)
+    # all. The smallest range is read, and the next smallest is intersected with it when it
+    # is not much larger (an index of it is built, which costs less per entry than checking
+    # a text); the other words are checked on the keys left.
+    sizes = await _range_sizes(session, terms, CROWDED_KEYS)
+    crowded = sorted(
+        (size, word) for size, word in zip(sizes, terms, strict=True) if size <= CROWDED_KEYS
+    )
+    if not crowded:
+        return KeySearch((), frequent=True)
+    ranges = [crowded[0][1]]
+    if len(crowded) > 1 and crowded[1][0] <= PAIRED_RANGES * crowded[0][0]:
+        ranges.append(crowded[1][1])
+    return KeySearch(tuple(ranges), common=tuple(w for w in terms if w not in ranges))
 
 
 #: Keys read per statement of a search page, newest first.
@@ -910,14 +920,26 @@ def _keys_template(ranges: int, any_of: bool, common: int, after: bool) -> sa.Se
         )
         for i in range(ranges)
     ]
-    if ranges == 1:
-        # A key holding the word twice is listed twice: the page skips the second (sorting
-        # without a DISTINCT's hashing is what PostgreSQL does fastest here).
-        keys = selects[0].subquery()
-    elif any_of:
+    if any_of and ranges > 1:
         keys = sa.union(*selects).subquery()
     else:
-        keys = sa.intersect(*selects).subquery()
+        # The first (smallest) range, each key of it also in the others' ranges: SQLite and
+        # PostgreSQL build an index (a hash) of the other ranges and probe it, which costs
+        # about half an INTERSECT of them all. A key holding the word twice is listed twice:
+        # the page skips the second (sorting without a DISTINCT's hashing is what PostgreSQL
+        # does fastest here).
+        first = selects[0]
+        for i in range(1, ranges):
+            other = SearchSuffix.__table__.alias(f"range{i}").c
+            first = first.where(
+                sa.tuple_(s.kind, s.key).in_(
+                    sa.select(other.kind, other.key).where(
+                        other.suffix >= sa.bindparam(f"lo{i}"),
+                        other.suffix < sa.bindparam(f"hi{i}"),
+                    )
+                )
+            )
+        keys = first.subquery()
     statement = sa.select(keys.c.kind, keys.c.key, keys.c.last)
     if common:
         text = SearchKey.__table__.c

@@ -532,17 +532,33 @@ async def test_words_in_too_many_keys_walk_the_journal(
 async def test_common_words_rare_together_are_intersected(
     database: Database, filled: SqlJournal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every word in many keys, but not too many: their keys are intersected (a surname and a
-    first name no contact has together would otherwise walk the whole journal)."""
+    """Every word in many keys, but not too many: the smallest range is read, the next
+    smallest intersected with it when it is not much larger, and the other words checked on
+    the keys' texts (a surname and a first name no contact has together would otherwise walk
+    the whole journal)."""
     monkeypatch.setattr(queries, "MAX_SEARCH_KEYS", 0)
     monkeypatch.setattr(queries, "FEW_KEYS", 0)
     rows = await _texts(database)
-    for query in ("ромашка иванов", "иванов петр", "smirnova olga", "ромашка 2000"):
-        async with database.sessions() as session:
-            found_by = await key_search(session, parse_query(query, "RU"))
-        assert found_by is not None and not found_by.frequent and not found_by.common, query
-        where = JournalFilter(query=query, internal=InternalCalls.SHOW)
-        assert await _pages(database, where, 500) == _oracle(rows, query), query
+    tried = ("ромашка иванов", "иванов петр", "smirnova olga", "ромашка 2000", "ромашка трейд 2000")
+    for paired in (4, 0):
+        monkeypatch.setattr(queries, "PAIRED_RANGES", paired)
+        for query in tried:
+            async with database.sessions() as session:
+                found_by = await key_search(session, parse_query(query, "RU"))
+                assert found_by is not None and not found_by.frequent, query
+                words = parse_query(query, "RU").all_of
+                sizes = await queries._range_sizes(session, found_by.ranges, 10**6)
+            assert sizes == sorted(sizes), query  # the smallest range is the one read
+            assert len(found_by.ranges) == (1 if paired == 0 else min(2, len(words))), query
+            assert set(found_by.ranges) | set(found_by.common) == set(words), query
+            where = JournalFilter(query=query, internal=InternalCalls.SHOW)
+            assert await _pages(database, where, 500) == _oracle(rows, query), query
+    assert _oracle(rows, "ромашка трейд 2000")
+    # The other range is probed, not sorted and merged with the first (INTERSECT).
+    statement, values = _keys_statement(KeySearch(("трейд", "ромашка")), None)
+    async with database.sessions() as session:
+        plan = "\n".join(await explain(session, statement.params(values)))
+    assert "INTERSECT" not in plan.upper() and "HashSetOp" not in plan, plan
 
 
 async def test_the_writer_reads_its_keys_by_their_index(database: Database) -> None:
