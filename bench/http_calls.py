@@ -189,7 +189,10 @@ async def measure(
                         raise SystemExit(f"{case.name}: {response.status} {body}")
                     if caches is not None:
                         pages[index].append(caches[index].pages_since(before))
-                    if n or caches is not None:  # warm: the first run warms the caches
+                    # The first request is not timed, warm or cold: it compiles the case's
+                    # statements in the server (once in a daemon's life); cold, its pages are
+                    # dropped again before the next.
+                    if n:
                         timings[index].append(elapsed)
                         items[index] += len(body["items"])
             line = f"  {case.name:<40}"
@@ -348,7 +351,8 @@ def report_text(
         "Cold: before each request the database's files are dropped from the page cache "
         "(`posix_fadvise(POSIX_FADV_DONTNEED)`, `bench.coldcache`; the server keeps its "
         "connections, so SQLite's own 2 MB page cache per connection, or PostgreSQL's "
-        '`shared_buffers`, hold what they held); every request is timed; "pages" is the '
+        "`shared_buffers`, hold what they held); each case's first request is not timed "
+        "(it compiles the case's statements, once in a daemon's life); \"pages\" is the "
         "median of 4 KiB pages the database's readers (the API's process for SQLite, the "
         "server's processes for PostgreSQL) read from the disk for it."
         if cold
