@@ -815,6 +815,13 @@ KEY_BATCHES = (4, 12, 32)
 #: Of a search's common words, the second smallest range is intersected with the smallest
 #: when it has at most this many times its entries (else its word is checked on texts).
 PAIRED_RANGES = 4
+#: A search of common words first reads this many of its smallest range's entries, newest
+#: first, and checks the other words on their keys' texts, for at most ``WALK_KEYS`` keys: a
+#: surname and a first name found together in one key of seven fill a page from there,
+#: without building an index of either range. Only when the entries read give fewer keys
+#: than that are the ranges intersected.
+WALKED = 4096
+WALK_KEYS = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -831,6 +838,12 @@ class KeySearch:
     #: Every term is in more keys than ``MAX_SEARCH_KEYS``: the search goes through the
     #: calls' own text (SQLite walks the journal at once, without asking FTS5 first).
     frequent: bool = False
+    #: Only the newest ``WALKED`` entries of the one range are read (the other words are all
+    #: ``common``); when they give fewer than ``KEYS_READ`` keys, the search goes on as
+    #: ``exact`` from its newest key (the keys already read are not opened twice). The keys
+    #: of the walk are the newest of the exact search's: every one of its keys not among them
+    #: is in the range after the entries read.
+    exact: KeySearch | None = None
 
 
 def _range_count(i: int) -> sa.ScalarSelect[Any]:
@@ -891,28 +904,46 @@ async def key_search(session: AsyncSession, search: SearchQuery) -> KeySearch | 
     # a first name that no contact has together): walking the journal for them would read it
     # all. The smallest range is read, and the next smallest is intersected with it when it
     # is not much larger (an index of it is built, which costs less per entry than checking
-    # a text); the other words are checked on the keys left.
+    # a text); the other words are checked on the keys left. Two words (a surname and a
+    # first name, often together) first walk the smallest range's newest entries instead.
     sizes = await _range_sizes(session, terms, CROWDED_KEYS)
     crowded = sorted(
         (size, word) for size, word in zip(sizes, terms, strict=True) if size <= CROWDED_KEYS
     )
     if not crowded:
         return KeySearch((), frequent=True)
-    ranges = [crowded[0][1]]
+    smallest, ranges = crowded[0][1], [crowded[0][1]]
     if len(crowded) > 1 and crowded[1][0] <= PAIRED_RANGES * crowded[0][0]:
         ranges.append(crowded[1][1])
-    return KeySearch(tuple(ranges), common=tuple(w for w in terms if w not in ranges))
+    exact = KeySearch(tuple(ranges), common=tuple(w for w in terms if w not in ranges))
+    others = tuple(w for w in terms if w != smallest)
+    if len(terms) > 2:
+        # Three common words are seldom together in keys of the smallest range (a name and
+        # a part of a number): walking it would mostly end up intersecting after all.
+        return exact
+    if crowded[0][0] <= WALKED:
+        return KeySearch((smallest,), common=others)  # the walk reads it all: exact
+    return KeySearch((smallest,), common=others, exact=exact)
 
 
 #: Keys read per statement of a search page, newest first.
 KEYS_READ = 256
 
 
+def _after(columns: Any) -> sa.ColumnElement[bool]:
+    return sa.tuple_(columns.last, columns.kind, columns.key) < sa.tuple_(
+        sa.bindparam("after_last"), sa.bindparam("after_kind"), sa.bindparam("after_key")
+    )
+
+
 @functools.lru_cache(maxsize=256)
-def _keys_template(ranges: int, any_of: bool, common: int, after: bool) -> sa.Select[Any]:
+def _keys_template(
+    ranges: int, any_of: bool, common: int, after: bool, walk: bool = False
+) -> sa.Select[Any]:
     """The next ``KEYS_READ`` keys of a search, newest ``last`` first (after ``after``): the
     statement of a shape, made once, with its values as parameters (``lo0``, ``hi0``, …,
-    ``common0``, …, ``after_last``, ``after_kind``, ``after_key``)."""
+    ``common0``, …, ``after_last``, ``after_kind``, ``after_key``). A ``walk`` gives the
+    next ``WALK_KEYS`` keys among the newest ``WALKED`` entries of its one range."""
     s = SearchSuffix.__table__.c
     selects = [
         sa.select(s.kind, s.key, s.last).where(
@@ -920,7 +951,14 @@ def _keys_template(ranges: int, any_of: bool, common: int, after: bool) -> sa.Se
         )
         for i in range(ranges)
     ]
-    if any_of and ranges > 1:
+    read = KEYS_READ
+    if walk:
+        newest = sa.desc(s.last), sa.desc(s.kind), sa.desc(s.key)
+        window = selects[0].where(_after(s)) if after else selects[0]
+        keys = window.order_by(*newest).limit(WALKED).subquery()
+        after = False  # applied to the window
+        read = WALK_KEYS
+    elif any_of and ranges > 1:
         keys = sa.union(*selects).subquery()
     else:
         # The first (smallest) range, each key of it also in the others' ranges: SQLite and
@@ -951,15 +989,12 @@ def _keys_template(ranges: int, any_of: bool, common: int, after: bool) -> sa.Se
             )
         )
     if after:
-        statement = statement.where(
-            sa.tuple_(keys.c.last, keys.c.kind, keys.c.key)
-            < sa.tuple_(
-                sa.bindparam("after_last"), sa.bindparam("after_kind"), sa.bindparam("after_key")
-            )
-        )
-    return statement.order_by(keys.c.last.desc(), keys.c.kind.desc(), keys.c.key.desc()).limit(
-        KEYS_READ
-    )
+        statement = statement.where(_after(keys.c))
+    if walk:
+        # Not sorted again: the window is read in its order (SQLite's co-routine, PostgreSQL's
+        # subquery scan), and its texts checked only until enough keys are found.
+        return statement.limit(read)
+    return statement.order_by(keys.c.last.desc(), keys.c.kind.desc(), keys.c.key.desc()).limit(read)
 
 
 def _keys_statement(
@@ -973,7 +1008,11 @@ def _keys_statement(
     if after is not None:
         params["after_last"], params["after_kind"], params["after_key"] = after
     template = _keys_template(
-        len(found_by.ranges), found_by.any_of, len(found_by.common), after is not None
+        len(found_by.ranges),
+        found_by.any_of,
+        len(found_by.common),
+        after is not None,
+        found_by.exact is not None,
     )
     return template, params
 
@@ -1112,22 +1151,32 @@ async def key_page(
     turn = 0
     while True:
         size = KEY_BATCHES[min(turn, len(KEY_BATCHES) - 1)]
-        if len(waiting) < size and not exhausted:
+        floor = heapq.nlargest(limit, found.values())[-1] if len(found) >= limit else None
+        # The keys not read yet are no newer than the last read: none of them can add to a
+        # full page once it is older than the page's oldest call. Once the page is full, the
+        # keys read are opened (raising its floor) before any more are read.
+        spent = floor is not None and after is not None and after[0] < floor
+        wanted = len(waiting) < size if floor is None else not waiting
+        if wanted and not exhausted and not spent:
             read = (await session.execute(*_keys_statement(found_by, after))).all()
             for kind, key, last in read:
                 if (kind, key) not in seen:
                     seen.add((kind, key))
                     waiting.append(Key(kind, key, float(last)))
-            exhausted = len(read) < KEYS_READ
+            exhausted = len(read) < (KEYS_READ if found_by.exact is None else WALK_KEYS)
             if read:
                 after = (float(read[-1][2]), read[-1][0], read[-1][1])
+            if exhausted and found_by.exact is not None:
+                # The walk's window gave too few: the exact search goes on after the last key
+                # read (its keys up to there are the walk's: any other is in the range after
+                # the window, which was read newest first).
+                found_by, exhausted = found_by.exact, False
         if not waiting:
-            break
-        floor = None
-        if len(found) >= limit:
-            floor = heapq.nlargest(limit, found.values())[-1]
-            if waiting[0].last < floor:
+            if exhausted or spent:
                 break
+            continue
+        if floor is not None and waiting[0].last < floor:
+            break
         chunk, waiting = waiting[:size], waiting[size:]
         turn += 1
         for kind in sorted({k.kind for k in chunk}):

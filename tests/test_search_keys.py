@@ -538,17 +538,21 @@ async def test_common_words_rare_together_are_intersected(
     the whole journal)."""
     monkeypatch.setattr(queries, "MAX_SEARCH_KEYS", 0)
     monkeypatch.setattr(queries, "FEW_KEYS", 0)
+    monkeypatch.setattr(queries, "WALKED", 0)  # the walk, below, gives nothing: exact at once
+    queries._keys_template.cache_clear()
     rows = await _texts(database)
     tried = ("ромашка иванов", "иванов петр", "smirnova olga", "ромашка 2000", "ромашка трейд 2000")
     for paired in (4, 0):
         monkeypatch.setattr(queries, "PAIRED_RANGES", paired)
         for query in tried:
             async with database.sessions() as session:
-                found_by = await key_search(session, parse_query(query, "RU"))
-                assert found_by is not None and not found_by.frequent, query
+                walk = await key_search(session, parse_query(query, "RU"))
                 words = parse_query(query, "RU").all_of
+                assert walk is not None and (walk.exact is not None) == (len(words) == 2), query
+                found_by = walk.exact or walk
                 sizes = await queries._range_sizes(session, found_by.ranges, 10**6)
             assert sizes == sorted(sizes), query  # the smallest range is the one read
+            assert walk is found_by or walk.ranges == found_by.ranges[:1], query
             assert len(found_by.ranges) == (1 if paired == 0 else min(2, len(words))), query
             assert set(found_by.ranges) | set(found_by.common) == set(words), query
             where = JournalFilter(query=query, internal=InternalCalls.SHOW)
@@ -559,6 +563,80 @@ async def test_common_words_rare_together_are_intersected(
     async with database.sessions() as session:
         plan = "\n".join(await explain(session, statement.params(values)))
     assert "INTERSECT" not in plan.upper() and "HashSetOp" not in plan, plan
+    queries._keys_template.cache_clear()
+
+
+@pytest.fixture
+async def crowded(database: Database) -> SqlJournal:
+    """Contacts with a few surnames and first names, each pair several times, and calls of
+    each: common words whose ranges hold more entries than a small walk reads."""
+    journal = await make_journal(database)
+    surnames, names = ("Иванов", "Петров", "Сидоров"), ("Пётр", "Анна")
+    contacts = []
+    for i in range(18):
+        number = f"+7916555{i:04d}"
+        name = f"{surnames[i % 3]} {names[i % 2]} {100 + i}"
+        contacts.append(ContactRecord(f"p-{i}", name, (number,)))
+    await journal.upsert_customer(CustomerRecord("c-9", "ООО Вектор", (), tuple(contacts)), START)
+    calls = [
+        make_call(
+            Direction.INCOMING,
+            f"+7916555{(i * 7) % 18:04d}",
+            START + i * 1500,
+            answered=i % 3 != 0,
+            extension=str(101 + i % 5),
+            conversation_id=f"crowd-{i}",
+        )
+        for i in range(54)
+    ]
+    await journal.write_many([(call, []) for call in calls], START + 54 * 1500)
+    return journal
+
+
+@pytest.mark.parametrize("walked, read", [(10**6, 256), (1, 256), (2, 1), (4, 2)])
+async def test_common_words_walk_their_smallest_range_newest_first(
+    database: Database,
+    crowded: SqlJournal,
+    monkeypatch: pytest.MonkeyPatch,
+    walked: int,
+    read: int,
+) -> None:
+    """Two common words first read the newest entries of their smallest range (``WALKED``)
+    and check the other word on the keys' texts; when that gives fewer than ``WALK_KEYS``
+    keys, the search goes on intersecting the ranges (three words do so at once). Whatever
+    the sizes, the pages are the oracle's: the walk's keys are the newest, none is opened
+    twice, none is missed."""
+    monkeypatch.setattr(queries, "MAX_SEARCH_KEYS", 0)
+    monkeypatch.setattr(queries, "FEW_KEYS", 0)
+    monkeypatch.setattr(queries, "WALKED", walked)
+    monkeypatch.setattr(queries, "KEYS_READ", read)
+    monkeypatch.setattr(queries, "WALK_KEYS", read)
+    monkeypatch.setattr(queries, "KEY_BATCHES", (1, 2))
+    queries._keys_template.cache_clear()
+    try:
+        rows = await _texts(database)
+        tried = ["иванов петр", "петр иванов", "петров анна", "сидоров петр 10", "анна 111"]
+        tried += ["иванов анна", "вектор петр", "пет ива", "5550 анна", "nobody петр"]
+        tried += ["иванов петр 106", "петр 55500 иванов"]  # three words: intersected at once
+        walks = 0
+        for query in tried:
+            async with database.sessions() as session:
+                found_by = await key_search(session, parse_query(query, "RU"))
+                assert found_by is not None and not found_by.frequent, query
+                sizes = await queries._range_sizes(session, found_by.ranges, 10**6)
+            if len(parse_query(query, "RU").all_of) > 2:
+                assert found_by.exact is None and sizes == sorted(sizes), query
+            else:
+                assert len(found_by.ranges) == 1, query  # one range read, the rest on texts
+                assert (found_by.exact is None) == (sizes[0] <= walked), query
+            walks += found_by.exact is not None
+            for limit in (1, 3, 500):
+                where = JournalFilter(query=query, internal=InternalCalls.SHOW)
+                assert await _pages(database, where, limit) == _oracle(rows, query), query
+        assert walks >= (6 if walked < 10**6 else 0)
+        assert _oracle(rows, "иванов петр") and _oracle(rows, "иванов петр 106")
+    finally:
+        queries._keys_template.cache_clear()
 
 
 async def test_the_writer_reads_its_keys_by_their_index(database: Database) -> None:
