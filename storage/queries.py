@@ -838,11 +838,11 @@ class KeySearch:
     #: Every term is in more keys than ``MAX_SEARCH_KEYS``: the search goes through the
     #: calls' own text (SQLite walks the journal at once, without asking FTS5 first).
     frequent: bool = False
-    #: Only the newest ``WALKED`` entries of the one range are read (the other words are all
-    #: ``common``); when they give fewer than ``KEYS_READ`` keys, the search goes on as
-    #: ``exact`` from its newest key (the keys already read are not opened twice). The keys
-    #: of the walk are the newest of the exact search's: every one of its keys not among them
-    #: is in the range after the entries read.
+    #: A walk: only the newest ``WALKED`` entries of the one range are read (the other words
+    #: are all ``common``), for at most ``WALK_KEYS`` keys; when they give fewer, the search
+    #: goes on as ``exact`` after the last key read (none is opened twice). The walk's keys
+    #: are the newest of the exact search's: any other of its keys is in the range after the
+    #: entries read.
     exact: KeySearch | None = None
 
 
