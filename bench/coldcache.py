@@ -73,8 +73,8 @@ def children(parent: int) -> list[int]:
 def random_reads(paths: Iterable[Path], samples: int = 300) -> tuple[float, float]:
     """The disk's latency for one random 4 KiB page (p50, p95, milliseconds): pages of the
     largest of ``paths`` dropped from the page cache, then read one at a time, as a B-tree's
-    descent reads them (each read waits for the one before). A cold request's time is about
-    its pages read times this."""
+    descent reads them (each read waits for the one before). A cold request spends about its
+    pages read times this on reads; the rest of its time is CPU."""
     path = max((p for p in paths if p.is_file()), key=lambda p: p.stat().st_size)
     pages = path.stat().st_size // PAGE
     rnd = random.Random(18)

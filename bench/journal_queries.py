@@ -1079,7 +1079,7 @@ def docs_text(
         + "".join(
             f"A random 4 KiB read of {engine}'s largest file took p50 {p50:.2f} ms, p95 "
             f"{p95:.2f} ms (`bench.coldcache.random_reads`, one read at a time, as a B-tree "
-            "is descended): a cold request costs about its pages times that. "
+            "is descended): a cold request spends about its pages times that on reads. "
             for engine, (p50, p95) in (disks or {}).items()
         )
         if cold
