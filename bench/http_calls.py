@@ -187,14 +187,14 @@ async def measure(
                     elapsed = (time.perf_counter() - began) * 1000
                     if response.status != 200:
                         raise SystemExit(f"{case.name}: {response.status} {body}")
-                    if caches is not None:
-                        pages[index].append(caches[index].pages_since(before))
                     # The first request is not timed, warm or cold: it compiles the case's
                     # statements in the server (once in a daemon's life); cold, its pages are
                     # dropped again before the next.
                     if n:
                         timings[index].append(elapsed)
                         items[index] += len(body["items"])
+                        if caches is not None:
+                            pages[index].append(caches[index].pages_since(before))
             line = f"  {case.name:<40}"
             for index in range(len(bases)):
                 p50, p95 = _percentiles(timings[index])

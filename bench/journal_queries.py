@@ -820,14 +820,15 @@ async def measure(
                         await _interrupt(session)
                         await asyncio.gather(request, return_exceptions=True)
                     elapsed = (time.perf_counter() - began) * 1000
-                    if cache is not None:
-                        pages.append(cache.pages_since(before))
+                    read = cache.pages_since(before) if cache is not None else None
                 # The first request is not timed, warm or cold: it fills this process's caches
                 # of compiled statements (a daemon's first request of each kind does that once
                 # in its life). Cold, its pages are dropped again before the next request.
                 if n or abandoned:
                     timings.append(elapsed)
                     rows += found
+                    if read is not None:
+                        pages.append(read)
                 if abandoned:
                     break  # one request over the limit says enough: the table shows "> limit"
             count = -1 if abandoned else rows // len(timings)
