@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -529,6 +529,16 @@ async def test_words_in_too_many_keys_walk_the_journal(
         assert "calls_search" not in plan and "ix_calls_journal" in plan, plan
 
 
+@pytest.fixture
+def fresh_templates() -> Iterator[None]:
+    """The key statements built anew, before and after a test that patches the sizes they
+    bake in (``WALKED``, ``KEYS_READ``, ``WALK_KEYS``): its templates must not outlive it."""
+    queries._keys_template.cache_clear()
+    yield
+    queries._keys_template.cache_clear()
+
+
+@pytest.mark.usefixtures("fresh_templates")
 async def test_common_words_rare_together_are_intersected(
     database: Database, filled: SqlJournal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -539,7 +549,6 @@ async def test_common_words_rare_together_are_intersected(
     monkeypatch.setattr(queries, "MAX_SEARCH_KEYS", 0)
     monkeypatch.setattr(queries, "FEW_KEYS", 0)
     monkeypatch.setattr(queries, "WALKED", 0)  # the walk, below, gives nothing: exact at once
-    queries._keys_template.cache_clear()
     rows = await _texts(database)
     tried = ("ромашка иванов", "иванов петр", "smirnova olga", "ромашка 2000", "ромашка трейд 2000")
     for paired in (4, 0):
@@ -563,7 +572,6 @@ async def test_common_words_rare_together_are_intersected(
     async with database.sessions() as session:
         plan = "\n".join(await explain(session, statement.params(values)))
     assert "INTERSECT" not in plan.upper() and "HashSetOp" not in plan, plan
-    queries._keys_template.cache_clear()
 
 
 @pytest.fixture
@@ -593,6 +601,7 @@ async def crowded(database: Database) -> SqlJournal:
     return journal
 
 
+@pytest.mark.usefixtures("fresh_templates")
 @pytest.mark.parametrize("walked, read", [(10**6, 256), (1, 256), (2, 1), (4, 2)])
 async def test_common_words_walk_their_smallest_range_newest_first(
     database: Database,
@@ -612,31 +621,27 @@ async def test_common_words_walk_their_smallest_range_newest_first(
     monkeypatch.setattr(queries, "KEYS_READ", read)
     monkeypatch.setattr(queries, "WALK_KEYS", read)
     monkeypatch.setattr(queries, "KEY_BATCHES", (1, 2))
-    queries._keys_template.cache_clear()
-    try:
-        rows = await _texts(database)
-        tried = ["иванов петр", "петр иванов", "петров анна", "сидоров петр 10", "анна 111"]
-        tried += ["иванов анна", "вектор петр", "пет ива", "5550 анна", "nobody петр"]
-        tried += ["иванов петр 106", "петр 55500 иванов"]  # three words: intersected at once
-        walks = 0
-        for query in tried:
-            async with database.sessions() as session:
-                found_by = await key_search(session, parse_query(query, "RU"))
-                assert found_by is not None and not found_by.frequent, query
-                sizes = await queries._range_sizes(session, found_by.ranges, 10**6)
-            if len(parse_query(query, "RU").all_of) > 2:
-                assert found_by.exact is None and sizes == sorted(sizes), query
-            else:
-                assert len(found_by.ranges) == 1, query  # one range read, the rest on texts
-                assert (found_by.exact is None) == (sizes[0] <= walked), query
-            walks += found_by.exact is not None
-            for limit in (1, 3, 500):
-                where = JournalFilter(query=query, internal=InternalCalls.SHOW)
-                assert await _pages(database, where, limit) == _oracle(rows, query), query
-        assert walks >= (6 if walked < 10**6 else 0)
-        assert _oracle(rows, "иванов петр") and _oracle(rows, "иванов петр 106")
-    finally:
-        queries._keys_template.cache_clear()
+    rows = await _texts(database)
+    tried = ["иванов петр", "петр иванов", "петров анна", "сидоров петр 10", "анна 111"]
+    tried += ["иванов анна", "вектор петр", "пет ива", "5550 анна", "nobody петр"]
+    tried += ["иванов петр 106", "петр 55500 иванов"]  # three words: intersected at once
+    walks = 0
+    for query in tried:
+        async with database.sessions() as session:
+            found_by = await key_search(session, parse_query(query, "RU"))
+            assert found_by is not None and not found_by.frequent, query
+            sizes = await queries._range_sizes(session, found_by.ranges, 10**6)
+        if len(parse_query(query, "RU").all_of) > 2:
+            assert found_by.exact is None and sizes == sorted(sizes), query
+        else:
+            assert len(found_by.ranges) == 1, query  # one range read, the rest on texts
+            assert (found_by.exact is None) == (sizes[0] <= walked), query
+        walks += found_by.exact is not None
+        for limit in (1, 3, 500):
+            where = JournalFilter(query=query, internal=InternalCalls.SHOW)
+            assert await _pages(database, where, limit) == _oracle(rows, query), query
+    assert walks >= (6 if walked < 10**6 else 0)
+    assert _oracle(rows, "иванов петр") and _oracle(rows, "иванов петр 106")
 
 
 async def test_the_writer_reads_its_keys_by_their_index(database: Database) -> None:
