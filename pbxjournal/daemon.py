@@ -152,6 +152,9 @@ class Daemon:
         #: The assembler's time as of the last event handled (see :meth:`handle`).
         self._handled_until = 0.0
         self._classifier_loads: set[asyncio.Task[None]] = set()
+        # Loads of the classifier one at a time, in the order they began: a later one read
+        # the directory later, so the last to finish is the newest.
+        self._classifier_lock = asyncio.Lock()
         self.writer: JournalWriter | None = None
         #: Called with the changes of every committed batch, first thing after the commit
         #: (the HTTP long-polls: 1C hears of a call before the daemon logs it).
@@ -267,9 +270,10 @@ class Daemon:
             )
         self.journal = journal
         # Employees' extensions and mobiles as the journal has them (the configuration's,
-        # seeded, and edits over HTTP), and again after each edit: new calls follow.
-        await self._load_classifier()
+        # seeded, and edits over HTTP), and again after each edit: new calls follow. The edits
+        # are followed from before the first load: one made while it reads loads again after.
         journal.on_employees_changed(self._employees_changed)
+        await self._load_classifier()
         await self._restore_open(journal, await asyncio.to_thread(spool.conversation_ids))
         writer = JournalWriter(
             journal,
@@ -450,10 +454,11 @@ class Daemon:
     async def _load_classifier(self) -> None:
         if self.journal is None:
             return
-        extensions, mobiles = await self.journal.classifier_directory()
-        self.assembler.classifier = build_classifier(
-            self.settings, extensions=extensions, mobiles=mobiles
-        )
+        async with self._classifier_lock:
+            extensions, mobiles = await self.journal.classifier_directory()
+            self.assembler.classifier = build_classifier(
+                self.settings, extensions=extensions, mobiles=mobiles
+            )
 
     async def _reload_classifier(self) -> None:
         try:
