@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -576,6 +576,31 @@ async def test_common_words_rare_together_are_intersected(
     assert "INTERSECT" not in plan.upper() and "HashSetOp" not in plan, plan
 
 
+async def _write_numbers(
+    journal: SqlJournal,
+    numbers: Sequence[str],
+    *,
+    gap: int,
+    extensions: int,
+    tag: str,
+    both_ways: bool = False,
+) -> None:
+    """A call of each of ``numbers`` in turn, ``gap`` seconds apart from ``START``, a third
+    of them missed, answered by ``extensions`` extensions from 101 in turn."""
+    calls = [
+        make_call(
+            Direction.OUTGOING if both_ways and i % 2 == 0 else Direction.INCOMING,
+            number,
+            START + i * gap,
+            answered=i % 3 != 0,
+            extension=str(101 + i % extensions),
+            conversation_id=f"{tag}-{i}",
+        )
+        for i, number in enumerate(numbers)
+    ]
+    await journal.write_many([(call, []) for call in calls], START + len(numbers) * gap)
+
+
 @pytest.fixture
 async def crowded(database: Database) -> SqlJournal:
     """Contacts with a few surnames and first names, each pair several times, and calls of
@@ -588,18 +613,8 @@ async def crowded(database: Database) -> SqlJournal:
         name = f"{surnames[i % 3]} {names[i % 2]} {100 + i}"
         contacts.append(ContactRecord(f"p-{i}", name, (number,)))
     await journal.upsert_customer(CustomerRecord("c-9", "ООО Вектор", (), tuple(contacts)), START)
-    calls = [
-        make_call(
-            Direction.INCOMING,
-            f"+7916555{(i * 7) % 18:04d}",
-            START + i * 1500,
-            answered=i % 3 != 0,
-            extension=str(101 + i % 5),
-            conversation_id=f"crowd-{i}",
-        )
-        for i in range(54)
-    ]
-    await journal.write_many([(call, []) for call in calls], START + 54 * 1500)
+    numbers = [f"+7916555{(i * 7) % 18:04d}" for i in range(54)]
+    await _write_numbers(journal, numbers, gap=1500, extensions=5, tag="crowd")
     return journal
 
 
@@ -694,18 +709,8 @@ async def test_a_digit_word_among_names_leaves_numbers_out(
         for i in range(6)
     )
     await journal.upsert_customer(CustomerRecord("c-1", "ООО Вектор 450", (), contacts), START)
-    calls = [
-        make_call(
-            Direction.INCOMING if i % 2 else Direction.OUTGOING,
-            f"+7916450{i % 40:04d}",
-            START + i * 900,
-            answered=i % 3 != 0,
-            extension=str(101 + i % 3),
-            conversation_id=f"digits-{i}",
-        )
-        for i in range(80)
-    ]
-    await journal.write_many([(call, []) for call in calls], START + 80 * 900)
+    numbers = [f"+7916450{i % 40:04d}" for i in range(80)]
+    await _write_numbers(journal, numbers, gap=900, extensions=3, tag="digits", both_ways=True)
     monkeypatch.setattr(queries, "FEW_KEYS", 16)
     rows = await _texts(database)
     async with database.sessions() as session:
