@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from connector.assembly import Direction
 from storage import queries, searchkeys
@@ -574,6 +575,53 @@ async def test_common_words_rare_together_are_intersected(
     async with database.sessions() as session:
         plan = "\n".join(await explain(session, statement.params(values)))
     assert "INTERSECT" not in plan.upper() and "HashSetOp" not in plan, plan
+
+
+@pytest.mark.usefixtures("fresh_templates")
+async def test_common_words_are_counted_only_as_far_as_the_choice_needs(
+    database: Database, filled: SqlJournal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The common words' ranges are counted up to ``SIZED_KEYS`` and further only when every
+    one is larger: the smallest range is then known without counting the others whole, and
+    a range past the count is not paired with it. Whatever the counts, the pages are the
+    oracle's."""
+    monkeypatch.setattr(queries, "MAX_SEARCH_KEYS", 0)
+    monkeypatch.setattr(queries, "FEW_KEYS", 0)
+    monkeypatch.setattr(queries, "WALKED", (0,))
+    rows = await _texts(database)
+    counted: list[int] = []
+    range_sizes = queries._range_sizes
+
+    async def noted(
+        session: AsyncSession, words: Sequence[str], most: int, *, names: bool = False
+    ) -> list[int]:
+        counted.append(most)
+        return await range_sizes(session, words, most, names=names)
+
+    tried = ("ромашка иванов", "иванов петр", "smirnova olga", "ромашка 2000", "ромашка трейд 2000")
+    for query in tried:
+        words = parse_query(query, "RU").all_of
+        async with database.sessions() as session:
+            names = not all(word.isdigit() for word in words)
+            counts = await range_sizes(session, words, 10**6, names=names)
+            sizes = dict(zip(words, counts, strict=True))
+        least, second = sorted(sizes.values())[:2]
+        for sized in (least, least - 1, second):
+            monkeypatch.setattr(queries, "SIZED_KEYS", sized)
+            monkeypatch.setattr(queries, "_range_sizes", noted)
+            counted.clear()
+            async with database.sessions() as session:
+                walk = await key_search(session, parse_query(query, "RU"))
+            monkeypatch.setattr(queries, "_range_sizes", range_sizes)
+            assert walk is not None, query
+            found_by = walk.exact or walk
+            assert sizes[found_by.ranges[0]] == least, (query, sized)  # the smallest is read
+            # Counted whole only when every range is past SIZED_KEYS.
+            assert counted == [0, sized] + ([queries.CROWDED_KEYS] if least > sized else [])
+            paired = second <= min(4 * least, sized if least <= sized else queries.CROWDED_KEYS)
+            assert len(found_by.ranges) == (2 if paired else 1), (query, sized, sizes)
+            where = JournalFilter(query=query, internal=InternalCalls.SHOW)
+            assert await _pages(database, where, 500) == _oracle(rows, query), query
 
 
 async def _write_numbers(
