@@ -815,11 +815,13 @@ KEY_BATCHES = (4, 12, 32)
 #: Of a search's common words, the second smallest range is intersected with the smallest
 #: when it has at most this many times its entries (else its word is checked on texts).
 PAIRED_RANGES = 4
-#: The common words' ranges are first counted up to this many entries (four times the last
-#: walk window: within it the walk's range and the pairing of a smaller one are known), and
-#: up to ``CROWDED_KEYS`` only when each has more. Counting is the costliest statement of a
-#: walk: PostgreSQL counts 43,000 entries in ~20 ms.
-SIZED_KEYS = 16_384
+#: The common words' ranges are counted up to each of these many entries in turn, and up to
+#: ``CROWDED_KEYS`` only when each range has more: the count stops once one range is within
+#: it (the smallest is then known, and whether a range up to four times it is paired). The
+#: first is the last walk window (a range within it is read whole, without a walk), the
+#: second four times that. Counting a surname and a first name whole was the costliest
+#: statement of a walk: 57,000 entries, ~20 ms on PostgreSQL.
+COUNT_STEPS = (4_096, 16_384)
 #: A search of common words first reads its smallest range's newest entries, a window of
 #: this many, then of the next size when the first gave fewer than ``WALK_KEYS`` keys, and
 #: checks the other words on their keys' texts: a surname and a first name found together
@@ -944,14 +946,13 @@ async def key_search(session: AsyncSession, search: SearchQuery) -> KeySearch | 
     # is not much larger (an index of it is built, which costs less per entry than checking
     # a text); the other words are checked on the keys left. Two words (a surname and a
     # first name, often together) first walk the smallest range's newest entries instead.
-    # The ranges are counted only as far as the choice needs: up to ``SIZED_KEYS`` first
-    # (a surname's 14,000 entries, not a first name's 43,000 as well), further only when
-    # every range is larger. A range past the count is not paired with the smallest.
-    most = min(SIZED_KEYS, CROWDED_KEYS)
-    sizes = await _range_sizes(session, terms, most, names=names)
-    if most < CROWDED_KEYS and min(sizes) > most:
-        most = CROWDED_KEYS
+    # The ranges are counted only as far as the choice needs (``COUNT_STEPS``): a surname's
+    # 14,000 entries, not a first name's 43,000 as well. A range past the count is not
+    # paired with the smallest.
+    for most in sorted({min(step, CROWDED_KEYS) for step in (*COUNT_STEPS, CROWDED_KEYS)}):
         sizes = await _range_sizes(session, terms, most, names=names)
+        if min(sizes) <= most:
+            break
     crowded = sorted((size, word) for size, word in zip(sizes, terms, strict=True) if size <= most)
     if not crowded:
         return KeySearch((), frequent=True)

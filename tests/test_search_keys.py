@@ -581,10 +581,10 @@ async def test_common_words_rare_together_are_intersected(
 async def test_common_words_are_counted_only_as_far_as_the_choice_needs(
     database: Database, filled: SqlJournal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The common words' ranges are counted up to ``SIZED_KEYS`` and further only when every
-    one is larger: the smallest range is then known without counting the others whole, and
-    a range past the count is not paired with it. Whatever the counts, the pages are the
-    oracle's."""
+    """The common words' ranges are counted up to each of ``COUNT_STEPS`` in turn and whole
+    only when every one is larger: the count stops once the smallest range is known, without
+    counting the others whole, and a range past the count is not paired with it. Whatever
+    the counts, the pages are the oracle's."""
     monkeypatch.setattr(queries, "MAX_SEARCH_KEYS", 0)
     monkeypatch.setattr(queries, "FEW_KEYS", 0)
     monkeypatch.setattr(queries, "WALKED", (0,))
@@ -606,8 +606,8 @@ async def test_common_words_are_counted_only_as_far_as_the_choice_needs(
             counts = await range_sizes(session, words, 10**6, names=names)
             sizes = dict(zip(words, counts, strict=True))
         least, second = sorted(sizes.values())[:2]
-        for sized in (least, least - 1, second):
-            monkeypatch.setattr(queries, "SIZED_KEYS", sized)
+        for steps in ((least,), (least - 1,), (second,), (least - 1, least), (1, second)):
+            monkeypatch.setattr(queries, "COUNT_STEPS", steps)
             monkeypatch.setattr(queries, "_range_sizes", noted)
             counted.clear()
             async with database.sessions() as session:
@@ -615,11 +615,14 @@ async def test_common_words_are_counted_only_as_far_as_the_choice_needs(
             monkeypatch.setattr(queries, "_range_sizes", range_sizes)
             assert walk is not None, query
             found_by = walk.exact or walk
-            assert sizes[found_by.ranges[0]] == least, (query, sized)  # the smallest is read
-            # Counted whole only when every range is past SIZED_KEYS.
-            assert counted == [0, sized] + ([queries.CROWDED_KEYS] if least > sized else [])
-            paired = second <= min(4 * least, sized if least <= sized else queries.CROWDED_KEYS)
-            assert len(found_by.ranges) == (2 if paired else 1), (query, sized, sizes)
+            assert sizes[found_by.ranges[0]] == least, (query, steps)  # the smallest is read
+            # Counted up to each step until the smallest is within one; whole only when it is
+            # past them all.
+            within = [step for step in steps if step >= least]
+            most = within[0] if within else queries.CROWDED_KEYS
+            assert counted == [0, *(step for step in steps if step < most), most], steps
+            paired = second <= min(4 * least, most)
+            assert len(found_by.ranges) == (2 if paired else 1), (query, steps, sizes)
             where = JournalFilter(query=query, internal=InternalCalls.SHOW)
             assert await _pages(database, where, 500) == _oracle(rows, query), query
 
