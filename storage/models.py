@@ -442,12 +442,14 @@ class SearchKey(Base):
     """A thing calls are found by (``storage.searchkeys``): a number (kind ``n``), a customer
     (``c``), a contact person (``p``) or an extension (``e``), with its folded text and an
     upper bound of its newest call's start (migration 0012, written by the writer and the
-    directory, never by the ORM's unit of work)."""
+    directory, never by the ORM's unit of work). ``WITHOUT ROWID`` on SQLite (migration 0013):
+    a key's text is one B-tree descent, not the key's index and then the table."""
 
     __tablename__ = "search_keys"
+    __table_args__ = (sa.PrimaryKeyConstraint("kind", "key"), {"sqlite_with_rowid": False})
 
-    kind: Mapped[str] = mapped_column(sa.String(1), primary_key=True)
-    key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(1))
+    key: Mapped[str] = mapped_column(sa.String(64))
     text: Mapped[str] = mapped_column(sa.Text)
     last: Mapped[float]
 

@@ -387,7 +387,7 @@ async def test_migration_0012_builds_the_keys_the_writer_would_have(
     for record in CUSTOMERS:
         await journal.upsert_customer(record, now=START)
     await _write_calls(journal)
-    await upgrade(database, region="RU")
+    await upgrade(database, "0012", region="RU")
     assert await current_revision(database) == "0012"
     built = await _key_tables(database)
     assert len(built[0]) > 10 and len(built[1]) > 100
@@ -403,8 +403,47 @@ async def test_migration_0012_builds_the_keys_the_writer_would_have(
     assert await _key_tables(database) == built
     await downgrade(database, "0011")
     assert await current_revision(database) == "0011"
-    await upgrade(database, region="RU")
+    await upgrade(database, "0012", region="RU")
     assert await _key_tables(database) == built
+
+
+async def _clustered(database: Database) -> bool:
+    """Whether ``search_keys`` is a SQLite table ``WITHOUT ROWID``."""
+    async with database.sessions() as session:
+        sql = await session.scalar(
+            sa.text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'search_keys'")
+        )
+    return "WITHOUT ROWID" in str(sql).upper()
+
+
+async def test_migration_0013_clusters_the_keys_on_sqlite(empty_database: Database) -> None:
+    """A journal filled at 0012, upgraded: the same keys, on SQLite in a table ``WITHOUT
+    ROWID`` (PostgreSQL: nothing changes), search finds the same calls and the writer keeps
+    the table; it goes down to 0012 (a rowid table again, the same rows) and up again."""
+    database = empty_database
+    await upgrade(database, "0012", region="RU")
+    journal = await make_journal(database)
+    for record in CUSTOMERS:
+        await journal.upsert_customer(record, now=START)
+    await _write_calls(journal)
+    before = await _key_tables(database)
+    assert not database.is_sqlite or not await _clustered(database)
+    await upgrade(database, region="RU")
+    assert await current_revision(database) == "0013"
+    assert await _key_tables(database) == before
+    if database.is_sqlite:
+        assert await _clustered(database)
+    await _check_every_query(database, _queries(await _texts(database), seed=13))
+    await _write_calls(journal, first=60)  # a day later: the keys' hours move on
+    after = await _key_tables(database)
+    assert after != before
+    await _check_every_query(database, _queries(await _texts(database), seed=14))
+    await downgrade(database, "0012")
+    assert await _key_tables(database) == after
+    if database.is_sqlite:
+        assert not await _clustered(database)
+    await upgrade(database, region="RU")
+    assert await _key_tables(database) == after
 
 
 async def test_any_string_finds_what_the_texts_hold(database: Database, filled: SqlJournal) -> None:
@@ -804,4 +843,5 @@ async def test_the_writer_reads_its_keys_by_their_index(database: Database) -> N
         rows = await connection.exec_driver_sql(prefix + str(sql))
         plan = "\n".join(str(row[-1] if database.is_sqlite else row[0]) for row in rows)
     assert "SCAN search_keys" not in plan and "Seq Scan" not in plan, plan
-    assert "sqlite_autoindex_search_keys" in plan or "pk_search_keys" in plan, plan
+    # SQLite: the table's own key (``WITHOUT ROWID``, migration 0013).
+    assert "USING PRIMARY KEY (kind=? AND key=?)" in plan or "pk_search_keys" in plan, plan
