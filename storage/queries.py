@@ -994,8 +994,8 @@ def _keys_template(
     statement of a shape, made once, with its values as parameters (``lo0``, ``hi0``, …,
     ``common0``, …, ``after_last``, ``after_kind``, ``after_key``). A ``walk`` gives the
     next ``WALK_KEYS`` keys among the newest entries of its one range, as many as the
-    parameter ``walked`` (a window of ``WALKED``). The ranges
-    flagged in ``numbers_out`` leave numbers' keys out (``KeySearch.names``)."""
+    parameter ``walked`` (a window of ``WALKED``). The ranges flagged in ``numbers_out``
+    leave numbers' keys out (``KeySearch.names``)."""
     s = SearchSuffix.__table__.c
     out = numbers_out or (False,) * ranges
     selects = [
