@@ -428,7 +428,7 @@ async def test_migration_0013_clusters_the_keys_on_sqlite(empty_database: Databa
     await _write_calls(journal)
     before = await _key_tables(database)
     assert not database.is_sqlite or not await _clustered(database)
-    await upgrade(database, region="RU")
+    await upgrade(database, "0013", region="RU")
     assert await current_revision(database) == "0013"
     assert await _key_tables(database) == before
     if database.is_sqlite:
@@ -442,7 +442,7 @@ async def test_migration_0013_clusters_the_keys_on_sqlite(empty_database: Databa
     assert await _key_tables(database) == after
     if database.is_sqlite:
         assert not await _clustered(database)
-    await upgrade(database, region="RU")
+    await upgrade(database, "0013", region="RU")
     assert await _key_tables(database) == after
 
 
