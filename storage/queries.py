@@ -862,11 +862,17 @@ class KeySearch:
 
     def numbers_out(self) -> tuple[bool, ...]:
         """Which of the ranges leave numbers' keys out (see ``names``)."""
-        return tuple(self.names and _digits_only(word) for word in self.ranges)
+        return _numbers_out(self.ranges, self.names)
 
 
 def _digits_only(word: str) -> bool:
     return word.isascii() and word.isdigit()
+
+
+def _numbers_out(words: Sequence[str], names: bool) -> tuple[bool, ...]:
+    """Which of ``words``' ranges leave numbers' keys out: in a search of ``names``, the
+    digit words' (``KeySearch.names``)."""
+    return tuple(names and _digits_only(word) for word in words)
 
 
 def _in_range(columns: Any, i: int, numbers_out: bool) -> tuple[sa.ColumnElement[bool], ...]:
@@ -903,7 +909,7 @@ async def _range_sizes(
     params: dict[str, Any] = {"most": most + 1}
     for i, word in enumerate(words):
         params[f"lo{i}"], params[f"hi{i}"] = word_range(word)
-    template = _counts_template(tuple(names and _digits_only(word) for word in words))
+    template = _counts_template(_numbers_out(words, names))
     row = (await session.execute(template, params)).one()
     return [int(count) for count in row]
 
