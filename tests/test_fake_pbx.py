@@ -8,6 +8,7 @@ import re
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,32 @@ async def read_stream(client: RawClient, count: int) -> list[bytes]:
         assert raw is not None
         messages.append(raw)
     return messages
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """One wait of the fake between messages: the gap it was given, when its message fell
+    due, and how long it waited (the loop's time, so a loaded machine cannot blur them)."""
+
+    gap: float
+    due: float
+    waited: float
+
+
+def note_paces(monkeypatch: pytest.MonkeyPatch) -> list[Pace]:
+    """Every wait of every fake from now on, appended to the list returned."""
+    paces: list[Pace] = []
+    pace = FakePbx._pace
+
+    async def noted(self: FakePbx, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        before = loop.time()
+        await pace(self, seconds)
+        assert self._due is not None
+        paces.append(Pace(seconds, self._due, loop.time() - before))
+
+    monkeypatch.setattr(FakePbx, "_pace", noted)
+    return paces
 
 
 async def stream_seconds(fake: FakePbx, count: int, *, stall: float = 0.0) -> float:
@@ -182,17 +209,7 @@ async def test_the_time_spent_sending_is_not_added_to_the_gaps(
     speed = 10.0
     expected = stream_of(*captures)
     fake = FakePbx(list(captures), keep_time=True, speed=speed)
-    waited = 0.0
-    pace = FakePbx._pace
-
-    async def timed_pace(self: FakePbx, seconds: float) -> None:
-        nonlocal waited
-        loop = asyncio.get_running_loop()
-        before = loop.time()
-        await pace(self, seconds)
-        waited += loop.time() - before
-
-    monkeypatch.setattr(FakePbx, "_pace", timed_pace)
+    paces = note_paces(monkeypatch)
 
     def busy(_message: object) -> None:
         until = time.perf_counter() + 0.0001
@@ -203,6 +220,7 @@ async def test_the_time_spent_sending_is_not_added_to_the_gaps(
     elapsed = await stream_seconds(fake, len(expected))
     recorded = pace_of(*captures) / speed  # about 2.2 s
     work = 0.0001 * len(expected)  # 0.7 s
+    waited = sum(pace.waited for pace in paces)
     assert recorded * 0.9 <= elapsed
     # What the fake waited between messages is the capture's gaps less the time its sends
     # and their work took: on a loaded machine less still (it falls behind and catches up),
@@ -222,21 +240,14 @@ async def test_a_stall_is_made_up_only_as_far_as_max_catch_up_allows(
     stall = 0.4
     count = len(stream_of(*captures))
     recorded = pace_of(*captures) / speed  # about 0.55 s
-    schedule: list[tuple[float, float]] = []  # each gap, and when its message fell due
-    pace = FakePbx._pace
-
-    async def noted_pace(self: FakePbx, seconds: float) -> None:
-        await pace(self, seconds)
-        assert self._due is not None
-        schedule.append((seconds, self._due))
+    schedule = note_paces(monkeypatch)
 
     def moved() -> float:
         """How far the schedule moved from the recording: its end less its start and the
         gaps between (loop time, so a loaded machine cannot blur it)."""
-        gaps = sum(gap for gap, _ in schedule[1:])
-        return schedule[-1][1] - schedule[0][1] - gaps
+        gaps = sum(pace.gap for pace in schedule[1:])
+        return schedule[-1].due - schedule[0].due - gaps
 
-    monkeypatch.setattr(FakePbx, "_pace", noted_pace)
     paced = await stream_seconds(
         FakePbx(list(captures), keep_time=True, speed=speed), count, stall=stall
     )
