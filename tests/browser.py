@@ -171,10 +171,16 @@ def live_daemon(tmp: Path, slugs: Iterable[str], **options: Any) -> Iterator[Liv
 
 
 def wait(driver: Any, condition: Any, seconds: float = 15.0, poll: float = 0.1) -> Any:
-    """Selenium's wait for ``condition`` on ``driver``: its first truthy value."""
+    """Selenium's wait for ``condition`` on ``driver``: its first truthy value. An element
+    that the page replaced between being found and being read (a row re-rendered after a
+    registration) is looked for again, as one not found yet is."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, seconds, poll_frequency=poll).until(condition)
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, seconds, poll_frequency=poll, ignored_exceptions=ignored).until(
+        condition
+    )
 
 
 def sign_in(driver: Any, base: str, login: str, password: str, seconds: float = 15.0) -> None:
