@@ -64,8 +64,13 @@ class Pace:
     waited: float
 
 
-def note_paces(monkeypatch: pytest.MonkeyPatch) -> list[Pace]:
-    """Every wait of every fake from now on, appended to the list returned."""
+def note_paces(
+    monkeypatch: pytest.MonkeyPatch, *, stall: tuple[int, float] | None = None
+) -> list[Pace]:
+    """Every wait of every fake from now on, appended to the list returned. ``stall``
+    (``n``, seconds) blocks the event loop, the fake with it, that long right after the
+    fake's ``n``-th wait ends, as a loaded machine would: the stall starts at a known place
+    of the schedule, whatever else runs on the machine."""
     paces: list[Pace] = []
     pace = FakePbx._pace
 
@@ -75,15 +80,16 @@ def note_paces(monkeypatch: pytest.MonkeyPatch) -> list[Pace]:
         await pace(self, seconds)
         assert self._due is not None
         paces.append(Pace(seconds, self._due, loop.time() - before))
+        if stall is not None and len(paces) == stall[0]:
+            time.sleep(stall[1])  # noqa: ASYNC251 - the whole loop stalls on purpose
 
     monkeypatch.setattr(FakePbx, "_pace", noted)
     return paces
 
 
-async def stream_seconds(fake: FakePbx, count: int, *, stall: float = 0.0) -> float:
+async def stream_seconds(fake: FakePbx, count: int) -> float:
     """Log in to ``fake`` and read its stream of ``count`` messages: the seconds from the
-    first message to the last. ``stall`` blocks the event loop (the fake with it) that long
-    right after the first message, as a loaded machine would."""
+    first message to the last."""
     async with serving(fake):
         client = await RawClient.connect(fake.port)
         await client.login()
@@ -91,8 +97,6 @@ async def stream_seconds(fake: FakePbx, count: int, *, stall: float = 0.0) -> fl
         loop = asyncio.get_running_loop()
         await read_stream(client, 1)
         started = loop.time()
-        if stall:
-            time.sleep(stall)  # noqa: ASYNC251 - the whole loop stalls on purpose
         await read_stream(client, count - 1)
         elapsed = loop.time() - started
         await client.close()
@@ -237,10 +241,10 @@ async def test_a_stall_is_made_up_only_as_far_as_max_catch_up_allows(
     it sends what fell due without a pause and ends on time, its clock back on the wall's."""
     captures = (trace("17"),)
     speed = 40.0
-    stall = 0.4
+    stall, at = 0.4, 10  # the loop stalls right after the fake's tenth wait
     count = len(stream_of(*captures))
     recorded = pace_of(*captures) / speed  # about 0.55 s
-    schedule = note_paces(monkeypatch)
+    schedule = note_paces(monkeypatch, stall=(at, stall))
 
     def moved() -> float:
         """How far the schedule moved from the recording: its end less its start and the
@@ -248,19 +252,22 @@ async def test_a_stall_is_made_up_only_as_far_as_max_catch_up_allows(
         gaps = sum(pace.gap for pace in schedule[1:])
         return schedule[-1].due - schedule[0].due - gaps
 
-    paced = await stream_seconds(
-        FakePbx(list(captures), keep_time=True, speed=speed), count, stall=stall
-    )
+    paced = await stream_seconds(FakePbx(list(captures), keep_time=True, speed=speed), count)
     paced_moved = moved()
+    # The stall began as the tenth message fell due; the eleventh was due its gap later, so
+    # when the loop woke the fake was at least the stall less that gap behind.
+    behind = stall - schedule[at].gap
     schedule.clear()
     await stream_seconds(
-        FakePbx(list(captures), keep_time=True, speed=speed, max_catch_up=5.0), count, stall=stall
+        FakePbx(list(captures), keep_time=True, speed=speed, max_catch_up=5.0), count
     )
+    assert behind > 0.3  # the capture's gaps are milliseconds at this speed
     # Without catching up, the stall is added to the stream: it ends late (a wall-clock
-    # bound that a loaded machine only makes truer), its schedule moved by all of the stall
-    # but the 50 ms made up by default (a loaded machine only moves it further).
+    # bound with 50 ms for reading the first message), its schedule moved by all it fell
+    # behind but the 50 ms made up by default (a loaded machine only moves it further; the
+    # tenth of a millisecond is rounding on a loop time that faketime can put at 10^7 s).
     assert paced >= recorded + 0.3
-    assert paced_moved >= stall - 0.05 - 0.01
+    assert paced_moved >= behind - 0.05 - 0.0001
     # Catching up, the schedule stays the recording's: what fell due during the stall went
     # out without a pause. Measured on the schedule rather than the wall's clock, whose
     # length of the burst that follows depends on whatever else runs on the machine. (The
