@@ -18,6 +18,7 @@ import pytest
 
 from connector.assembly import Direction
 from httpd.app import change_feed, init_app
+from httpd.feed import FeedTiming
 from httpd.keys import WORKERS
 from storage import queries
 from storage.engine import open_database
@@ -268,24 +269,25 @@ async def test_cursor_pages_neither_repeat_nor_skip_while_calls_arrive(
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-async def test_long_poll_wakes_within_100_ms_of_a_new_call(engine: str, make_api: Maker) -> None:
+async def test_long_poll_wakes_on_the_commit_of_a_new_call(engine: str, make_api: Maker) -> None:
+    """The daemon's own commit wakes a waiting long-poll in the same loop iteration: with the
+    version probe unable to run within the wait, the call still comes at once. (Judged by the
+    path that woke it; how soon in milliseconds is a benchmark's question, not a bound that a
+    loaded machine blurs.)"""
     api = await make_api(engine)
     _, last = await drain(api)
-
-    async def poll() -> tuple[dict[str, Any], float]:
-        page = await api.get("/api/v1/changes", params={"since": last, "wait": 10})
-        return page, time.perf_counter()
-
-    waiting = asyncio.create_task(poll())
+    feed = change_feed(api.app)
+    feed.timing = FeedTiming(probe_min=60.0, probe_max=60.0)
+    probes = feed.probes
+    waiting = asyncio.create_task(api.get("/api/v1/changes", params={"since": last, "wait": 10}))
     await asyncio.sleep(0.3)
     assert not waiting.done()
     call = new_call()
     changes = await write(api, call)
-    committed = time.perf_counter()
-    page, answered = await waiting
-    assert answered - committed < 0.1, f"woke after {answered - committed:.3f} s"
+    page = await asyncio.wait_for(waiting, 5)  # well within the wait: woken, not timed out
     assert [i["version"] for i in page["items"]] == [c.version for c in changes]
     assert page["last_version"] == changes[-1].version
+    assert feed.probes == probes
 
 
 async def test_long_poll_times_out_empty_and_reports_the_version(make_api: Maker) -> None:
@@ -368,18 +370,20 @@ async def test_a_second_daemon_on_postgresql_wakes_long_polls_by_notify(
                     break
                 await asyncio.sleep(0.05)
             assert feed.listening and other_feed.listening
+            # The version probe (PostgreSQL's safety net) cannot run within the long-poll's
+            # 10 s: only the other daemon's NOTIFY can answer it with the call. (Judged by the
+            # path that woke it, not by a wall-clock bound that a loaded machine blurs.)
+            feed.timing = FeedTiming(probe_min=60.0, probe_max=60.0)
             waiting = asyncio.create_task(
                 api.get("/api/v1/changes", params={"since": last, "wait": 10})
             )
             await asyncio.sleep(0.3)
             changes = await other_journal.write(new_call(), [], at("11-28 12:00"))
             other_feed.committed(changes)
-            committed = time.perf_counter()
             page = await waiting
-            delay = time.perf_counter() - committed
-            assert delay < 0.1, f"NOTIFY took {delay:.3f} s"
+            assert [item["pbx"] for item in page["items"]] == ["second"]
             assert feed.notifications_received >= 1
-            assert page["items"][0]["pbx"] == "second"
+            assert feed.probes == 0
     finally:
         other_app[WORKERS].shutdown()
         await other_db.dispose()
