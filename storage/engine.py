@@ -182,23 +182,20 @@ def open_database(url: str, *, echo: bool = False) -> Database:
             )
         if parsed.database in (None, "", ":memory:"):
             raise DatabaseError("SQLite journal needs a file path, not an in-memory database")
-        # One hop to aiosqlite's thread per statement instead of four (storage.onehop).
-        engine = create_async_engine(
-            parsed,
-            echo=echo,
-            pool_size=4,
-            max_overflow=4,
-            json_serializer=_json_text,
-            module=one_hop_dbapi(),
-        )
-        writer = create_async_engine(
-            parsed,
-            echo=echo,
-            pool_size=1,
-            max_overflow=0,
-            json_serializer=_json_text,
-            module=one_hop_dbapi(),
-        )
+
+        def through_aiosqlite(pool_size: int, max_overflow: int) -> AsyncEngine:
+            # One hop to aiosqlite's thread per statement instead of four (storage.onehop).
+            return create_async_engine(
+                parsed,
+                echo=echo,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                json_serializer=_json_text,
+                module=one_hop_dbapi(),
+            )
+
+        engine = through_aiosqlite(4, 4)
+        writer = through_aiosqlite(1, 0)
         _sqlite_setup(engine.sync_engine, "BEGIN")
         _sqlite_setup(writer.sync_engine, "BEGIN IMMEDIATE")
         # The batch writer's engine: the same file through the synchronous driver, used only
