@@ -6,13 +6,14 @@ SQLAlchemy's aiosqlite adapter drives an aiosqlite cursor, and every cursor oper
 hop to the connection's thread and back: open the cursor, execute, fetch the rows, close it.
 A hop costs 0.1–0.15 ms on a quiet machine and more on a busy one (the thread must be woken,
 then the event loop), so a statement costs about half a millisecond before SQLite does any
-work, and a search page of twelve statements spends 4–6 ms hopping.
+work, and a search page of twelve statements spends about 5 ms hopping (measured: one hop
+instead of four saves 2–4 ms of such a page, ``bench/hops.py``).
 
 :class:`OneHopCursor` does the four in one call on the thread (:func:`_run`): open a sqlite3
 cursor, execute, note what SQLAlchemy asks of a cursor afterwards (``description``,
 ``rowcount``, ``lastrowid``), fetch every row, close. The rows come back as the adapter's
 own cursor keeps them (a buffer that ``fetch*`` pops), so results are what they were.
-Server-side cursors (``stream``) keep the adapter's own class; nothing here uses them.
+Server-side cursors (``AsyncConnection.stream``) keep the adapter's own class.
 
 The adapter's classes are SQLAlchemy's (``AsyncAdapt_aiosqlite_*``), and
 ``aiosqlite.Connection._execute`` (run a function on the connection's thread) is what
