@@ -28,7 +28,9 @@ keep failing, as they arrive), when more than ``max_pending`` wait in memory (th
 cannot keep up), and at shutdown. The spool is written out first, in order, as soon as the
 database takes writes again, and emptied once all of it is committed; it survives ``kill -9``
 and is written at the next start. Memory therefore holds at most ``max_pending`` calls while
-the spool's disk takes writes; if that fails too, the calls stay in memory, with an error line.
+the spool's disk takes writes, plus those that finish during one step of the writer (a write
+waiting for a lock, an fsync): the writer decides between its steps. If the spool fails too,
+the calls stay in memory, with an error line.
 ``stats.writable`` and ``stats.last_error`` say whether the last write failed: ``/healthz``
 answers 503 while they do.
 
