@@ -3,14 +3,15 @@
 
 Theory of operation
 -------------------
-Two engines on the same file, set up as :func:`storage.engine.open_database` sets up its
-readers (the pragmas, ``BEGIN``): one with SQLAlchemy's own aiosqlite adapter, one with the
-one-hop cursor. They take turns, ``--rounds`` rounds of each, so that a machine whose speed
-drifts (a virtual one) drifts for both. Each round times ``SELECT 1`` ``--statements`` times in
-one session, and each page ``--repeat`` times, a session per request as the HTTP API opens
-one: the plain journal page, searches of ``--search`` (customer, contact and number words of a
-filled journal) and ``/changes`` of 500 from random versions. The table gives each round's
-median and the median of those medians.
+Two engines on the same file: the daemon's reader engine
+(:func:`storage.engine.open_database`, with the one-hop cursor), and the same engine built with
+SQLAlchemy's own aiosqlite cursor (the pragmas, ``BEGIN``, the pool). They take turns,
+``--rounds`` rounds of each, so that a machine whose speed drifts (a virtual one) drifts for
+both. Each round times ``SELECT 1`` ``--statements`` times in one session, and each page
+``--repeat`` times, a session per request as the HTTP API opens one: the plain journal page,
+searches of ``--search`` (customer, contact and number words of a filled journal) and
+``/changes`` of 500 from random versions. The table gives each round's median and the median
+of those medians.
 
 The file is one filled by ``bench/journal_queries.py`` (``--sqlite-path``), at any size; the
 numbers of ``docs/benchmarks.md`` are at ten million calls.
@@ -33,9 +34,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from bench import report
-from storage.engine import _json_text, _sqlite_setup
+from storage.engine import _json_text, _sqlite_setup, open_database
 from storage.journal import EmployeeDirectory
-from storage.onehop import one_hop_dbapi
 from storage.queries import (
     JournalFilter,
     change_objects,
@@ -47,24 +47,26 @@ SEARCHES = ("Зайцев Сергей 450", "Иванов Пётр 0", "Коз�
 TIMEZONE = ZoneInfo("Europe/Moscow")
 
 
-def sessions(path: Path, *, one_hop: bool) -> tuple[Any, async_sessionmaker[AsyncSession]]:
-    extra = {"module": one_hop_dbapi()} if one_hop else {}
-    engine = create_async_engine(
-        f"sqlite+aiosqlite:///{path}",
-        pool_size=4,
-        max_overflow=4,
-        json_serializer=_json_text,
-        **extra,
-    )
+def sessions(
+    path: Path, *, one_hop: bool
+) -> tuple[Callable[[], Awaitable[None]], async_sessionmaker[AsyncSession]]:
+    """Sessions of the file and how to close their engine. The one-hop side is the daemon's
+    own reader engine (:func:`storage.engine.open_database`); the other is that engine built
+    the same way but with SQLAlchemy's cursor."""
+    url = f"sqlite+aiosqlite:///{path}"
+    if one_hop:
+        database = open_database(url)
+        return database.dispose, database.sessions
+    engine = create_async_engine(url, pool_size=4, max_overflow=4, json_serializer=_json_text)
     _sqlite_setup(engine.sync_engine, "BEGIN")
-    return engine, async_sessionmaker(engine, expire_on_commit=False)
+    return engine.dispose, async_sessionmaker(engine, expire_on_commit=False)
 
 
 async def one_round(
     path: Path, one_hop: bool, args: argparse.Namespace, rnd: random.Random
 ) -> dict[str, float]:
     """One round's medians, in ms: a bare statement, then each page."""
-    engine, make = sessions(path, one_hop=one_hop)
+    dispose, make = sessions(path, one_hop=one_hop)
     medians: dict[str, float] = {}
     try:
         async with make() as session:
@@ -96,7 +98,7 @@ async def one_round(
                     times.append((time.perf_counter() - began) * 1000)
             medians[name] = statistics.median(times)
     finally:
-        await engine.dispose()
+        await dispose()
     return medians
 
 
