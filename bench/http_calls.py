@@ -99,6 +99,7 @@ async def serve(url: str, port_file: Path) -> None:
 
     from config import HttpClient, HttpSettings, Settings
     from httpd.app import init_app
+    from pbxjournal.daemon import settle_collector
     from storage.engine import open_database
     from storage.migrate import upgrade
     from storage.rules import AttentionWindow
@@ -122,6 +123,9 @@ async def serve(url: str, port_file: Path) -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
+    # As the daemon once it serves: without it a full collection of this process (modules,
+    # mappers: ~100 ms) lands in a request now and then, most often a `/changes` of 500.
+    settle_collector()
     await asyncio.to_thread(port_file.write_text, str(runner.addresses[0][1]))
     try:
         await asyncio.Event().wait()

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import importlib
 import json
 import os
@@ -79,7 +78,7 @@ from sqlalchemy.ext.asyncio import AsyncSession  # noqa: E402
 from bench.coldcache import DiskCache, postgres_cache, sqlite_cache  # noqa: E402
 from config import Settings  # noqa: E402
 from connector.assembly import Direction  # noqa: E402
-from pbxjournal.daemon import GC_THRESHOLDS  # noqa: E402
+from pbxjournal.daemon import settle_collector  # noqa: E402
 from pbxjournal.pipeline import build_pipeline  # noqa: E402
 from pbxjournal.replay import replay_captures  # noqa: E402
 from storage import searchkeys  # noqa: E402
@@ -784,13 +783,10 @@ async def measure(
     results = []
     rnd = random.Random(11)
     database = open_database(url)
-    # As the daemon after its start (pbxjournal.daemon): what exists now is never scanned by
-    # the collector again, and young collections come every 5,000 allocations. Otherwise a
-    # full collection of this process (the synthetic journal's tables, ~40 ms here) lands in
-    # a request now and then, a pause the daemon does not have.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    # As the daemon after its start: otherwise a full collection of this process (the
+    # synthetic journal's tables, ~40 ms here) lands in a request now and then, a pause the
+    # daemon does not have.
+    settle_collector()
     try:
         for case in query_cases(synth):
             if only and only not in case.name:

@@ -87,6 +87,19 @@ CLOCK_OFFSET_WARNING_SECONDS = 5.0
 HTTP_STOP_SECONDS = 1.0
 
 
+def settle_collector() -> None:
+    """Put what exists now (modules, the mappers, the configuration, the restored
+    conversations: what start-up made, which lives as long as the process) out of the
+    collector's sight, and space young collections by ``GC_THRESHOLDS``: a full collection
+    then scans only what the calls and requests make. Without it, full collections stalled
+    the event loop for 100-140 ms every 10 s at 100 calls/s, the tail of the latency, and
+    a `/changes` of 500 now and then (``docs/benchmarks.md``). The benchmarks that serve the
+    journal call it as the daemon does."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def spool_path(settings: Settings) -> Path:
     """Where finished calls wait for the database (``writer.spool``, or its default)."""
     if settings.writer.spool:
@@ -299,13 +312,7 @@ class Daemon:
         )
         self.writer = writer
         http = await self._start_http(journal)
-        # What start-up made (modules, the mappers, the configuration, the restored
-        # conversations) lives as long as the daemon: out of the collector's sight, so that
-        # a full collection scans only what the calls make. It stalled the event loop for
-        # 100-140 ms every 10 s at 100 calls/s, the tail of the latency (docs/benchmarks.md).
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
+        settle_collector()
         async with asyncio.TaskGroup() as tasks:
             writing = tasks.create_task(writer.run(), name="journal-writer")
             connector = tasks.create_task(self.connector.run(), name="ami-connector")
