@@ -59,7 +59,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
@@ -1143,14 +1143,16 @@ def _key_arm(kind: str, key: Any, shape: _ArmShape) -> sa.Select[Any]:
 
 
 @functools.lru_cache(maxsize=512)
-def _arms_template(shape: _ArmShape) -> sa.Select[Any] | sa.CompoundSelect[Any]:
+def _arms_template(shape: _ArmShape) -> sa.Select[Any] | sa.TextClause:
     """The statement opening keys of a kind, made once per shape (building a few dozen
     subqueries took most of a search page's CPU, and compiling them more).
 
     PostgreSQL: the keys are ``unnest`` of one array (``keys``), each joined ``LATERAL`` to
     its page: one small plan whatever the number of keys (planning a ``UNION ALL`` of 32
     arms, as its planner must for every request with custom plans, cost more than running
-    it). SQLite: a ``UNION ALL`` of one arm per key (``key0``, ``key1``, …)."""
+    it). SQLite: a ``UNION ALL`` of one arm per key (``key0``, ``key1``, …), the arm compiled
+    once and repeated as text (:func:`_union_of_arms`), run by the driver
+    (:func:`_arms_driver`)."""
     if shape.dialect == "postgresql":
         keys = (
             sa.func.unnest(sa.bindparam("keys", type_=postgresql.ARRAY(sa.String())))
@@ -1159,11 +1161,78 @@ def _arms_template(shape: _ArmShape) -> sa.Select[Any] | sa.CompoundSelect[Any]:
         )
         page = _key_arm(shape.kind, keys.c.key, shape).lateral("key_page")
         return sa.select(page.c.id, page.c.started_at).select_from(keys).join(page, sa.true())
-    arms = [
-        _key_arm(shape.kind, sa.bindparam(f"key{i}"), shape).subquery() for i in range(shape.keys)
-    ]
-    selects = [sa.select(arm.c.id, arm.c.started_at) for arm in arms]
-    return selects[0] if len(selects) == 1 else sa.union_all(*selects)
+    arm = _key_arm(shape.kind, sa.bindparam(_ARM_KEY), shape)
+    return _union_of_arms(arm, shape.keys, shape.extensions)
+
+
+#: The key of the arm :func:`_union_of_arms` repeats, renamed ``key0``, ``key1``, … in turn.
+_ARM_KEY = "arm_key"
+#: SQLite's SQL with ``:name`` parameters, which a :func:`sqlalchemy.text` binds by name.
+_NAMED_SQLITE = sqlite.dialect(paramstyle="named")
+#: SQLite's SQL as its driver takes it (``?``), in :class:`_DriverStatement`.
+_QMARK_SQLITE = sqlite.dialect()
+_POSTCOMPILE = re.compile(r"\(__\[POSTCOMPILE_(\w+)\]\)")
+
+
+def _union_of_arms(arm: sa.Select[Any], keys: int, extensions: int) -> sa.TextClause:
+    """``keys`` copies of ``arm`` (a SQLite page of one key's calls, the key the parameter
+    ``arm_key``) as one ``UNION ALL``, the i-th copy's key ``key{i}``: the arm is compiled
+    once and its SQL repeated. SQLAlchemy compiled a union of 32 subqueries in 17-27 ms, the
+    first time each shape was seen (a kind, a filter, a batch size, a page's floor): a
+    search's first pages after a start paid it two or three times (bench.issue18-compile).
+    The parameters keep their names and types, and the values SQLAlchemy gave the arm's
+    own (a flag's, a ``LIMIT 1``'s); the employee's ``extensions`` (the expanding ``mine``)
+    are ``mine0``, ``mine1``, …"""
+    compiled = arm.compile(dialect=_NAMED_SQLITE)
+    binds = []
+    for name, value in compiled.params.items():
+        bind = compiled.binds[name]
+        if name == _ARM_KEY:
+            binds += [sa.bindparam(f"key{i}", type_=bind.type) for i in range(keys)]
+        elif name == "mine":
+            binds += [sa.bindparam(f"mine{i}", type_=bind.type) for i in range(extensions)]
+        elif bind.required:
+            binds.append(sa.bindparam(name, type_=bind.type))
+        else:
+            binds.append(sa.bindparam(name, value, type_=bind.type))
+    mine = "(" + ", ".join(f":mine{i}" for i in range(extensions)) + ")"
+    sql = _POSTCOMPILE.sub(lambda found: mine if found[1] == "mine" else found[0], compiled.string)
+    if "POSTCOMPILE" in sql:
+        raise AssertionError(f"an arm with an expanding parameter other than mine: {sql}")
+    copies = [re.sub(rf":{_ARM_KEY}\b", f":key{i}", sql) for i in range(keys)]
+    union = " UNION ALL ".join(f"SELECT id, started_at FROM ({copy})" for copy in copies)
+    return sa.text(union).bindparams(*binds)
+
+
+@dataclass(frozen=True, slots=True)
+class _DriverStatement:
+    """A statement as SQLite's driver takes it: its SQL with ``?`` and the names of its
+    parameters in that order, run with :meth:`AsyncConnection.exec_driver_sql`, without
+    SQLAlchemy's cache key, compiled-statement cache or per-parameter processing (a union
+    of 32 arms has 400 parameters: 0.3 ms a statement through SQLAlchemy, in a search page
+    that runs two or three)."""
+
+    sql: str
+    names: tuple[str, ...]
+    #: The values of the parameters the statement sets itself (``LIMIT 1``, a flag's).
+    own: dict[str, Any]
+
+    def parameters(self, values: dict[str, Any]) -> tuple[Any, ...]:
+        given = self.own | values
+        return tuple(given[name] for name in self.names)
+
+
+@functools.lru_cache(maxsize=512)
+def _arms_driver(shape: _ArmShape) -> _DriverStatement:
+    """:func:`_arms_template` on SQLite, as :class:`_DriverStatement`."""
+    compiled = _arms_template(shape).compile(dialect=_QMARK_SQLITE)
+    processors = compiled._bind_processors
+    own = {}
+    for name, bind in compiled.binds.items():
+        if not bind.required:
+            processor = processors.get(name)
+            own[name] = processor(bind.value) if callable(processor) else bind.value
+    return _DriverStatement(compiled.string, tuple(compiled.positiontup or ()), own)
 
 
 async def key_page(
@@ -1256,7 +1325,14 @@ async def key_page(
             )
             if floor is not None:
                 values["floor"] = floor
-            for call_id, started in await session.execute(_arms_template(shape), values):
+            if dialect == "postgresql":
+                rows = await session.execute(_arms_template(shape), values)
+            else:
+                values.update((f"mine{i}", extension) for i, extension in enumerate(mine))
+                driver = _arms_driver(shape)
+                connection = await session.connection()
+                rows = await connection.exec_driver_sql(driver.sql, driver.parameters(values))
+            for call_id, started in rows:
                 found[int(call_id)] = float(started)
     ordered = sorted(found.items(), key=lambda item: (item[1], item[0]), reverse=True)
     return ordered[:limit]
@@ -2011,7 +2087,7 @@ async def warm_up(session: AsyncSession) -> None:
 
 
 async def explain(
-    session: AsyncSession, statement: sa.Select[Any] | sa.CompoundSelect[Any]
+    session: AsyncSession, statement: sa.Select[Any] | sa.CompoundSelect[Any] | sa.TextClause
 ) -> list[str]:
     """The engine's plan for ``statement`` (``EXPLAIN QUERY PLAN`` / ``EXPLAIN``), with the
     statement's own bound parameters: for tests and the benchmark, to show index use."""

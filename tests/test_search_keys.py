@@ -542,6 +542,53 @@ async def test_a_search_reads_index_ranges(database: Database, filled: SqlJourna
             assert "TEMP B-TREE" not in plan, plan  # SQLite: no sort, the index's order
 
 
+async def test_the_sqlite_union_of_arms_is_sqlalchemys_union_of_the_same_arm(
+    database: Database, filled: SqlJournal
+) -> None:
+    """SQLite opens keys with one arm compiled once and repeated as text
+    (``_union_of_arms``, run by the driver): the rows equal those of SQLAlchemy's own
+    ``UNION ALL`` of the arm, for every kind, a few keys, filters, two of the employee's
+    extensions, a page's floor and a cursor's bound."""
+    if not database.is_sqlite:
+        pytest.skip("the union of arms is SQLite's (PostgreSQL unnests one array)")
+    async with database.sessions() as session:
+        found = await session.execute(
+            sa.text("SELECT kind, key FROM search_keys ORDER BY last DESC, kind, key")
+        )
+        by_kind: dict[str, list[str]] = {}
+        for kind, key in found:
+            by_kind.setdefault(kind, []).append(key)
+        extensions = ["101", "102"]
+        compared = 0
+        for kind, keys in sorted(by_kind.items()):
+            for where, floor, bound in (
+                (JournalFilter(), False, False),
+                (JournalFilter(kinds=frozenset({"incoming", "missed"})), True, False),
+                (JournalFilter(attention=False, internal=InternalCalls.SHOW), True, True),
+            ):
+                for mine in ([], extensions):
+                    chosen = [*keys[:3], ""]  # a padded slot, as key_page leaves them
+                    shape = _ArmShape("sqlite", kind, len(chosen), where, len(mine), bound, floor)
+                    values: dict[str, object] = {"page": 5, "floor": START, "mine": mine}
+                    values |= {"bound_started": START + 20 * 3600, "bound_id": 10**9}
+                    values |= {f"key{i}": key for i, key in enumerate(chosen)}
+                    values |= {f"mine{i}": extension for i, extension in enumerate(mine)}
+                    driver = queries._arms_driver(shape)
+                    connection = await session.connection()
+                    rows = await connection.exec_driver_sql(driver.sql, driver.parameters(values))
+                    arms = [
+                        queries._key_arm(kind, sa.bindparam(f"key{i}"), shape).subquery()
+                        for i in range(len(chosen))
+                    ]
+                    union = sa.union_all(*(sa.select(a.c.id, a.c.started_at) for a in arms))
+                    wanted = await session.execute(union, values)
+                    got = sorted(map(tuple, rows))
+                    assert got == sorted(map(tuple, wanted)), (kind, where, mine, floor, bound)
+                    compared += bool(got)
+        assert compared >= 12  # most shapes find calls: the comparison is not of empty lists
+    assert {f"key{i}" for i in range(shape.keys)} | {"mine0", "mine1"} <= set(driver.names)
+
+
 async def test_words_in_too_many_keys_walk_the_journal(
     database: Database, filled: SqlJournal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
