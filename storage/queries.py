@@ -1574,7 +1574,7 @@ class _InIds(sa.ColumnElement[bool]):
 
 @compiles(_InIds)
 def _in_ids(element: _InIds, compiler: Any, **kw: Any) -> str:
-    ids = sa.select(sa.column("value")).select_from(
+    ids: sa.Select[Any] = sa.select(sa.column("value")).select_from(
         sa.func.json_each(sa.bindparam("ids", type_=_JsonIds()))
     )
     return str(compiler.process(element.column.in_(ids.scalar_subquery()), **kw))
