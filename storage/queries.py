@@ -2106,7 +2106,11 @@ async def explain(
     dialect = connection.dialect
     compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
     params = compiled.construct_params()
-    positional = tuple(params[name] for name in compiled.positiontup or ())
+    processors = compiled._bind_processors
+    positional = tuple(
+        processor(params[name]) if callable(processor := processors.get(name)) else params[name]
+        for name in compiled.positiontup or ()
+    )
     prefix = "EXPLAIN QUERY PLAN " if dialect.name == "sqlite" else "EXPLAIN "
     result = await connection.exec_driver_sql(prefix + compiled.string, positional)
     if dialect.name == "sqlite":

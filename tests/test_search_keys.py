@@ -42,7 +42,7 @@ from storage.search import fold, number_forms, parse_query
 from storage.searchkeys import bucket
 from storage.store import SqlJournal
 from tests.calls import at, make_call
-from tests.db import make_journal
+from tests.db import MOSCOW, make_journal
 from tests.scenarios import TRACES
 from tests.test_replay import run_cli, write_config
 
@@ -444,6 +444,57 @@ async def test_migration_0013_clusters_the_keys_on_sqlite(empty_database: Databa
         assert not await _clustered(database)
     await upgrade(database, "0013", region="RU")
     assert await _key_tables(database) == after
+
+
+async def test_migration_0014_reads_names_from_one_index_entry(
+    empty_database: Database,
+) -> None:
+    """A journal filled at 0013, upgraded: ``customers`` and ``contacts`` gain an index of
+    ``(id, name)`` and the call objects (names included) are the same; on SQLite the calls'
+    join reads the names from those indexes alone. Down to 0013 they go, the objects stay."""
+    database = empty_database
+    await upgrade(database, "0013", region="RU")
+    journal = await make_journal(database)
+    for record in CUSTOMERS:
+        await journal.upsert_customer(record, now=START)
+    await _write_calls(journal)
+
+    async def objects() -> list[dict[str, object]]:
+        async with database.sessions() as session:
+            employees = await queries.load_employee_directory(session)
+            items, _ = await queries.change_objects(session, 0, MOSCOW, employees, 500)
+        return items
+
+    async def indexes() -> set[str]:
+        def names(connection: sa.Connection) -> set[str]:
+            found = sa.inspect(connection)
+            return {
+                index["name"] or ""
+                for table in ("customers", "contacts")
+                for index in found.get_indexes(table)
+            }
+
+        async with database.engine.connect() as connection:
+            return await connection.run_sync(names)
+
+    before = await objects()
+    assert len(before) == 60
+    customers = [o["customer"] for o in before if o["customer"]]
+    assert {c["name"] for c in customers} >= {"ООО Ромашка"}  # type: ignore[index]
+    assert {c["contact"]["name"] for c in customers if c["contact"]} >= {"Иванов Пётр"}  # type: ignore[index]
+    assert not {"ix_customers_names", "ix_contacts_names"} & await indexes()
+    await upgrade(database, "0014", region="RU")
+    assert await current_revision(database) == "0014"
+    assert {"ix_customers_names", "ix_contacts_names"} <= await indexes()
+    assert await objects() == before
+    if database.is_sqlite:
+        async with database.sessions() as session:
+            plan = "\n".join(await explain(session, queries._OBJECT.params(ids=[1, 2])))
+        assert "COVERING INDEX ix_customers_names" in plan, plan
+        assert "COVERING INDEX ix_contacts_names" in plan, plan
+    await downgrade(database, "0013")
+    assert not {"ix_customers_names", "ix_contacts_names"} & await indexes()
+    assert await objects() == before
 
 
 async def test_any_string_finds_what_the_texts_hold(database: Database, filled: SqlJournal) -> None:
