@@ -1179,7 +1179,7 @@ def _union_of_arms(arm: sa.Select[Any], keys: int, extensions: int) -> sa.TextCl
     ``arm_key``) as one ``UNION ALL``, the i-th copy's key ``key{i}``: the arm is compiled
     once and its SQL repeated. SQLAlchemy compiled a union of 32 subqueries in 17-27 ms, the
     first time each shape was seen (a kind, a filter, a batch size, a page's floor): a
-    search's first pages after a start paid it two or three times (bench.issue18-compile).
+    search's first pages after a start paid it two or three times (bench.issue18-quiet).
     The parameters keep their names and types, and the values SQLAlchemy gave the arm's
     own (a flag's, a ``LIMIT 1``'s); the employee's ``extensions`` (the expanding ``mine``)
     are ``mine0``, ``mine1``, …"""

@@ -5,7 +5,7 @@ Every journal page and every page of ``GET /changes`` joins its calls to ``custo
 descents on SQLite (the key's index, then the table by rowid) and, on PostgreSQL, the index and
 then the heap. An index of ``(id, name)`` covers the join: one descent, one leaf page. Cold, a
 ``/changes`` of 500 calls at ten million calls (some 200 customers and 60 contact persons)
-read 680-1,150 pages for its rows and 470-670 with these indexes (``bench.issue18-names``).
+read 680-1,150 pages for its rows and 470-670 with these indexes (``bench.issue18-quiet``).
 
 Revision ID: 0014
 Revises: 0013
