@@ -416,16 +416,22 @@ async def _clustered(database: Database) -> bool:
     return "WITHOUT ROWID" in str(sql).upper()
 
 
+async def _filled_at(database: Database, revision: str) -> SqlJournal:
+    """The test journal (``CUSTOMERS``, 60 calls) written at ``revision``."""
+    await upgrade(database, revision, region="RU")
+    journal = await make_journal(database)
+    for record in CUSTOMERS:
+        await journal.upsert_customer(record, now=START)
+    await _write_calls(journal)
+    return journal
+
+
 async def test_migration_0013_clusters_the_keys_on_sqlite(empty_database: Database) -> None:
     """A journal filled at 0012, upgraded: the same keys, on SQLite in a table ``WITHOUT
     ROWID`` (PostgreSQL: nothing changes), search finds the same calls and the writer keeps
     the table; it goes down to 0012 (a rowid table again, the same rows) and up again."""
     database = empty_database
-    await upgrade(database, "0012", region="RU")
-    journal = await make_journal(database)
-    for record in CUSTOMERS:
-        await journal.upsert_customer(record, now=START)
-    await _write_calls(journal)
+    journal = await _filled_at(database, "0012")
     before = await _key_tables(database)
     assert not database.is_sqlite or not await _clustered(database)
     await upgrade(database, "0013", region="RU")
@@ -453,11 +459,7 @@ async def test_migration_0014_reads_names_from_one_index_entry(
     ``(id, name)`` and the call objects (names included) are the same; on SQLite the calls'
     join reads the names from those indexes alone. Down to 0013 they go, the objects stay."""
     database = empty_database
-    await upgrade(database, "0013", region="RU")
-    journal = await make_journal(database)
-    for record in CUSTOMERS:
-        await journal.upsert_customer(record, now=START)
-    await _write_calls(journal)
+    await _filled_at(database, "0013")
 
     async def objects() -> list[dict[str, object]]:
         async with database.sessions() as session:
