@@ -93,7 +93,7 @@ def settle_collector() -> None:
     collector's sight, and space young collections by ``GC_THRESHOLDS``: a full collection
     then scans only what the calls and requests make. Without it, full collections stalled
     the event loop for 100-140 ms every 10 s at 100 calls/s, the tail of the latency, and
-    a `/changes` of 500 now and then (``docs/benchmarks.md``). The benchmarks that serve the
+    a ``/changes`` of 500 now and then (``docs/benchmarks.md``). The benchmarks that serve the
     journal call it as the daemon does."""
     gc.collect()
     gc.freeze()
