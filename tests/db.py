@@ -22,7 +22,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy.engine import make_url
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection, make_url
 
 from connector.assembly import FinishedCall
 from storage.directory import EmployeeRecord
@@ -149,3 +150,14 @@ async def write_all(journal: SqlJournal, calls: Iterable[FinishedCall]) -> None:
     """Write calls in the order they ended, each at its own end time, as the daemon would."""
     for call in sorted(calls, key=lambda c: (c.ended_at, c.started_at)):
         await journal.write(call, [], call.ended_at)
+
+
+async def index_names(database: Database, *tables: str) -> set[str]:
+    """The names of the indexes of ``tables``, as the database reports them."""
+
+    def names(connection: Connection) -> set[str]:
+        found = inspect(connection)
+        return {str(index["name"]) for table in tables for index in found.get_indexes(table)}
+
+    async with database.engine.connect() as connection:
+        return await connection.run_sync(names)

@@ -13,9 +13,6 @@ import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import inspect
-from sqlalchemy.engine import Connection
-
 from config import load_settings
 from pbxjournal.dbtools import replay_events
 from pbxjournal.pipeline import build_pipeline
@@ -31,7 +28,7 @@ from storage.queries import (
     list_calls,
 )
 from tests.calls import at
-from tests.db import make_journal
+from tests.db import index_names, make_journal
 from tests.test_replay import write_config
 from tests.test_storage_queries import CAPTURES, ROMASHKA
 
@@ -73,14 +70,6 @@ async def _pages(database: Database) -> list[list[int]]:
     return pages
 
 
-async def _indexes(database: Database) -> set[str]:
-    def names(connection: Connection) -> set[str]:
-        return {str(index["name"]) for index in inspect(connection).get_indexes("calls")}
-
-    async with database.engine.connect() as connection:
-        return await connection.run_sync(names)
-
-
 async def _fill(database: Database, tmp_path: Path) -> None:
     settings = load_settings(write_config(tmp_path))
     journal = await make_journal(database)
@@ -94,13 +83,13 @@ async def test_0007_adds_the_class_index_to_a_filled_journal(
     await upgrade(empty_database, BEFORE)
     await _fill(empty_database, tmp_path)
     before = await _pages(empty_database)
-    assert "ix_calls_class" not in await _indexes(empty_database)
+    assert "ix_calls_class" not in await index_names(empty_database, "calls")
     assert sum(map(bool, before)) > 50  # not all trivially empty
 
     await upgrade(empty_database, JOURNAL_INDEXES)
 
     assert await current_revision(empty_database) == JOURNAL_INDEXES
-    assert "ix_calls_class" in await _indexes(empty_database)
+    assert "ix_calls_class" in await index_names(empty_database, "calls")
     assert await _pages(empty_database) == before
     where = JournalFilter(kinds=frozenset({"missed"}), first_contact=True)
     async with empty_database.sessions() as session:
@@ -117,7 +106,7 @@ async def test_0007_adds_the_class_index_to_a_filled_journal(
         assert "Function Scan on classes" in plan and "Limit" in plan, plan
 
     await downgrade(empty_database, BEFORE)
-    assert "ix_calls_class" not in await _indexes(empty_database)
+    assert "ix_calls_class" not in await index_names(empty_database, "calls")
     assert await _pages(empty_database) == before
 
 

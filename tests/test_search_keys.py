@@ -42,7 +42,7 @@ from storage.search import fold, number_forms, parse_query
 from storage.searchkeys import bucket
 from storage.store import SqlJournal
 from tests.calls import at, make_call
-from tests.db import MOSCOW, make_journal
+from tests.db import MOSCOW, index_names, make_journal
 from tests.scenarios import TRACES
 from tests.test_replay import run_cli, write_config
 
@@ -467,27 +467,16 @@ async def test_migration_0014_reads_names_from_one_index_entry(
             items, _ = await queries.change_objects(session, 0, MOSCOW, employees, 500)
         return items
 
-    async def indexes() -> set[str]:
-        def names(connection: sa.Connection) -> set[str]:
-            found = sa.inspect(connection)
-            return {
-                index["name"] or ""
-                for table in ("customers", "contacts")
-                for index in found.get_indexes(table)
-            }
-
-        async with database.engine.connect() as connection:
-            return await connection.run_sync(names)
-
+    tables, added = ("customers", "contacts"), {"ix_customers_names", "ix_contacts_names"}
     before = await objects()
     assert len(before) == 60
     customers = [o["customer"] for o in before if o["customer"]]
     assert {c["name"] for c in customers} >= {"ООО Ромашка"}  # type: ignore[index]
     assert {c["contact"]["name"] for c in customers if c["contact"]} >= {"Иванов Пётр"}  # type: ignore[index]
-    assert not {"ix_customers_names", "ix_contacts_names"} & await indexes()
+    assert not added & await index_names(database, *tables)
     await upgrade(database, "0014", region="RU")
     assert await current_revision(database) == "0014"
-    assert {"ix_customers_names", "ix_contacts_names"} <= await indexes()
+    assert added <= await index_names(database, *tables)
     assert await objects() == before
     if database.is_sqlite:
         async with database.sessions() as session:
@@ -495,7 +484,7 @@ async def test_migration_0014_reads_names_from_one_index_entry(
         assert "COVERING INDEX ix_customers_names" in plan, plan
         assert "COVERING INDEX ix_contacts_names" in plan, plan
     await downgrade(database, "0013")
-    assert not {"ix_customers_names", "ix_contacts_names"} & await indexes()
+    assert not added & await index_names(database, *tables)
     assert await objects() == before
 
 
