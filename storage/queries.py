@@ -1262,8 +1262,10 @@ async def key_page(
     )
     mine = list(extensions) or ([where.employee] if where.employee is not None else [])
     params: dict[str, Any] = {"page": limit}
-    if mine:
+    if mine and dialect == "postgresql":
         params["mine"] = mine
+    elif mine:
+        params.update((f"mine{i}", extension) for i, extension in enumerate(mine))
     if where.started_from is not None:
         params["since"] = where.started_from
     if where.started_until is not None:
@@ -1328,7 +1330,6 @@ async def key_page(
             if dialect == "postgresql":
                 rows = await session.execute(_arms_template(shape), values)
             else:
-                values.update((f"mine{i}", extension) for i, extension in enumerate(mine))
                 driver = _arms_driver(shape)
                 connection = await session.connection()
                 rows = await connection.exec_driver_sql(driver.sql, driver.parameters(values))
