@@ -217,18 +217,29 @@ async def test_live_shows_the_click_to_call_while_the_phone_rings(tmp_path: Path
     try:
         async with running(tmp_path, port, {"PBXJOURNAL_ORIGINATE__TIMEOUT": "3s"}) as run:
             await lost_call(run)
+            loop = asyncio.get_running_loop()
+            clicked = loop.time()
             status, accepted = await run.originate({"employee": "103", "number": "+79267001122"})
             assert status == 202
             item = None
+            # What each poll saw (seconds since the click, the item's state and employees),
+            # for the message should the ringing phone never show.
+            seen: list[tuple[float, str | None, list[tuple[str, str]]]] = [
+                (round(loop.time() - clicked, 3), "202", [])
+            ]
             for _ in range(200):
                 status, live = await run.request("GET", "/api/v1/live")
                 item = next(
                     (i for i in live["items"] if i["linkedid"] == accepted["linkedid"]), None
                 )
+                people = [(e["extension"], e["state"]) for e in (item or {}).get("employees", [])]
+                seen.append((round(loop.time() - clicked, 3), item and item["state"], people))
                 if item is not None and item["employees"]:
                     break
                 await asyncio.sleep(0.02)
-            assert item is not None
+            changes = [s for n, s in enumerate(seen) if n == 0 or s[1:] != seen[n - 1][1:]]
+            state = run.daemon.originator.status(accepted["id"])
+            assert item is not None, f"{len(seen)} polls, changes {changes}, now {state}"
             assert item["originate"] == {
                 "id": accepted["id"],
                 "state": "ringing_employee",
