@@ -584,6 +584,35 @@ async def test_a_search_reads_index_ranges(database: Database, filled: SqlJourna
             assert "TEMP B-TREE" not in plan, plan  # SQLite: no sort, the index's order
 
 
+@pytest.mark.parametrize("empty_database", ["postgresql"], indirect=True)
+async def test_postgresql_checks_few_keys_texts_key_by_key(
+    database: Database, filled: SqlJournal
+) -> None:
+    """The keys of a rare range, of a range read whole or of a walk's window are few: their
+    texts are checked for the common words one key at a time (a subquery that stays one),
+    whatever the planner would prefer. Unmarked, the same check is a join, which the planner
+    may make a hash of every text holding the word (it did at a million calls). The rows are
+    the same. SQLite always checks key by key and gets the plain statement."""
+    words = dict(ranges=("ромашка",), common=("трейд",))
+    async with database.sessions() as session:
+        plans = {}
+        for few in (True, False):
+            statement, values = _keys_statement(KeySearch(**words, few=few), None, 0, "postgresql")
+            plans[few] = "\n".join(await explain(session, statement.params(values)))
+        assert "SubPlan" in plans[True] and "Join" not in plans[True], plans[True]
+        assert "SubPlan" not in plans[False] and "Nested Loop" in plans[False], plans[False]
+        found = []
+        for few in (True, False):
+            statement, values = _keys_statement(KeySearch(**words, few=few), None, 0, "postgresql")
+            found.append((await session.execute(statement, values)).all())
+        assert found[0] == found[1] and found[0], found
+        # Rare words (a few hundred entries at most) make such a search.
+        rare = await key_search(session, parse_query("ромашка трейд", "RU"))
+        assert rare is not None and rare.ranges and rare.few, rare
+    sqlite_statement, _ = _keys_statement(KeySearch(**words, few=True), None, 0, "sqlite")
+    assert "OFFSET" not in str(sqlite_statement)
+
+
 @pytest.mark.parametrize("empty_database", ["sqlite"], indirect=True)
 async def test_the_sqlite_union_of_arms_is_sqlalchemys_union_of_the_same_arm(
     database: Database, filled: SqlJournal
@@ -694,6 +723,8 @@ async def test_common_words_rare_together_are_intersected(
             assert sizes == sorted(sizes), query  # the smallest range is the one read
             assert walk is found_by or walk.ranges == found_by.ranges[:1], query
             assert len(found_by.ranges) == (1 if paired == 0 else min(2, len(words))), query
+            # A walk's window is few keys; the exact search's one or two ranges may be many.
+            assert walk.few == (walk.exact is not None) and not found_by.few, query
             assert set(found_by.ranges) | set(found_by.common) == set(words), query
             where = JournalFilter(query=query, internal=InternalCalls.SHOW)
             assert await _pages(database, where, 500) == _oracle(rows, query), query
@@ -832,9 +863,9 @@ async def test_common_words_walk_their_smallest_range_newest_first(
     statements: list[tuple[bool, int]] = []  # a walk's or not, and its window
     keys_statement = queries._keys_statement
 
-    def noted(found_by: KeySearch, after: object, window: int = 0) -> object:
+    def noted(found_by: KeySearch, after: object, window: int, dialect: str) -> object:
         statements.append((found_by.exact is not None, window))
-        return keys_statement(found_by, after, window)  # type: ignore[arg-type]
+        return keys_statement(found_by, after, window, dialect)  # type: ignore[arg-type]
 
     monkeypatch.setattr(queries, "_keys_statement", noted)
     monkeypatch.setattr(queries, "MAX_SEARCH_KEYS", 0)
