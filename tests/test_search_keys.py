@@ -595,17 +595,14 @@ async def test_postgresql_checks_few_keys_texts_key_by_key(
     the same. SQLite always checks key by key and gets the plain statement."""
     words = dict(ranges=("ромашка",), common=("трейд",))
     async with database.sessions() as session:
-        plans = {}
+        plans, found = {}, {}
         for few in (True, False):
             statement, values = _keys_statement(KeySearch(**words, few=few), None, 0, "postgresql")
             plans[few] = "\n".join(await explain(session, statement.params(values)))
+            found[few] = (await session.execute(statement, values)).all()
         assert "SubPlan" in plans[True] and "Join" not in plans[True], plans[True]
         assert "SubPlan" not in plans[False] and "Nested Loop" in plans[False], plans[False]
-        found = []
-        for few in (True, False):
-            statement, values = _keys_statement(KeySearch(**words, few=few), None, 0, "postgresql")
-            found.append((await session.execute(statement, values)).all())
-        assert found[0] == found[1] and found[0], found
+        assert found[True] == found[False] and found[True], found
         # Rare words (a few hundred entries at most) make such a search.
         rare = await key_search(session, parse_query("ромашка трейд", "RU"))
         assert rare is not None and rare.ranges and rare.few, rare
