@@ -1064,8 +1064,8 @@ def _keys_template(
 def _keys_statement(
     found_by: KeySearch,
     after: tuple[float, str, str] | None,
-    window: int = 0,
-    dialect: str = "sqlite",
+    window: int,
+    dialect: str,
 ) -> tuple[sa.Select[Any], dict[str, Any]]:
     """The statement reading a search's next keys after ``after``, and its values (a walk
     reads the window ``WALKED[window]``). SQLite checks every key's text by itself anyway

@@ -563,7 +563,7 @@ async def test_a_search_reads_index_ranges(database: Database, filled: SqlJourna
         if not database.is_sqlite:
             await session.execute(sa.text("SET enable_seqscan = off"))
         for search in (KeySearch(("ромашка",)), KeySearch(("9161", "8916"), any_of=True)):
-            statement, values = _keys_statement(search, None)
+            statement, values = _keys_statement(search, None, 0, database.dialect)
             plan = "\n".join(await explain(session, statement.params(values)))
             assert "search_suffixes USING PRIMARY KEY" in plan or "pk_search_suffixes" in plan
             assert "SCAN search_suffixes" not in plan and "Seq Scan" not in plan, plan
@@ -727,7 +727,7 @@ async def test_common_words_rare_together_are_intersected(
             assert await _pages(database, where, 500) == _oracle(rows, query), query
     assert _oracle(rows, "ромашка трейд 2000")
     # The other range is probed, not sorted and merged with the first (INTERSECT).
-    statement, values = _keys_statement(KeySearch(("трейд", "ромашка")), None)
+    statement, values = _keys_statement(KeySearch(("трейд", "ромашка")), None, 0, database.dialect)
     async with database.sessions() as session:
         plan = "\n".join(await explain(session, statement.params(values)))
     assert "INTERSECT" not in plan.upper() and "HashSetOp" not in plan, plan
