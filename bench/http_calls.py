@@ -171,6 +171,10 @@ async def measure(
     try:
         for case in cases:
             if only and only not in case.name:
+                # Its arguments are drawn all the same, so that a case picked out with
+                # ``--only`` gets the arguments it gets in a full run.
+                for _ in range(repeat + 1):
+                    case.make(rnd)
                 continue
             timings: list[list[float]] = [[] for _ in bases]
             pages: list[list[int]] = [[] for _ in bases]
