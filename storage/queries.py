@@ -312,7 +312,15 @@ def _search_condition(
     # index against walking the journal. SQLite, for a term that matches thousands of rows:
     # walking the journal index and testing each row finds a page within a few thousand
     # rows, where evaluating and sorting every match would not.
-    likes = [Call.search_text.like(_like(term), escape="\\") for term in terms]
+    text: sa.ColumnElement[str] = Call.__table__.c.search_text
+    if dialect == "postgresql" and frequent:
+        # The keys said every term is common: PostgreSQL walks the journal too. The planner's
+        # estimate of a LIKE on the column comes from ANALYZE's sample of 101 texts: "131",
+        # in 430,000 of ten million calls, was estimated at 3,000, and a bitmap of the
+        # trigram index fetched and sorted 380,000 rows (3.2 s warm) where walking the
+        # journal finds a page within 1,500. The trigram index does not serve an expression.
+        text = Call.search_text.concat(sa.literal_column("''", sa.Text))
+    likes = [text.like(_like(term), escape="\\") for term in terms]
     return sa.and_(*likes) if search.all_of else sa.or_(*likes)
 
 
@@ -841,7 +849,8 @@ class KeySearch:
     them), or words (every one: the first range's keys that are in the others, smallest
     first, and the ``common`` words, found in too many keys to intersect, checked on the
     remaining keys' texts). A ``frequent`` search has no ranges and never reaches
-    :func:`key_page`."""
+    :func:`key_page`; an ``extensions`` search has none either and opens the extensions'
+    keys whose texts hold its terms."""
 
     ranges: tuple[str, ...]
     any_of: bool = False
@@ -863,6 +872,12 @@ class KeySearch:
     #: (rare ranges, one range of at most ``WALKED[-1]`` entries read whole, a walk's
     #: window): PostgreSQL checks them key by key (see :func:`_keys_template`).
     few: bool = False
+    #: Internal calls only: an internal call's text is its extensions' texts (it has no
+    #: number, customer or contact), so the keys are the extensions' (a few dozen), each
+    #: text checked for every term (any term, with ``any_of``: a number's forms), and there
+    #: are no ranges. A term in too many numbers' keys is not frequent here: "7928" with
+    #: internal calls only walked every internal call of ten million (20 s) and found none.
+    extensions: bool = False
 
     def numbers_out(self) -> tuple[bool, ...]:
         """Which of the ranges leave numbers' keys out (see ``names``)."""
@@ -922,19 +937,27 @@ def _keyable(term: str) -> bool:
     return MIN_INDEXED_TERM <= len(term) <= MAX_SUFFIX
 
 
-async def key_search(session: AsyncSession, search: SearchQuery) -> KeySearch | None:
+async def key_search(
+    session: AsyncSession, search: SearchQuery, *, internal_only: bool = False
+) -> KeySearch | None:
     """How keys serve a search, or None when they cannot (a term under three or over
     ``MAX_SUFFIX`` characters, a number form or every word too common): it then goes
     through the calls' trigram index.
 
     A number opens the keys holding one of its forms. Words open the keys holding every word
     (one name, one number, or an extension with its employee's name: "Иванов Пётр",
-    "ромашка 2000", "101 smirnova")."""
+    "ромашка 2000", "101 smirnova"). With ``internal_only`` (a filter of internal calls
+    only) the keys are the extensions' whose texts hold the terms (``KeySearch.extensions``):
+    the keys a search through ranges would open that have internal calls."""
     if not await session.run_sync(lambda sync: has_keys(sync.connection())):
         return None
     terms = list(dict.fromkeys(search.any_of or search.all_of))
     if not terms or not all(_keyable(term) for term in terms):
         return None
+    if internal_only:
+        return KeySearch(
+            (), any_of=bool(search.any_of), common=tuple(terms), extensions=True, few=True
+        )
     if search.any_of or len(terms) == 1:
         most = 2 * MAX_SEARCH_KEYS
         if any(size > most for size in await _range_sizes(session, terms, most)):
@@ -1001,6 +1024,7 @@ def _keys_template(
     *,
     numbers_out: tuple[bool, ...] = (),
     by_key: bool = False,
+    extensions: bool = False,
 ) -> sa.Select[Any]:
     """The next ``KEYS_READ`` keys of a search, newest ``last`` first (after ``after``): the
     statement of a shape, made once, with its values as parameters (``lo0``, ``hi0``, …,
@@ -1013,7 +1037,13 @@ def _keys_template(
     keeps PostgreSQL from turning the ``EXISTS`` into a join), for keys known to be few
     (``KeySearch.few``). As a join, PostgreSQL's planner may hash every text holding the word
     instead: at a million calls, "Иванов Пётр" read all 263,000 texts (a parallel sequential
-    scan, 26 ms) to check the 1,432 keys of ``иванов``, which take 5.5 ms one by one."""
+    scan, 26 ms) to check the 1,432 keys of ``иванов``, which take 5.5 ms one by one.
+
+    ``extensions``: no ranges; the keys are the extensions' (one range of the primary key of
+    ``search_keys``) whose texts hold every common word, or any with ``any_of``
+    (``KeySearch.extensions``)."""
+    if extensions:
+        return _extension_keys(any_of, common, after)
     s = SearchSuffix.__table__.c
     out = numbers_out or (False,) * ranges
     selects = [
@@ -1061,6 +1091,19 @@ def _keys_template(
     return statement.order_by(keys.c.last.desc(), keys.c.kind.desc(), keys.c.key.desc()).limit(read)
 
 
+def _extension_keys(any_of: bool, terms: int, after: bool) -> sa.Select[Any]:
+    """The next ``KEYS_READ`` extensions' keys whose texts hold every term (``common0``, …),
+    or one of them with ``any_of``, newest ``last`` first: ``KeySearch.extensions``."""
+    c = SearchKey.__table__.c
+    likes = [c.text.like(sa.bindparam(f"common{i}"), escape="\\") for i in range(terms)]
+    statement = sa.select(c.kind, c.key, c.last).where(
+        c.kind == KIND_EXTENSION, sa.or_(*likes) if any_of else sa.and_(*likes)
+    )
+    if after:
+        statement = statement.where(_after(c))
+    return statement.order_by(c.last.desc(), c.kind.desc(), c.key.desc()).limit(KEYS_READ)
+
+
 def _keys_statement(
     found_by: KeySearch,
     after: tuple[float, str, str] | None,
@@ -1087,6 +1130,7 @@ def _keys_statement(
         found_by.exact is not None,
         numbers_out=found_by.numbers_out(),
         by_key=found_by.few and dialect == "postgresql",
+        extensions=found_by.extensions,
     )
     return template, params
 
@@ -1292,7 +1336,7 @@ async def key_page(
     waiting: list[Key] = []
     seen: set[tuple[str, str]] = set()
     after: tuple[float, str, str] | None = None
-    exhausted = not found_by.ranges
+    exhausted = not found_by.ranges and not found_by.extensions
     turn = window = 0
     while True:
         size = KEY_BATCHES[min(turn, len(KEY_BATCHES) - 1)]
@@ -1371,7 +1415,10 @@ async def page_ids(
     found_by: KeySearch | None = None
     if where.query:
         search = parse_query(where.query, region)
-        found_by = None if search.empty else await key_search(session, search)
+        internal_only = where.internal is InternalCalls.ONLY
+        found_by = (
+            None if search.empty else await key_search(session, search, internal_only=internal_only)
+        )
         if found_by is not None and not found_by.frequent:
             found = await key_page(
                 session, found_by, where, limit=limit + 1, cursor=cursor, extensions=extensions

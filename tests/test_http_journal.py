@@ -133,6 +133,10 @@ CASES: list[Case] = [
     ({"q": "Иванов Пётр"}, lambda r: _visible(r) and "иванов петр" in r.names),
     ({"q": "sidorova"}, lambda r: _visible(r) and "sidorova maria" in r.names),
     ({"q": "sidorova", "internal": "only"}, lambda r: not _visible(r) and "103" in r.extensions),
+    # Internal calls alone: through the extensions' keys, whatever the numbers hold.
+    ({"q": "104", "internal": "only"}, lambda r: not _visible(r) and "104" in r.extensions),
+    ({"q": "Petrov Ivan", "internal": "only"}, lambda r: not _visible(r) and "102" in r.extensions),
+    ({"q": "8 916 123-45-67", "internal": "only"}, lambda r: False),
     ({"q": "8 916 123-45-67"}, lambda r: _visible(r) and "79161234567" in r.number_digits),
     ({"q": "+7 (926) 555-00-11"}, lambda r: _visible(r) and "79265550011" in r.number_digits),
     ({"q": "1234567"}, lambda r: _visible(r) and "1234567" in r.number_digits),

@@ -201,14 +201,22 @@ def _queries(rows: list[Row], seed: int = 18) -> list[str]:
     return sorted(q for q in queries if len(q.strip()) >= 3)
 
 
-async def _check_every_query(database: Database, queries: Iterable[str]) -> int:
+async def _check_every_query(
+    database: Database,
+    queries: Iterable[str],
+    internal: InternalCalls = InternalCalls.SHOW,
+    limit: int = 500,
+) -> int:
+    """Each query's pages against the oracle, with internal calls shown or (``ONLY``) alone."""
     rows = await _texts(database)
+    if internal is InternalCalls.ONLY:
+        rows = [row for row in rows if row[3] == Direction.INTERNAL.value]
     checked = 0
     for query in queries:
         if len(query.replace(" ", "")) < 3:
             continue
-        where = JournalFilter(query=query, internal=InternalCalls.SHOW)
-        assert await _pages(database, where, 500) == _oracle(rows, query), query
+        where = JournalFilter(query=query, internal=internal)
+        assert await _pages(database, where, limit) == _oracle(rows, query), (query, internal)
         checked += 1
     return checked
 
@@ -291,6 +299,9 @@ async def test_keys_follow_every_change_of_the_directory(
 
     async def check() -> None:
         await _check_every_query(database, queries)
+        # Internal calls alone are searched in the extensions' keys, whose texts the
+        # employees' changes below rewrite.
+        await _check_every_query(database, queries, InternalCalls.ONLY)
 
     await check()
     # Renamed customer and contact person: the old names find nothing, the new ones their calls.
@@ -661,8 +672,12 @@ async def test_words_in_too_many_keys_walk_the_journal(
     database: Database, filled: SqlJournal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A term in more keys than ``MAX_SEARCH_KEYS`` (here: any) is looked for in each call's
-    own text, where the words may be in different names: SQLite walks the journal at once
-    (no FTS5 query first); PostgreSQL's planner weighs its trigram index as before."""
+    own text, where the words may be in different names, walking the journal: SQLite asks
+    FTS5 nothing first, and PostgreSQL's statement is one its trigram index cannot serve (its
+    planner's estimate of how many calls hold a term comes from ANALYZE's sample, and at ten
+    million calls it chose the index for a term in 430,000 of them: 3 s). With sequential
+    and index scans off, PostgreSQL still plans the term that is not frequent with its
+    trigram index, and the frequent one without."""
     monkeypatch.setattr(queries, "MAX_SEARCH_KEYS", 0)
     monkeypatch.setattr(queries, "FEW_KEYS", 0)
     monkeypatch.setattr(queries, "CROWDED_KEYS", 0)
@@ -675,13 +690,69 @@ async def test_words_in_too_many_keys_walk_the_journal(
         where = JournalFilter(query=query, internal=InternalCalls.SHOW)
         assert await _pages(database, where, 500) == _oracle(whole, query), query
     assert _oracle(whole, "ромашка иванов") != _oracle(rows, "ромашка иванов")
-    if database.is_sqlite:
-        async with database.sessions() as session:
+    plans = {}
+    async with database.sessions() as session:
+        if not database.is_sqlite:
+            await session.execute(sa.text("SET enable_seqscan = off"))
+            await session.execute(sa.text("SET enable_indexscan = off"))
+        for frequent in (False, True):
             statement = queries.journal_statement(
-                database.dialect, JournalFilter(query="ромашка"), limit=51, frequent_search=True
+                database.dialect, JournalFilter(query="ромашка"), limit=51, frequent_search=frequent
             )
-            plan = "\n".join(await explain(session, statement))
-        assert "calls_search" not in plan and "ix_calls_journal" in plan, plan
+            plans[frequent] = "\n".join(await explain(session, statement))
+    if database.is_sqlite:
+        assert "calls_search" in plans[False], plans[False]
+        assert "calls_search" not in plans[True] and "ix_calls_journal" in plans[True], plans[True]
+    else:
+        assert "ix_calls_search_trgm" in plans[False], plans[False]
+        assert "ix_calls_search_trgm" not in plans[True], plans[True]
+
+
+@pytest.mark.usefixtures("fresh_templates")
+async def test_internal_calls_alone_are_searched_in_the_extensions_keys(
+    database: Database, filled: SqlJournal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With internal calls only, a search opens the extensions' keys whose texts hold it
+    (an internal call's text is its extensions'), however many numbers hold it: "7928" in
+    every number's key made the journal walk every internal call of ten million and find
+    none. Here every term is frequent among the other keys, and the keys are read one per
+    statement (``KEYS_READ``), so that pages of three go on after the last key read."""
+    await filled.upsert_employee(EmployeeRecord("101", "Кузнецова Алёна", ("101",)))
+    await filled.upsert_employee(EmployeeRecord("102", "Smirnova Olga", ("102", "103")))
+    monkeypatch.setattr(queries, "MAX_SEARCH_KEYS", 0)
+    monkeypatch.setattr(queries, "FEW_KEYS", 0)
+    monkeypatch.setattr(queries, "CROWDED_KEYS", 0)
+    monkeypatch.setattr(queries, "KEYS_READ", 1)
+    rows = await _texts(database)
+    tried = [*_queries(rows), "smirnova", "smirnova olga", "алена 101", "10", "7928", "9161"]
+    internal = [row for row in rows if row[3] == Direction.INTERNAL.value]
+    async with database.sessions() as session:
+        for query in ("smirnova", "101", "9161", "алена кузнецова"):
+            external = await key_search(session, parse_query(query, "RU"))
+            assert external is not None and external.frequent, query
+            found_by = await key_search(session, parse_query(query, "RU"), internal_only=True)
+            assert found_by is not None and found_by.extensions and not found_by.ranges, query
+            statement, _ = _keys_statement(found_by, None, 0, database.dialect)
+            assert "search_suffixes" not in str(statement), statement
+    assert _oracle(internal, "smirnova") and _oracle(internal, "алена 101")
+    assert _oracle(internal, "smirnova") != _oracle(rows, "smirnova")
+    assert not _oracle(internal, "9161") and _oracle(rows, "9161")
+    statements: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    sa.event.listen(database.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        checked = await _check_every_query(database, tried, InternalCalls.ONLY, limit=3)
+    finally:
+        sa.event.remove(database.engine.sync_engine, "before_cursor_execute", seen)
+    assert checked > 100, checked
+    # No page looked in the calls' own texts (a LIKE on them, or FTS5).
+    searched = [
+        s for s in statements if "calls_search" in s or ("search_text" in s and "LIKE" in s)
+    ]
+    assert not searched, searched
 
 
 @pytest.fixture
