@@ -690,6 +690,13 @@ async def test_words_in_too_many_keys_walk_the_journal(
         where = JournalFilter(query=query, internal=InternalCalls.SHOW)
         assert await _pages(database, where, 500) == _oracle(whole, query), query
     assert _oracle(whole, "ромашка иванов") != _oracle(rows, "ромашка иванов")
+    async with database.sessions() as session:
+        # A term is text, not a pattern, in the walk too.
+        for query, held in (("ромашка", True), ("ром_шка", False), ("ромашк%", False)):
+            statement = queries.journal_statement(
+                database.dialect, JournalFilter(query=query), limit=51, frequent_search=True
+            )
+            assert bool((await session.execute(statement)).all()) is held, query
     plans = {}
     async with database.sessions() as session:
         if not database.is_sqlite:
