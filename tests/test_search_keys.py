@@ -13,6 +13,7 @@ import asyncio
 import random
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -713,6 +714,83 @@ async def test_words_in_too_many_keys_walk_the_journal(
     else:
         assert "ix_calls_search_trgm" in plans[False], plans[False]
         assert "ix_calls_search_trgm" not in plans[True], plans[True]
+
+
+async def test_a_frequent_search_of_my_calls_walks_the_employees_calls(
+    database: Database, filled: SqlJournal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "My calls" with a term in too many keys walks the employee's calls (``extension_calls``)
+    and tests each one's text, with every other filter: walking the journal and probing each
+    call's participants read 46,000 calls for a page of "131" at ten million calls. An
+    employee with two extensions has each call once."""
+    await filled.upsert_employee(EmployeeRecord("102", "Smirnova Olga", ("102", "103")))
+    # A call that both of her extensions took part in.
+    both = make_call(
+        Direction.INCOMING, NUMBERS[0], START + 61 * 1500, answered=True, extension="102"
+    )
+    (rang,) = both.participants
+    both = replace(both, participants=(rang, replace(rang, extension="103")))
+    await filled.write_many([(both, [])], START + 62 * 1500)
+    monkeypatch.setattr(queries, "MAX_SEARCH_KEYS", 0)
+    monkeypatch.setattr(queries, "FEW_KEYS", 0)
+    monkeypatch.setattr(queries, "CROWDED_KEYS", 0)
+    rows = await _texts(database)
+    whole = [(i, s, text, d, (text,)) for i, s, text, d, _ in rows]
+    async with database.sessions() as session:
+        mine: dict[int, set[str]] = {}
+        for call_id, extension in await session.execute(
+            sa.text("SELECT call_id, extension FROM call_participants")
+        ):
+            mine.setdefault(call_id, set()).add(extension)
+        flags = {
+            i: (answered, first)
+            for i, answered, first in await session.execute(
+                sa.select(Call.id, Call.answered, Call.first_contact)
+            )
+        }
+    middle = START + 30 * 1500
+    cases = [
+        (JournalFilter(internal=InternalCalls.SHOW), lambda i, d: True),
+        (JournalFilter(), lambda i, d: d != "internal"),
+        (
+            JournalFilter(kinds=frozenset({"missed"})),
+            lambda i, d: d == "incoming" and not flags[i][0],
+        ),
+        (JournalFilter(first_contact=False), lambda i, d: d != "internal" and not flags[i][1]),
+        (JournalFilter(started_from=middle), lambda i, d: d != "internal"),
+    ]
+    statements: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    compared = 0
+    for query in ("9161", "ромашка", "smirnova", "8 916 123-45-67", "101 smirnova"):
+        for employee, extensions in (("102", {"102", "103"}), ("101", {"101"})):
+            for filters, keep in cases:
+                where = replace(filters, query=query, employee=employee)
+                wanted = [
+                    i
+                    for i in _oracle(whole, query)
+                    if mine.get(i, set()) & extensions
+                    and keep(i, _direction(rows, i))
+                    and (where.started_from is None or _start(rows, i) >= where.started_from)
+                ]
+                sa.event.listen(database.engine.sync_engine, "before_cursor_execute", seen)
+                try:
+                    assert await _pages(database, where, 2) == wanted, (query, employee, where)
+                finally:
+                    sa.event.remove(database.engine.sync_engine, "before_cursor_execute", seen)
+                compared += bool(wanted)
+    assert compared >= 20, compared
+    assert any(len(mine[i] & {"102", "103"}) == 2 for i in _oracle(whole, "9161")), mine
+    pages = [s for s in statements if "search_text" in s]
+    assert pages and all("extension_calls" in s for s in pages), pages
+    assert not any("call_participants" in s for s in pages), pages
+
+
+def _start(rows: list[Row], call_id: int) -> float:
+    return next(s for i, s, _, _, _ in rows if i == call_id)
 
 
 @pytest.mark.usefixtures("fresh_templates")
