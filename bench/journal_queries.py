@@ -698,6 +698,25 @@ def query_cases(synth: Synth) -> list[Case]:
             lambda r: {"since": str(r.randrange(0, synth.rows - 500)), "limit": "500"},
             "/api/v1/changes",
         ),
+        # A search with the guide's other filters (after the cases above, whose arguments
+        # stay as they were drawn before these were added). A term in too many keys (an
+        # extension, most runs of four digits, a surname) walks the journal or the
+        # employee's calls, and the filter decides how far.
+        Case("search: extension + my calls", _combine(search(_employee), mine)),
+        Case(
+            "search: extension + my missed calls",
+            _combine(search(_employee), mine, FILTERS["missed"]),
+        ),
+        Case("search: 4 digits + my calls", _combine(search(digits(4)), mine)),
+        Case("search: 4 digits + lost", _combine(search(digits(4)), FILTERS["lost"])),
+        Case(
+            "search: surname + first contact",
+            _combine(search(lambda r: contact(r).split()[0]), FILTERS["first_contact"]),
+        ),
+        Case(
+            "search: 4 digits, internal calls only",
+            _combine(search(digits(4)), FILTERS["internal=only"]),
+        ),
     ]
     return cases
 
