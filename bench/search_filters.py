@@ -60,6 +60,7 @@ async def measure(url: str, terms: list[str], employees: int, repeat: int) -> li
                                 session,
                                 parse_query(term),
                                 internal_only=where.internal is InternalCalls.ONLY,
+                                unregistered_only=where.unregistered is True,
                             )
                             shape = (
                                 "walk (no keys)"

@@ -937,6 +937,10 @@ class KeySearch:
     #: are no ranges. A term in too many numbers' keys is not frequent here: "7928" with
     #: internal calls only walked every internal call of ten million (20 s) and found none.
     extensions: bool = False
+    #: Unregistered calls only: such a call has no customer or contact, so the ranges leave
+    #: their keys out. A word of customers' names ("ооо") is then in no key, where walking
+    #: the journal for it read every unregistered call (over 15 s at ten million calls).
+    owners_out: bool = False
 
     def numbers_out(self) -> tuple[bool, ...]:
         """Which of the ranges leave numbers' keys out (see ``names``)."""
@@ -953,20 +957,27 @@ def _numbers_out(words: Sequence[str], names: bool) -> tuple[bool, ...]:
     return tuple(names and _digits_only(word) for word in words)
 
 
-def _in_range(columns: Any, i: int, numbers_out: bool) -> tuple[sa.ColumnElement[bool], ...]:
+def _in_range(
+    columns: Any, i: int, numbers_out: bool, owners_out: bool = False
+) -> tuple[sa.ColumnElement[bool], ...]:
     """Word ``i``'s range of ``search_suffixes`` (``lo{i}``, ``hi{i}``), without numbers'
-    keys when ``numbers_out`` (the index's second column, checked on its entries)."""
+    keys when ``numbers_out``, without customers' and contacts' when ``owners_out`` (the
+    index's second column, checked on its entries)."""
     bounds = (columns.suffix >= sa.bindparam(f"lo{i}"), columns.suffix < sa.bindparam(f"hi{i}"))
+    if numbers_out and owners_out:
+        return (*bounds, columns.kind == KIND_EXTENSION)
+    if owners_out:
+        return (*bounds, columns.kind != KIND_CUSTOMER, columns.kind != KIND_CONTACT)
     return (*bounds, columns.kind != KIND_NUMBER) if numbers_out else bounds
 
 
-def _range_count(i: int, numbers_out: bool) -> sa.ScalarSelect[Any]:
+def _range_count(i: int, numbers_out: bool, owners_out: bool) -> sa.ScalarSelect[Any]:
     """How many entries word ``i``'s range has, counted without fetching them and without
     reading past ``most``."""
     s = SearchSuffix.__table__.c
     counted = (
         sa.select(sa.literal(1))
-        .where(*_in_range(s, i, numbers_out))
+        .where(*_in_range(s, i, numbers_out, owners_out))
         .limit(sa.bindparam("most"))
         .subquery()
     )
@@ -974,20 +985,26 @@ def _range_count(i: int, numbers_out: bool) -> sa.ScalarSelect[Any]:
 
 
 @functools.lru_cache(maxsize=64)
-def _counts_template(numbers_out: tuple[bool, ...]) -> sa.Select[Any]:
-    return sa.select(*(_range_count(i, out) for i, out in enumerate(numbers_out)))
+def _counts_template(numbers_out: tuple[bool, ...], owners_out: bool = False) -> sa.Select[Any]:
+    return sa.select(*(_range_count(i, out, owners_out) for i, out in enumerate(numbers_out)))
 
 
 async def _range_sizes(
-    session: AsyncSession, words: Sequence[str], most: int, *, names: bool = False
+    session: AsyncSession,
+    words: Sequence[str],
+    most: int,
+    *,
+    names: bool = False,
+    owners_out: bool = False,
 ) -> list[int]:
     """The entries of each word's range of ``search_suffixes`` (a key holding the word twice
-    is two; with ``names``, a digit word's without numbers' keys, see ``KeySearch.names``),
-    each counted up to ``most + 1``: all in one statement."""
+    is two; with ``names``, a digit word's without numbers' keys, see ``KeySearch.names``;
+    with ``owners_out``, without customers' and contacts' keys), each counted up to
+    ``most + 1``: all in one statement."""
     params: dict[str, Any] = {"most": most + 1}
     for i, word in enumerate(words):
         params[f"lo{i}"], params[f"hi{i}"] = word_range(word)
-    template = _counts_template(_numbers_out(words, names))
+    template = _counts_template(_numbers_out(words, names), owners_out)
     row = (await session.execute(template, params)).one()
     return [int(count) for count in row]
 
@@ -997,7 +1014,11 @@ def _keyable(term: str) -> bool:
 
 
 async def key_search(
-    session: AsyncSession, search: SearchQuery, *, internal_only: bool = False
+    session: AsyncSession,
+    search: SearchQuery,
+    *,
+    internal_only: bool = False,
+    unregistered_only: bool = False,
 ) -> KeySearch | None:
     """How keys serve a search, or None when they cannot (a term under three or over
     ``MAX_SUFFIX`` characters, a number form or every word too common): it then goes
@@ -1007,7 +1028,9 @@ async def key_search(
     (one name, one number, or an extension with its employee's name: "Иванов Пётр",
     "ромашка 2000", "101 smirnova"). With ``internal_only`` (a filter of internal calls
     only) the keys are the extensions' whose texts hold the terms (``KeySearch.extensions``):
-    the keys a search through ranges would open that have internal calls."""
+    the keys a search through ranges would open that have internal calls. With
+    ``unregistered_only`` the ranges leave customers' and contacts' keys out
+    (``KeySearch.owners_out``): an unregistered call has none."""
     if not await session.run_sync(lambda sync: has_keys(sync.connection())):
         return None
     terms = list(dict.fromkeys(search.any_of or search.all_of))
@@ -1017,22 +1040,24 @@ async def key_search(
         return KeySearch(
             (), any_of=bool(search.any_of), common=tuple(terms), extensions=True, few=True
         )
+    out = unregistered_only
     if search.any_of or len(terms) == 1:
         most = 2 * MAX_SEARCH_KEYS
-        if any(size > most for size in await _range_sizes(session, terms, most)):
+        sizes = await _range_sizes(session, terms, most, owners_out=out)
+        if any(size > most for size in sizes):
             # One common form is enough to make the number's calls frequent.
             return KeySearch((), frequent=True)
-        return KeySearch(tuple(terms), any_of=bool(search.any_of))
+        return KeySearch(tuple(terms), any_of=bool(search.any_of), owners_out=out)
     # Several words: the rare ones' ranges (a few leaf pages each, cold) are intersected and
     # the others checked on the few keys left, which costs less than reading their ranges
     # (thousands of entries for a surname or a first name). A word that is not all digits
     # rules numbers out: a digit word's range is then counted and read without them.
     names = not all(_digits_only(term) for term in terms)
-    sizes = await _range_sizes(session, terms, FEW_KEYS, names=names)
+    sizes = await _range_sizes(session, terms, FEW_KEYS, names=names, owners_out=out)
     rare = [word for size, word in sorted(zip(sizes, terms, strict=True)) if size <= FEW_KEYS]
     if rare:
         common = tuple(w for w in terms if w not in rare)
-        return KeySearch(tuple(rare), common=common, names=names, few=True)
+        return KeySearch(tuple(rare), common=common, names=names, few=True, owners_out=out)
     # Every word is common, but together they may be rare ("Зайцев Анна 123": a surname and
     # a first name that no contact has together): walking the journal for them would read it
     # all. The smallest range is read, and the next smallest is intersected with it when it
@@ -1043,7 +1068,7 @@ async def key_search(
     # 14,000 entries, not a first name's 43,000 as well. A range past the count is not
     # paired with the smallest.
     for most in sorted({min(step, CROWDED_KEYS) for step in (*COUNT_STEPS, CROWDED_KEYS)}):
-        sizes = await _range_sizes(session, terms, most, names=names)
+        sizes = await _range_sizes(session, terms, most, names=names, owners_out=out)
         if min(sizes) <= most:
             break
     crowded = sorted((size, word) for size, word in zip(sizes, terms, strict=True) if size <= most)
@@ -1052,15 +1077,21 @@ async def key_search(
     smallest, ranges = crowded[0][1], [crowded[0][1]]
     if len(crowded) > 1 and crowded[1][0] <= min(most, PAIRED_RANGES * crowded[0][0]):
         ranges.append(crowded[1][1])
-    exact = KeySearch(tuple(ranges), common=tuple(w for w in terms if w not in ranges), names=names)
+    exact = KeySearch(
+        tuple(ranges),
+        common=tuple(w for w in terms if w not in ranges),
+        names=names,
+        owners_out=out,
+    )
     others = tuple(w for w in terms if w != smallest)
     if len(terms) > 2:
         # Three common words are seldom together in keys of the smallest range (a name and
         # a part of a number): walking it would mostly end up intersecting after all.
         return exact
     if crowded[0][0] <= WALKED[-1]:
-        return KeySearch((smallest,), common=others, names=names, few=True)  # read it all
-    return KeySearch((smallest,), common=others, exact=exact, names=names, few=True)
+        # Read it all.
+        return KeySearch((smallest,), common=others, names=names, few=True, owners_out=out)
+    return KeySearch((smallest,), common=others, exact=exact, names=names, few=True, owners_out=out)
 
 
 #: Keys read per statement of a search page, newest first.
@@ -1084,13 +1115,15 @@ def _keys_template(
     numbers_out: tuple[bool, ...] = (),
     by_key: bool = False,
     extensions: bool = False,
+    owners_out: bool = False,
 ) -> sa.Select[Any]:
     """The next ``KEYS_READ`` keys of a search, newest ``last`` first (after ``after``): the
     statement of a shape, made once, with its values as parameters (``lo0``, ``hi0``, …,
     ``common0``, …, ``after_last``, ``after_kind``, ``after_key``). A ``walk`` gives the
     next ``WALK_KEYS`` keys among the newest entries of its one range, as many as the
     parameter ``walked`` (a window of ``WALKED``). The ranges flagged in ``numbers_out``
-    leave numbers' keys out (``KeySearch.names``).
+    leave numbers' keys out (``KeySearch.names``); with ``owners_out`` every range leaves
+    customers' and contacts' keys out (``KeySearch.owners_out``).
 
     ``by_key``: the common words' check stays a subquery run for each key (its ``OFFSET 0``
     keeps PostgreSQL from turning the ``EXISTS`` into a join), for keys known to be few
@@ -1106,7 +1139,8 @@ def _keys_template(
     s = SearchSuffix.__table__.c
     out = numbers_out or (False,) * ranges
     selects = [
-        sa.select(s.kind, s.key, s.last).where(*_in_range(s, i, out[i])) for i in range(ranges)
+        sa.select(s.kind, s.key, s.last).where(*_in_range(s, i, out[i], owners_out))
+        for i in range(ranges)
     ]
     read = KEYS_READ
     if walk:
@@ -1128,7 +1162,7 @@ def _keys_template(
             other = SearchSuffix.__table__.alias(f"range{i}").c
             first = first.where(
                 sa.tuple_(s.kind, s.key).in_(
-                    sa.select(other.kind, other.key).where(*_in_range(other, i, out[i]))
+                    sa.select(other.kind, other.key).where(*_in_range(other, i, out[i], owners_out))
                 )
             )
         keys = first.subquery()
@@ -1190,6 +1224,7 @@ def _keys_statement(
         numbers_out=found_by.numbers_out(),
         by_key=found_by.few and dialect == "postgresql",
         extensions=found_by.extensions,
+        owners_out=found_by.owners_out,
     )
     return template, params
 
@@ -1474,9 +1509,15 @@ async def page_ids(
     found_by: KeySearch | None = None
     if where.query:
         search = parse_query(where.query, region)
-        internal_only = where.internal is InternalCalls.ONLY
         found_by = (
-            None if search.empty else await key_search(session, search, internal_only=internal_only)
+            None
+            if search.empty
+            else await key_search(
+                session,
+                search,
+                internal_only=where.internal is InternalCalls.ONLY,
+                unregistered_only=where.unregistered is True,
+            )
         )
         if found_by is not None and not found_by.frequent:
             found = await key_page(

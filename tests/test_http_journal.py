@@ -137,6 +137,16 @@ CASES: list[Case] = [
     ({"q": "104", "internal": "only"}, lambda r: not _visible(r) and "104" in r.extensions),
     ({"q": "Petrov Ivan", "internal": "only"}, lambda r: not _visible(r) and "102" in r.extensions),
     ({"q": "8 916 123-45-67", "internal": "only"}, lambda r: False),
+    # Unregistered calls alone: numbers' and extensions' keys, never a customer's.
+    ({"q": "ромашка", "unregistered": "true"}, lambda r: False),
+    (
+        {"q": "104", "unregistered": "true"},
+        lambda r: r.unregistered and ("104" in r.extensions or "104" in r.number_digits),
+    ),
+    (
+        {"q": "ромашка", "unregistered": "false"},
+        lambda r: _visible(r) and not r.unregistered and "ооо ромашка" in r.names,
+    ),
     ({"q": "8 916 123-45-67"}, lambda r: _visible(r) and "79161234567" in r.number_digits),
     ({"q": "+7 (926) 555-00-11"}, lambda r: _visible(r) and "79265550011" in r.number_digits),
     ({"q": "1234567"}, lambda r: _visible(r) and "1234567" in r.number_digits),

@@ -207,16 +207,24 @@ async def _check_every_query(
     queries: Iterable[str],
     internal: InternalCalls = InternalCalls.SHOW,
     limit: int = 500,
+    unregistered: bool | None = None,
 ) -> int:
-    """Each query's pages against the oracle, with internal calls shown or (``ONLY``) alone."""
+    """Each query's pages against the oracle, with internal calls shown or (``ONLY``) alone,
+    and with ``unregistered`` the calls of unregistered numbers (or the others) alone."""
     rows = await _texts(database)
     if internal is InternalCalls.ONLY:
         rows = [row for row in rows if row[3] == Direction.INTERNAL.value]
+    if unregistered is not None:
+        async with database.sessions() as session:
+            kept = set(
+                await session.scalars(sa.select(Call.id).where(Call.unregistered == unregistered))
+            )
+        rows = [row for row in rows if row[0] in kept]
     checked = 0
     for query in queries:
         if len(query.replace(" ", "")) < 3:
             continue
-        where = JournalFilter(query=query, internal=internal)
+        where = JournalFilter(query=query, internal=internal, unregistered=unregistered)
         assert await _pages(database, where, limit) == _oracle(rows, query), (query, internal)
         checked += 1
     return checked
@@ -301,8 +309,10 @@ async def test_keys_follow_every_change_of_the_directory(
     async def check() -> None:
         await _check_every_query(database, queries)
         # Internal calls alone are searched in the extensions' keys, whose texts the
-        # employees' changes below rewrite.
+        # employees' changes below rewrite; unregistered calls alone leave customers' and
+        # contacts' keys out, and binding a number below registers its calls.
         await _check_every_query(database, queries, InternalCalls.ONLY)
+        await _check_every_query(database, queries, unregistered=True)
 
     await check()
     # Renamed customer and contact person: the old names find nothing, the new ones their calls.
@@ -794,6 +804,47 @@ def _start(rows: list[Row], call_id: int) -> float:
 
 
 @pytest.mark.usefixtures("fresh_templates")
+async def test_unregistered_calls_alone_leave_customers_and_contacts_keys_out(
+    database: Database, filled: SqlJournal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unregistered call has no customer or contact: with "unregistered" its keys are
+    numbers' and extensions'. A word of customers' names ("ооо" at ten million calls) is
+    then in none, where walking the journal for it read every unregistered call (15 s).
+    Here every term is frequent among all keys, and the keys are read one per statement."""
+    await filled.upsert_employee(EmployeeRecord("102", "Smirnova Olga", ("102", "103")))
+    monkeypatch.setattr(queries, "MAX_SEARCH_KEYS", 0)
+    monkeypatch.setattr(queries, "FEW_KEYS", 0)
+    monkeypatch.setattr(queries, "CROWDED_KEYS", 0)
+    monkeypatch.setattr(queries, "KEYS_READ", 1)
+    rows = await _texts(database)
+    async with database.sessions() as session:
+        for query in ("ромашка", "иванов петр", "ромашка 2000"):
+            everywhere = await key_search(session, parse_query(query, "RU"))
+            assert everywhere is not None and everywhere.frequent, query
+            alone = await key_search(session, parse_query(query, "RU"), unregistered_only=True)
+            assert alone is not None and alone.owners_out and not alone.frequent, alone
+            statement, values = _keys_statement(alone, None, 0, database.dialect)
+            assert (await session.execute(statement, values)).all() == [], query
+    tried = [*_queries(rows), "ромашка", "smirnova", "9161", "8 916 123-45-67"]
+    checked = await _check_every_query(database, tried, unregistered=True, limit=3)
+    assert checked > 100, checked
+    # A customer's name finds nothing, and reads no call's text for it; a number's digits
+    # are in numbers' keys (common here: the journal is walked) and find calls.
+    statements: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    sa.event.listen(database.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        assert await _pages(database, JournalFilter(query="ромашка", unregistered=True), 3) == []
+    finally:
+        sa.event.remove(database.engine.sync_engine, "before_cursor_execute", seen)
+    assert statements and not [s for s in statements if "search_text" in s], statements
+    assert await _pages(database, JournalFilter(query="9161", unregistered=True), 3)
+
+
+@pytest.mark.usefixtures("fresh_templates")
 async def test_internal_calls_alone_are_searched_in_the_extensions_keys(
     database: Database, filled: SqlJournal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -905,10 +956,15 @@ async def test_common_words_are_counted_only_as_far_as_the_choice_needs(
     range_sizes = queries._range_sizes
 
     async def noted(
-        session: AsyncSession, words: Sequence[str], most: int, *, names: bool = False
+        session: AsyncSession,
+        words: Sequence[str],
+        most: int,
+        *,
+        names: bool = False,
+        owners_out: bool = False,
     ) -> list[int]:
         counted.append(most)
-        return await range_sizes(session, words, most, names=names)
+        return await range_sizes(session, words, most, names=names, owners_out=owners_out)
 
     tried = ("ромашка иванов", "иванов петр", "smirnova olga", "ромашка 2000", "ромашка трейд 2000")
     for query in tried:
