@@ -717,6 +717,10 @@ def query_cases(synth: Synth) -> list[Case]:
             "search: 4 digits, internal calls only",
             _combine(search(digits(4)), FILTERS["internal=only"]),
         ),
+        Case(
+            "search: 'ооо' + unregistered (none)",
+            _combine(search(lambda r: "ооо"), FILTERS["unregistered"]),
+        ),
     ]
     return cases
 
