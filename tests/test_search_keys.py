@@ -679,6 +679,17 @@ async def test_the_sqlite_union_of_arms_is_sqlalchemys_union_of_the_same_arm(
     assert {f"key{i}" for i in range(shape.keys)} | {"mine0", "mine1"} <= set(driver.names)
 
 
+def _every_term_frequent(monkeypatch: pytest.MonkeyPatch, keys_read: int | None = None) -> None:
+    """Every term in more keys than a search opens (``MAX_SEARCH_KEYS`` and the others 0),
+    and with ``keys_read`` that many keys read per statement (a test that sets it needs the
+    ``fresh_templates`` fixture: the statements bake it in)."""
+    monkeypatch.setattr(queries, "MAX_SEARCH_KEYS", 0)
+    monkeypatch.setattr(queries, "FEW_KEYS", 0)
+    monkeypatch.setattr(queries, "CROWDED_KEYS", 0)
+    if keys_read is not None:
+        monkeypatch.setattr(queries, "KEYS_READ", keys_read)
+
+
 async def test_words_in_too_many_keys_walk_the_journal(
     database: Database, filled: SqlJournal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -689,9 +700,7 @@ async def test_words_in_too_many_keys_walk_the_journal(
     million calls it chose the index for a term in 430,000 of them: 3 s). With sequential
     and index scans off, PostgreSQL still plans the term that is not frequent with its
     trigram index, and the frequent one without."""
-    monkeypatch.setattr(queries, "MAX_SEARCH_KEYS", 0)
-    monkeypatch.setattr(queries, "FEW_KEYS", 0)
-    monkeypatch.setattr(queries, "CROWDED_KEYS", 0)
+    _every_term_frequent(monkeypatch)
     rows = await _texts(database)
     whole = [(i, s, text, d, (text,)) for i, s, text, d, _ in rows]
     for query in ("ромашка", "ромашка иванов", "9161", "101 smirnova", "елкин"):
@@ -741,9 +750,7 @@ async def test_a_frequent_search_of_my_calls_walks_the_employees_calls(
     (rang,) = both.participants
     both = replace(both, participants=(rang, replace(rang, extension="103")))
     await filled.write_many([(both, [])], START + 62 * 1500)
-    monkeypatch.setattr(queries, "MAX_SEARCH_KEYS", 0)
-    monkeypatch.setattr(queries, "FEW_KEYS", 0)
-    monkeypatch.setattr(queries, "CROWDED_KEYS", 0)
+    _every_term_frequent(monkeypatch)
     rows = await _texts(database)
     whole = [(i, s, text, d, (text,)) for i, s, text, d, _ in rows]
     async with database.sessions() as session:
@@ -812,10 +819,7 @@ async def test_unregistered_calls_alone_leave_customers_and_contacts_keys_out(
     then in none, where walking the journal for it read every unregistered call (15 s).
     Here every term is frequent among all keys, and the keys are read one per statement."""
     await filled.upsert_employee(EmployeeRecord("102", "Smirnova Olga", ("102", "103")))
-    monkeypatch.setattr(queries, "MAX_SEARCH_KEYS", 0)
-    monkeypatch.setattr(queries, "FEW_KEYS", 0)
-    monkeypatch.setattr(queries, "CROWDED_KEYS", 0)
-    monkeypatch.setattr(queries, "KEYS_READ", 1)
+    _every_term_frequent(monkeypatch, keys_read=1)
     rows = await _texts(database)
     async with database.sessions() as session:
         for query in ("ромашка", "иванов петр", "ромашка 2000"):
@@ -855,10 +859,7 @@ async def test_internal_calls_alone_are_searched_in_the_extensions_keys(
     statement (``KEYS_READ``), so that pages of three go on after the last key read."""
     await filled.upsert_employee(EmployeeRecord("101", "Кузнецова Алёна", ("101",)))
     await filled.upsert_employee(EmployeeRecord("102", "Smirnova Olga", ("102", "103")))
-    monkeypatch.setattr(queries, "MAX_SEARCH_KEYS", 0)
-    monkeypatch.setattr(queries, "FEW_KEYS", 0)
-    monkeypatch.setattr(queries, "CROWDED_KEYS", 0)
-    monkeypatch.setattr(queries, "KEYS_READ", 1)
+    _every_term_frequent(monkeypatch, keys_read=1)
     rows = await _texts(database)
     tried = [*_queries(rows), "smirnova", "smirnova olga", "алена 101", "10", "7928", "9161"]
     internal = [row for row in rows if row[3] == Direction.INTERNAL.value]
