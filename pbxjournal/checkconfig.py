@@ -57,7 +57,9 @@ def run_check_config(args: argparse.Namespace, out: TextIO | None = None) -> int
     print(f"  ami {settings.ami.username}@{settings.ami.host}:{settings.ami.port}", file=stream)
     print(f"  journal {settings.storage.redacted_url}", file=stream)
     print(f"  http {settings.http.listen}, {len(settings.http.clients)} client(s)", file=stream)
-    asyncio.run(_check_all(settings, report))
+    from storage.engine import run_tool
+
+    run_tool(_check_all(settings, report))
     for message, details in startup_warnings(settings):
         if "recordings directory" in message:
             continue  # reported per directory above

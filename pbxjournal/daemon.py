@@ -62,6 +62,7 @@ from pbxjournal.pipeline import (
 from pbxjournal.sdnotify import Notifier
 from pbxjournal.startup import sqlite_path
 from pbxjournal.writer import CallSpool, JournalWriter
+from storage.engine import run_tool
 from storage.journal import JournalEntry, to_call_object
 from storage.store import Change, SqlJournal, WrittenBatch
 
@@ -660,4 +661,4 @@ def run_daemon(settings: Settings, config_path: Path | None = None) -> int:
         await daemon.run()
         return 0
 
-    return asyncio.run(main())
+    return run_tool(main())

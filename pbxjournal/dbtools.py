@@ -20,6 +20,7 @@ from config import Settings, load_settings
 from connector.assembly import FinishedCall
 from connector.events import AmiEvent
 from pbxjournal.pipeline import JournalPipeline
+from storage.engine import run_tool
 from storage.journal import to_call_object
 from storage.rules import AttentionWindow
 
@@ -139,7 +140,7 @@ def run_reevaluate(args: argparse.Namespace) -> int:
             await repair_rules(journal, time.time(), say, force=True)
 
     try:
-        asyncio.run(reevaluate())
+        run_tool(reevaluate())
     except Exception as exc:
         if _is_database_error(exc):
             return _fail("reevaluate", exc, url)
@@ -166,7 +167,7 @@ def run_reindex_search(args: argparse.Namespace) -> int:
 
     began = time.monotonic()
     try:
-        count = asyncio.run(reindex())
+        count = run_tool(reindex())
     except Exception as exc:
         if _is_database_error(exc):
             return _fail("reindex-search", exc, url)
@@ -215,7 +216,7 @@ def run_migrate(args: argparse.Namespace) -> int:
             await database.dispose()
 
     try:
-        revision = asyncio.run(migrate())
+        revision = run_tool(migrate())
     except Exception as exc:
         if _is_database_error(exc):
             return _fail("migrate", exc, url)
@@ -282,7 +283,7 @@ def replay_into_database(
                 await _print_table(journal, entries, settings, stream)
 
     try:
-        asyncio.run(replay())
+        run_tool(replay())
     except Exception as exc:
         if _is_database_error(exc):
             return _fail("replay", exc, url)
@@ -427,7 +428,7 @@ def run_calls(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return page.next_cursor
 
     try:
-        next_cursor = asyncio.run(show())
+        next_cursor = run_tool(show())
     except CursorError as exc:
         print(f"pbxjournal calls: --cursor: {exc}", file=sys.stderr)
         return 2

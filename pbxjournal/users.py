@@ -10,7 +10,6 @@ shell's history would show it. The users live in the journal's database
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import re
 import sys
@@ -81,8 +80,10 @@ def run_users(args: argparse.Namespace) -> int:
         except (ValueError, EOFError) as exc:
             print(f"pbxjournal users: {exc}", file=sys.stderr)
             return 2
+    from storage.engine import run_tool
+
     try:
-        return asyncio.run(_users(settings, url, args, password))
+        return run_tool(_users(settings, url, args, password))
     except Exception as exc:
         if _is_database_error(exc):
             return _fail("users", exc, url)

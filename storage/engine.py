@@ -39,7 +39,8 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -65,6 +66,8 @@ __all__ = [
     "Database",
     "DatabaseError",
     "open_database",
+    "run_tool",
+    "settle_sqlite_threads",
     "sqlite_supports_trigram",
 ]
 
@@ -239,3 +242,37 @@ def open_database(url: str, *, echo: bool = False) -> Database:
         batch_sessions=batch_sessions,
         batch_thread=batch_thread,
     )
+
+
+async def settle_sqlite_threads(within: float = 1.0) -> None:
+    """Wait, with the event loop running, for aiosqlite's worker threads still alive to end.
+
+    A connection that fails to open (a missing directory) stops its thread without waiting
+    for it (aiosqlite 0.22, ``Connection._connect``): the thread then hands its last result
+    to the loop, and when ``asyncio.run`` has closed the loop by then, it dies printing a
+    traceback ("Event loop is closed") on a tool's stderr, after the tool's one-line error.
+    Call it once every database is disposed: the threads of closed connections end at once,
+    and a thread still in use is waited for at most ``within`` seconds in all."""
+    import threading
+
+    from aiosqlite import core
+
+    worker = getattr(core, "_connection_worker_thread", None)
+    deadline = time.monotonic() + within
+    for thread in threading.enumerate():
+        if getattr(thread, "_target", None) is worker and thread.is_alive():
+            await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
+
+
+def run_tool(main: Coroutine[Any, Any, _T]) -> _T:
+    """``asyncio.run(main)`` for a command of ``pbxjournal``: aiosqlite's worker threads are
+    let end before the loop closes (:func:`settle_sqlite_threads`), whether ``main`` returns
+    or raises."""
+
+    async def settled() -> _T:
+        try:
+            return await main
+        finally:
+            await settle_sqlite_threads()
+
+    return asyncio.run(settled())

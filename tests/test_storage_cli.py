@@ -7,6 +7,7 @@ and versions, since the writes happen in the same order).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +120,54 @@ def test_migrate_command_with_a_bad_url_says_so(tmp_path: Path) -> None:
     result = run_cli("migrate", "--database", "mysql://nope/x")
     assert result.returncode == 1
     assert "unsupported database" in result.stderr
+
+
+def _slow_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiosqlite's worker threads take 0.2 s to stop: a loaded machine, on purpose."""
+    from aiosqlite import core
+
+    stop = core.Connection.stop
+
+    def slow(self: Any) -> Any:
+        # Queued before the stop, which ends the thread.
+        self._tx.put_nowait((None, lambda: time.sleep(0.2)))
+        return stop(self)
+
+    monkeypatch.setattr(core.Connection, "stop", slow)
+
+
+@pytest.mark.parametrize("settled", [False, True])
+def test_a_tool_lets_a_failed_sqlite_connection_end_before_the_loop_closes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settled: bool
+) -> None:
+    """A connection that fails to open (a missing directory) stops aiosqlite's worker thread
+    without waiting for it; if ``asyncio.run`` closes the loop first, the thread dies with
+    "Event loop is closed" and prints a traceback after the tool's one-line error (one CI
+    rehearsal: ``pbxjournal replay``). ``run_tool`` waits for the thread; plain
+    ``asyncio.run`` is shown to lose the race when the thread is slow."""
+    import asyncio
+    import threading
+
+    import sqlalchemy as sa
+
+    from storage.engine import open_database, run_tool
+
+    _slow_stop(monkeypatch)
+    died: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_value))
+
+    async def fail() -> None:
+        database = open_database(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'j.sqlite3'}")
+        try:
+            async with database.sessions() as session:
+                await session.execute(sa.text("SELECT 1"))
+        finally:
+            await database.dispose()
+
+    with pytest.raises(sa.exc.OperationalError):
+        (run_tool if settled else asyncio.run)(fail())
+    time.sleep(0.5)  # the thread, if still alive, finishes (and fails) now
+    if settled:
+        assert died == []
+    else:
+        assert [type(e).__name__ for e in died] == ["RuntimeError"], died
