@@ -1507,8 +1507,9 @@ async def page_ids(
     dialect = (await session.connection()).dialect.name
     extensions = await employee_extensions(session, where.employee) if where.employee else []
     found_by: KeySearch | None = None
-    if where.query:
-        search = parse_query(where.query, region)
+    # Parsed once: the keys, FTS5 and a walk of "my calls" take the same terms.
+    search = parse_query(where.query, region) if where.query else None
+    if search is not None:
         found_by = (
             None
             if search.empty
@@ -1529,15 +1530,12 @@ async def page_ids(
             return [call_id for call_id, _ in found], last
     matches: list[int] | None = None
     frequent = found_by is not None and found_by.frequent
-    if where.query and dialect == "sqlite" and not frequent:
-        search = parse_query(where.query, region)
-        if search.indexable:
-            matches = await fts_matches(session, search)
-            frequent = matches is None
-    if where.employee is not None and (not where.query or frequent):
-        walked = parse_query(where.query, region) if where.query else None
+    if search is not None and dialect == "sqlite" and not frequent and search.indexable:
+        matches = await fts_matches(session, search)
+        frequent = matches is None
+    if where.employee is not None and (search is None or frequent):
         mine, params = mine_page(
-            dialect, where, limit=limit + 1, cursor=cursor, extensions=extensions, search=walked
+            dialect, where, limit=limit + 1, cursor=cursor, extensions=extensions, search=search
         )
         rows = (await session.execute(mine, params)).all()
     else:
