@@ -258,6 +258,8 @@ async def settle_sqlite_threads(within: float = 1.0) -> None:
     from aiosqlite import core
 
     worker = getattr(core, "_connection_worker_thread", None)
+    if worker is None:
+        return  # another aiosqlite: a thread's target of None is not its worker (MainThread)
     deadline = time.monotonic() + within
     for thread in threading.enumerate():
         if getattr(thread, "_target", None) is worker and thread.is_alive():
