@@ -299,6 +299,105 @@ async def test_a_search_of_my_calls_and_a_period(database: Database, filled: Sql
     assert await _pages(database, where, 2) == wanted
 
 
+def _window_statements(database: Database) -> list[str]:
+    """The statements of the database's engine that read every key's starts at once
+    (``storage.queries.window_page``), as they run."""
+    ran: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "candidates" in statement:
+            ran.append(statement)
+
+    sa.event.listen(database.engine.sync_engine, "before_cursor_execute", seen)
+    return ran
+
+
+async def test_a_search_with_a_filter_reads_every_keys_calls_at_once(
+    database: Database, filled: SqlJournal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search with a filter besides it reads the starts of every key's calls from their
+    indexes, newest first, and tests calls only at those starts until a page is full
+    (``window_page``): at ten million calls the keys' merge read each key's calls far back
+    before a filter's page was full. Here every search has enough keys for it
+    (``WINDOW_KEYS`` 1); the oracle is the filter's own pages (without the search: the
+    journal's equivalence tests cover them) that the search's definition holds, in pages of
+    2 (each a cursor's bound) and of 500."""
+    monkeypatch.setattr(queries, "WINDOW_KEYS", 1)
+    # Calls that start when others do: of another number (the key is tested at a start, not
+    # only the filter), missed or answered, and of the same number (a start's every call).
+    twins = []
+    for k, shift, answered in ((4, 3, False), (10, 1, True), (17, 0, False), (30, 5, False)):
+        number = NUMBERS[(k * 5 + shift) % len(NUMBERS)]
+        twins.append(
+            make_call(
+                Direction.INCOMING,
+                number,
+                START + k * 1500,
+                answered=answered,
+                extension="102",
+                conversation_id=f"twin-{k}",
+            )
+        )
+    await filled.write_many([(call, []) for call in twins], START + 61 * 1500)
+    rows = await _texts(database)
+    ran = _window_statements(database)
+    since, until = START + 6 * 3600, START + 20 * 3600
+    filters = [
+        JournalFilter(kinds=frozenset({"missed"})),
+        JournalFilter(kinds=frozenset({"lost"})),
+        JournalFilter(kinds=frozenset({"missed", "outgoing"})),
+        JournalFilter(first_contact=True),
+        JournalFilter(first_contact=False, internal=InternalCalls.SHOW),
+        JournalFilter(attention=True),
+        JournalFilter(unregistered=False),
+        JournalFilter(employee="102"),
+        JournalFilter(employee="103", kinds=frozenset({"incoming"}), internal=InternalCalls.SHOW),
+        JournalFilter(started_from=since, started_until=until),
+        JournalFilter(started_from=since, kinds=frozenset({"missed"}), attention=True),
+    ]
+    terms = ["9161", "1234", "79", "ромашка", "иванов пётр", "елкин", "+7 926 555-00-11", "4567"]
+    found = 0
+    for where in filters:
+        passing = set(await _pages(database, where, 1000))
+        for term in terms:
+            wanted = [i for i in _oracle(rows, term) if i in passing]
+            found += len(wanted)
+            searched = replace(where, query=term)
+            for limit in (2, 500):
+                assert await _pages(database, searched, limit) == wanted, (searched, limit)
+    assert found > 100
+    assert len(ran) > 100
+    # The starts come from the keys' index, never from walking the journal in its order and
+    # testing each call (both engines could sort the journal's index for free otherwise).
+    shape = queries._WindowShape(
+        database.dialect, ("n",), JournalFilter(kinds=frozenset({"lost"})), False, False
+    )
+    statement = queries._window_template(shape).params(keys_n=NUMBERS[:3], page=51)
+    async with database.sessions() as session:
+        if not database.is_sqlite:
+            await session.execute(sa.text("SET enable_seqscan = off"))
+        plan = await explain(session, statement)
+    assert any("ix_calls_number" in line for line in plan), plan
+    assert not any("ix_calls_journal" in line and "Scan Backward" in line for line in plan), plan
+    if database.is_sqlite:
+        assert not any(line.startswith(("SCAN calls", "SCAN c2", "SCAN c3")) for line in plan), plan
+    # Not a walk's terms, not with a filter of internal calls alone (the extensions' keys),
+    # not without a filter; and an extension's key (a quarter of a million calls each at ten
+    # million) or fewer keys than ``WINDOW_KEYS`` are opened one by one.
+    ran.clear()
+    monkeypatch.setattr(queries, "WINDOW_KEYS", 1000)
+    for where in (
+        JournalFilter(query="9161", kinds=frozenset({"missed"})),
+        JournalFilter(query="ромашка"),
+        JournalFilter(query="9161", kinds=frozenset({"incoming"})),
+        JournalFilter(query="101", internal=InternalCalls.ONLY),
+    ):
+        assert await _pages(database, where, 500), where
+    monkeypatch.setattr(queries, "WINDOW_KEYS", 1)
+    assert await _pages(database, JournalFilter(query="101", kinds=frozenset({"missed"})), 500)
+    assert ran == []
+
+
 async def test_keys_follow_every_change_of_the_directory(
     database: Database, filled: SqlJournal
 ) -> None:
