@@ -721,6 +721,13 @@ def query_cases(synth: Synth) -> list[Case]:
             "search: 'ооо' + unregistered (none)",
             _combine(search(lambda r: "ооо"), FILTERS["unregistered"]),
         ),
+        # A run of four digits with the filters that pass few calls (``window_page``).
+        Case("search: 4 digits + a week", _combine(search(digits(4)), FILTERS["week"])),
+        Case("search: 4 digits + missed", _combine(search(digits(4)), FILTERS["missed"])),
+        Case(
+            "search: 4 digits + first contact",
+            _combine(search(digits(4)), FILTERS["first_contact"]),
+        ),
     ]
     return cases
 
