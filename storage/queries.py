@@ -557,6 +557,20 @@ def journal_statement(
             merged.selected_columns.started_at.desc(), merged.selected_columns.id.desc()
         ).limit(limit)
     conditions = _flag_conditions(where, Call.__table__.c)
+    order: tuple[sa.ColumnElement[Any], ...] = (Call.started_at.desc(), Call.id.desc())
+    flag = _walked_flag(where) if dialect == "postgresql" and frequent_search else None
+    if flag is not None:
+        # PostgreSQL puts a frequent term's test at a third of the rows, so that walking the
+        # journal seems to find a page as soon as walking the flag's own index: for "7956"
+        # and first contacts at ten million calls it walked 248,000 rows of the journal
+        # (114 ms) where the flag's index gives a page within 3,800 (20 ms). The flag as a
+        # range, not an equality (which would make it a constant of the order), and first
+        # in the order: only its index gives that order without sorting.
+        column = Call.__table__.c[flag]
+        value = sa.literal(getattr(where, flag), type_=sa.Boolean())
+        conditions = _flag_conditions(_without_flag(where, flag), Call.__table__.c)
+        conditions += [column >= value, column <= value]
+        order = (column.desc(), *order)
     if where.query:
         search = parse_query(where.query, region)
         if not search.empty:
@@ -566,9 +580,30 @@ def journal_statement(
     return (
         sa.select(Call.id, Call.started_at)
         .where(*conditions, *shared)
-        .order_by(Call.started_at.desc(), Call.id.desc())
+        .order_by(*order)
         .limit(limit)
     )
+
+
+def _walked_flag(where: JournalFilter) -> str | None:
+    """The one flag a frequent search's walk on PostgreSQL goes through by its own index
+    (``ix_calls_first_contact``, ``ix_calls_unregistered``, ``ix_calls_attention``): a
+    filter of that flag alone, besides internal calls hidden or shown."""
+    flags = [name for name in _WALKED_FLAGS if getattr(where, name) is not None]
+    if len(flags) != 1 or where.kinds or where.internal is InternalCalls.ONLY:
+        return None
+    return flags[0]
+
+
+_WALKED_FLAGS = ("first_contact", "unregistered", "attention")
+
+
+def _without_flag(where: JournalFilter, flag: str) -> JournalFilter:
+    if flag == "first_contact":
+        return replace(where, first_contact=None)
+    if flag == "unregistered":
+        return replace(where, unregistered=None)
+    return replace(where, attention=None)
 
 
 def _classes_lateral(
