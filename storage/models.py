@@ -201,7 +201,8 @@ class Call(Base):
             "started_at",
             "id",
         ),
-        sa.Index("ix_calls_number", "number", "started_at"),
+        # Migration 0015: with ``id``, a number's calls in journal order on PostgreSQL too.
+        sa.Index("ix_calls_number", "number", "started_at", "id"),
         # The missed incoming calls (only those have a window) by number and end: the calls
         # an answered call may be the later contact of (storage.store, "Bounded reads").
         sa.Index(

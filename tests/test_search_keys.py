@@ -609,6 +609,34 @@ async def test_migration_0014_reads_names_from_one_index_entry(
     assert await objects() == before
 
 
+async def _number_index(database: Database) -> list[str]:
+    def columns(connection: sa.Connection) -> list[str]:
+        found = sa.inspect(connection).get_indexes("calls")
+        return next(list(i["column_names"]) for i in found if i["name"] == "ix_calls_number")
+
+    async with database.engine.connect() as connection:
+        return await connection.run_sync(columns)
+
+
+async def test_migration_0015_orders_a_numbers_calls_by_id_too(empty_database: Database) -> None:
+    """A journal filled at 0014, upgraded: ``ix_calls_number`` is ``(number, started_at,
+    id)``, the order of a key's page (``bench.issue18-window`` has the plans at ten million
+    calls: PostgreSQL sorted every call of the number before), and every search finds the
+    same calls. Down to 0014 the index is as it was, the pages the same."""
+    database = empty_database
+    await _filled_at(database, "0014")
+    assert await _number_index(database) == ["number", "started_at"]
+    queries_ = _queries(await _texts(database), seed=15)
+    await _check_every_query(database, queries_)
+    await upgrade(database, "0015", region="RU")
+    assert await current_revision(database) == "0015"
+    assert await _number_index(database) == ["number", "started_at", "id"]
+    assert await _check_every_query(database, queries_) == len(queries_)
+    await downgrade(database, "0014")
+    assert await _number_index(database) == ["number", "started_at"]
+    assert await _check_every_query(database, queries_) == len(queries_)
+
+
 async def test_any_string_finds_what_the_texts_hold(database: Database, filled: SqlJournal) -> None:
     """Whatever the string (short words, digits among letters, punctuation, case, ``ё``), the
     answer is the oracle's, through keys or the calls' own index."""
