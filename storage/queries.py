@@ -1433,6 +1433,32 @@ def _arms_driver(shape: _ArmShape) -> _DriverStatement:
     return _DriverStatement(compiled.string, tuple(compiled.positiontup or ()), own)
 
 
+def _page_values(
+    where: JournalFilter, limit: int, cursor: str | None, extensions: Sequence[str]
+) -> tuple[JournalFilter, list[str], tuple[float, int] | None, dict[str, Any]]:
+    """What a search page's statements are made of (:func:`key_page`, :func:`window_page`):
+    the filters without their values (which are parameters) and without the search, the
+    employee's extensions, the cursor's bound, and the values of the page's size, the period
+    and the bound."""
+    filters = replace(
+        where,
+        query=None,
+        employee=None,
+        started_from=None if where.started_from is None else 0.0,
+        started_until=None if where.started_until is None else 0.0,
+    )
+    mine = list(extensions) or ([where.employee] if where.employee is not None else [])
+    bound = decode_cursor(cursor) if cursor is not None else None
+    params: dict[str, Any] = {"page": limit}
+    if where.started_from is not None:
+        params["since"] = where.started_from
+    if where.started_until is not None:
+        params["until"] = where.started_until
+    if bound is not None:
+        params["bound_started"], params["bound_id"] = bound
+    return filters, mine, bound, params
+
+
 async def key_page(
     session: AsyncSession,
     found_by: KeySearch,
@@ -1449,27 +1475,11 @@ async def key_page(
     calls is found, a key whose ``last`` is older than the page's oldest call cannot add to
     it, nor can any key after it, and the keys still opened read only what is newer."""
     dialect = (await session.connection()).dialect.name
-    bound = decode_cursor(cursor) if cursor is not None else None
-    # The filters without their values (which are parameters) and without the search.
-    filters = replace(
-        where,
-        query=None,
-        employee=None,
-        started_from=None if where.started_from is None else 0.0,
-        started_until=None if where.started_until is None else 0.0,
-    )
-    mine = list(extensions) or ([where.employee] if where.employee is not None else [])
-    params: dict[str, Any] = {"page": limit}
+    filters, mine, bound, params = _page_values(where, limit, cursor, extensions)
     if mine and dialect == "postgresql":
         params["mine"] = mine
     elif mine:
         params.update((f"mine{i}", extension) for i, extension in enumerate(mine))
-    if where.started_from is not None:
-        params["since"] = where.started_from
-    if where.started_until is not None:
-        params["until"] = where.started_until
-    if bound is not None:
-        params["bound_started"], params["bound_id"] = bound
     found: dict[int, float] = {}
     waiting: list[Key] = []
     seen: set[tuple[str, str]] = set()
@@ -1757,28 +1767,12 @@ async def window_page(
         return await key_page(
             session, found_by, where, limit=limit, cursor=cursor, extensions=extensions
         )
-    bound = decode_cursor(cursor) if cursor is not None else None
-    filters = replace(
-        where,
-        query=None,
-        employee=None,
-        started_from=None if where.started_from is None else 0.0,
-        started_until=None if where.started_until is None else 0.0,
-    )
-    mine = list(extensions) or ([where.employee] if where.employee is not None else [])
-    params: dict[str, Any] = {"page": limit}
+    filters, mine, bound, params = _page_values(where, limit, cursor, extensions)
     for kind in kinds:
         # A key holding the word twice is read twice from the ranges.
-        keys = sorted(set(by_kind[kind]))
-        params[f"keys_{kind}"] = keys
+        params[f"keys_{kind}"] = sorted(set(by_kind[kind]))
     if mine:
         params["mine"] = mine
-    if where.started_from is not None:
-        params["since"] = where.started_from
-    if where.started_until is not None:
-        params["until"] = where.started_until
-    if bound is not None:
-        params["bound_started"], params["bound_id"] = bound
     shape = _WindowShape(dialect, kinds, filters, bool(mine), bound is not None)
     if dialect == "postgresql":
         # The starts of a few thousand keys' calls are estimated at 20,000 rows: enough for

@@ -299,6 +299,24 @@ async def test_a_search_of_my_calls_and_a_period(database: Database, filled: Sql
     assert await _pages(database, where, 2) == wanted
 
 
+async def _check_searches_with(
+    database: Database, rows: list[Row], filters: Sequence[JournalFilter], terms: Sequence[str]
+) -> int:
+    """Each term with each filter, in pages of 2 (each a cursor's bound) and of 500, against
+    the filter's own pages (without the search: the journal's equivalence tests cover them)
+    that the term's oracle on ``rows`` holds; how many calls were expected in all."""
+    found = 0
+    for where in filters:
+        passing = set(await _pages(database, where, 1000))
+        for term in terms:
+            wanted = [i for i in _oracle(rows, term) if i in passing]
+            found += len(wanted)
+            searched = replace(where, query=term)
+            for limit in (2, 500):
+                assert await _pages(database, searched, limit) == wanted, (searched, limit)
+    return found
+
+
 def _window_statements(database: Database) -> list[str]:
     """The statements of the database's engine that read every key's starts at once
     (``storage.queries.window_page``), as they run."""
@@ -356,16 +374,7 @@ async def test_a_search_with_a_filter_reads_every_keys_calls_at_once(
         JournalFilter(started_from=since, kinds=frozenset({"missed"}), attention=True),
     ]
     terms = ["9161", "1234", "79", "ромашка", "иванов пётр", "елкин", "+7 926 555-00-11", "4567"]
-    found = 0
-    for where in filters:
-        passing = set(await _pages(database, where, 1000))
-        for term in terms:
-            wanted = [i for i in _oracle(rows, term) if i in passing]
-            found += len(wanted)
-            searched = replace(where, query=term)
-            for limit in (2, 500):
-                assert await _pages(database, searched, limit) == wanted, (searched, limit)
-    assert found > 100
+    assert await _check_searches_with(database, rows, filters, terms) > 100
     assert len(ran) > 100
     # The starts come from the keys' index, never from walking the journal in its order and
     # testing each call (both engines could sort the journal's index for free otherwise).
@@ -874,25 +883,14 @@ async def test_a_frequent_term_with_one_flag_walks_the_flags_index(
     _every_term_frequent(monkeypatch)
     rows = await _texts(database)
     whole = [(i, s, text, d, (text,)) for i, s, text, d, _ in rows]
-    checked = 0
-    for flags in (
-        {"first_contact": True},
-        {"first_contact": False},
-        {"unregistered": True},
-        {"unregistered": False},
-        {"attention": True},
-        {"attention": False},
-    ):
-        for internal in (InternalCalls.HIDE, InternalCalls.SHOW):
-            where = replace(JournalFilter(internal=internal), **flags)
-            passing = set(await _pages(database, where, 1000))
-            for query in ("ромашка", "9161", "1234", "79"):
-                wanted = [i for i in _oracle(whole, query) if i in passing]
-                checked += len(wanted)
-                searched = replace(where, query=query)
-                for limit in (2, 500):
-                    assert await _pages(database, searched, limit) == wanted, (searched, limit)
-    assert checked > 100
+    filters = [
+        replace(JournalFilter(internal=internal), **{flag: value})
+        for flag in ("first_contact", "unregistered", "attention")
+        for value in (True, False)
+        for internal in (InternalCalls.HIDE, InternalCalls.SHOW)
+    ]
+    terms = ["ромашка", "9161", "1234", "79"]
+    assert await _check_searches_with(database, whole, filters, terms) > 100
     async with database.sessions() as session:
         if not database.is_sqlite:
             await session.execute(sa.text("SET enable_seqscan = off"))
