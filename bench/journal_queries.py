@@ -344,6 +344,30 @@ def _placeholders(columns: list[str]) -> str:
     return ", ".join("?" for _ in columns)
 
 
+@dataclass(frozen=True)
+class Projection:
+    """The generator's columns of one table that the journal has at its revision (filled at
+    an older ``--schema``, a table lacks the columns later migrations added: ``callback_of``
+    before 0006), and how to cut the generator's rows to them."""
+
+    columns: list[str]
+    keep: list[int] | None  # None: every column is there, rows go as they are
+
+    @classmethod
+    def of(cls, generated: list[str], present: Iterable[str]) -> Projection:
+        have = set(present)
+        keep = [i for i, c in enumerate(generated) if c in have]
+        if len(keep) == len(generated):
+            return cls(list(generated), None)
+        return cls([generated[i] for i in keep], keep)
+
+    def rows(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        if self.keep is None:
+            return rows
+        keep = self.keep
+        return [tuple(row[i] for i in keep) for row in rows]
+
+
 #: The tables whose secondary indexes are dropped for the load and built after it.
 BULK_TABLES = ("calls", "call_participants", "call_recordings", "extension_calls")
 #: Migration 0011: ``extension_calls``' triggers, dropped for the load, and its bulk fill.
@@ -395,24 +419,28 @@ def fill_sqlite(path: Path, synth: Synth, progress: Callable[[int], None]) -> di
         mine = importlib.import_module(EXTENSION_CALLS)
         for statement in mine.drop_triggers("sqlite"):
             db.execute(statement)
+    calls, parts, recs = (
+        Projection.of(generated, (r[1] for r in db.execute(f"PRAGMA table_info({table})")))
+        for table, generated in (
+            ("calls", CALL_COLUMNS),
+            ("call_participants", PART_COLUMNS),
+            ("call_recordings", REC_COLUMNS),
+        )
+    )
     began = time.perf_counter()
     done = 0
     for batch in synth.batches(20_000):
         db.execute("BEGIN")
-        db.executemany(
-            f"INSERT INTO calls ({', '.join(CALL_COLUMNS)}) VALUES ({_placeholders(CALL_COLUMNS)})",
-            batch.calls,
-        )
-        db.executemany(
-            f"INSERT INTO call_participants ({', '.join(PART_COLUMNS)}) "
-            f"VALUES ({_placeholders(PART_COLUMNS)})",
-            batch.participants,
-        )
-        db.executemany(
-            f"INSERT INTO call_recordings ({', '.join(REC_COLUMNS)}) "
-            f"VALUES ({_placeholders(REC_COLUMNS)})",
-            batch.recordings,
-        )
+        for table, projection, rows in (
+            ("calls", calls, batch.calls),
+            ("call_participants", parts, batch.participants),
+            ("call_recordings", recs, batch.recordings),
+        ):
+            db.executemany(
+                f"INSERT INTO {table} ({', '.join(projection.columns)}) "
+                f"VALUES ({_placeholders(projection.columns)})",
+                projection.rows(rows),
+            )
         db.execute("COMMIT")
         done += len(batch.calls)
         progress(done)
@@ -510,25 +538,41 @@ async def fill_postgres(
             mine = importlib.import_module(EXTENSION_CALLS)
             for statement in mine.drop_triggers("postgresql"):
                 await db.execute(statement)
+        present: dict[str, list[str]] = {}
+        for row in await db.fetch(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = 'public'"
+        ):
+            present.setdefault(row["table_name"], []).append(row["column_name"])
+        calls, parts, recs = (
+            Projection.of(generated, present[table])
+            for table, generated in (
+                ("calls", CALL_COLUMNS),
+                ("call_participants", PART_COLUMNS),
+                ("call_recordings", REC_COLUMNS),
+            )
+        )
         began = time.perf_counter()
         done = 0
         if source is None:
             for batch in synth.batches(50_000):
-                await db.copy_records_to_table("calls", records=batch.calls, columns=CALL_COLUMNS)
-                await db.copy_records_to_table(
-                    "call_participants", records=batch.participants, columns=PART_COLUMNS
-                )
-                await db.copy_records_to_table(
-                    "call_recordings", records=batch.recordings, columns=REC_COLUMNS
-                )
+                for name, projection, records in (
+                    ("calls", calls, batch.calls),
+                    ("call_participants", parts, batch.participants),
+                    ("call_recordings", recs, batch.recordings),
+                ):
+                    await db.copy_records_to_table(
+                        name, records=projection.rows(records), columns=projection.columns
+                    )
                 done += len(batch.calls)
                 progress(done)
         else:
-            for table, columns in (
-                (Call.__table__, CALL_COLUMNS),
-                (CallParticipant.__table__, PART_COLUMNS),
-                (CallRecording.__table__, REC_COLUMNS),
+            for table, projection in (
+                (Call.__table__, calls),
+                (CallParticipant.__table__, parts),
+                (CallRecording.__table__, recs),
             ):
+                columns = projection.columns
                 bools = _bool_columns(table, columns)
                 for rows in _sqlite_rows(source, table.name, columns, bools):
                     await db.copy_records_to_table(table.name, records=rows, columns=columns)
