@@ -1476,10 +1476,7 @@ async def key_page(
     it, nor can any key after it, and the keys still opened read only what is newer."""
     dialect = (await session.connection()).dialect.name
     filters, mine, bound, params = _page_values(where, limit, cursor, extensions)
-    if mine and dialect == "postgresql":
-        params["mine"] = mine
-    elif mine:
-        params.update((f"mine{i}", extension) for i, extension in enumerate(mine))
+    params = _arm_values(dialect, params, mine)
     found: dict[int, float] = {}
     waiting: list[Key] = []
     seen: set[tuple[str, str]] = set()
@@ -1523,29 +1520,65 @@ async def key_page(
         turn += 1
         for kind in sorted({k.kind for k in chunk}):
             names = [k.key for k in chunk if k.kind == kind]
-            values = dict(params)
-            if dialect == "postgresql":
-                slots = 0
-                values["keys"] = names
-            else:
-                slots = 1 << (len(names) - 1).bit_length()
-                values.update((f"key{i}", name) for i, name in enumerate(names))
-                values.update((f"key{i}", "") for i in range(len(names), slots))
-            shape = _ArmShape(
-                dialect, kind, slots, filters, len(mine), bound is not None, floor is not None
+            opened = await _open_keys(
+                session,
+                dialect,
+                kind,
+                names,
+                filters=filters,
+                mine=len(mine),
+                bound=bound,
+                floor=floor,
+                params=params,
             )
-            if floor is not None:
-                values["floor"] = floor
-            if dialect == "postgresql":
-                rows = await session.execute(_arms_template(shape), values)
-            else:
-                driver = _arms_driver(shape)
-                connection = await session.connection()
-                rows = await connection.exec_driver_sql(driver.sql, driver.parameters(values))
-            for call_id, started in rows:
-                found[int(call_id)] = float(started)
+            found.update(opened)
     ordered = sorted(found.items(), key=lambda item: (item[1], item[0]), reverse=True)
     return ordered[:limit]
+
+
+def _arm_values(dialect: str, params: dict[str, Any], mine: Sequence[str]) -> dict[str, Any]:
+    """``params`` with the employee's extensions as :func:`_key_arm`'s probe takes them (an
+    array on PostgreSQL, one parameter each on SQLite)."""
+    values = dict(params)
+    if mine and dialect == "postgresql":
+        values["mine"] = list(mine)
+    elif mine:
+        values.update((f"mine{i}", extension) for i, extension in enumerate(mine))
+    return values
+
+
+async def _open_keys(
+    session: AsyncSession,
+    dialect: str,
+    kind: str,
+    names: Sequence[str],
+    *,
+    filters: JournalFilter,
+    mine: int,
+    bound: tuple[float, int] | None,
+    floor: float | None,
+    params: dict[str, Any],
+) -> list[tuple[int, float]]:
+    """Keys of one kind opened in one statement: each key's calls with the filters, newest
+    first, at most a page of each (``params["page"]``), none older than ``floor``."""
+    values = dict(params)
+    if dialect == "postgresql":
+        slots = 0
+        values["keys"] = list(names)
+    else:
+        slots = 1 << (len(names) - 1).bit_length()
+        values.update((f"key{i}", name) for i, name in enumerate(names))
+        values.update((f"key{i}", "") for i in range(len(names), slots))
+    shape = _ArmShape(dialect, kind, slots, filters, mine, bound is not None, floor is not None)
+    if floor is not None:
+        values["floor"] = floor
+    if dialect == "postgresql":
+        rows = await session.execute(_arms_template(shape), values)
+    else:
+        driver = _arms_driver(shape)
+        connection = await session.connection()
+        rows = await connection.exec_driver_sql(driver.sql, driver.parameters(values))
+    return [(int(call_id), float(started)) for call_id, started in rows]
 
 
 # -- a search with a filter: every key's calls at once (window_page) -------------------------
@@ -1758,16 +1791,35 @@ async def window_page(
     by_kind: dict[str, list[str]] = defaultdict(list)
     for kind, key, _last in (await session.execute(statement, values)).all():
         by_kind[kind].append(key)
+    # An extension's key (a quarter of a million calls each at ten million) is opened by
+    # itself, its flags tested on ``extension_calls``' index, a page at most: reading every
+    # start of its calls costs more. The other keys go through the window when there are
+    # enough of them ("129" and missed calls at a million: the extension's key and 1,800
+    # numbers'; opened one by one, every number's calls were read back to the first).
+    opened = sorted(set(by_kind.pop(KIND_EXTENSION, [])))
     kinds = tuple(kind for kind in _WINDOW_KINDS if by_kind.get(kind))
-    if not kinds:
+    if not kinds and not opened:
         return []
-    if by_kind.get(KIND_EXTENSION) or sum(map(len, by_kind.values())) < WINDOW_KEYS:
-        # A few keys, or an extension's (a quarter of a million calls each at ten million):
-        # reading every start of theirs costs more than opening them one by one.
+    if sum(map(len, by_kind.values())) < WINDOW_KEYS:
+        # A few keys: reading every start of theirs costs more than opening them one by one.
         return await key_page(
             session, found_by, where, limit=limit, cursor=cursor, extensions=extensions
         )
     filters, mine, bound, params = _page_values(where, limit, cursor, extensions)
+    extension_calls: list[tuple[int, float]] = []
+    if opened:
+        arms = _arm_values(dialect, params, mine)
+        extension_calls = await _open_keys(
+            session,
+            dialect,
+            KIND_EXTENSION,
+            opened,
+            filters=filters,
+            mine=len(mine),
+            bound=bound,
+            floor=None,
+            params=arms,
+        )
     for kind in kinds:
         # A key holding the word twice is read twice from the ranges.
         params[f"keys_{kind}"] = sorted(set(by_kind[kind]))
@@ -1790,6 +1842,11 @@ async def window_page(
         previous = started
         listed = ids if isinstance(ids, list) else [int(i) for i in str(ids).split(",")]
         found += [(int(call_id), float(started)) for call_id in sorted(listed, reverse=True)]
+    if extension_calls:
+        # A call may hold an extension's key and a number's: once in the page.
+        merged = dict(found[:limit])
+        merged.update(extension_calls)
+        found = sorted(merged.items(), key=lambda item: (item[1], item[0]), reverse=True)
     return found[:limit]
 
 

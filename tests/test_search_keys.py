@@ -356,6 +356,18 @@ async def test_a_search_with_a_filter_reads_every_keys_calls_at_once(
                 conversation_id=f"twin-{k}",
             )
         )
+    # A number whose digits hold an extension ("102"): that search has an extension's key,
+    # opened by itself, and a number's, read through the window; this call holds both.
+    twins.append(
+        make_call(
+            Direction.INCOMING,
+            "+74951020304",
+            START + 7 * 1500 + 20,
+            answered=False,
+            extension="102",
+            conversation_id="holds-102",
+        )
+    )
     await filled.write_many([(call, []) for call in twins], START + 61 * 1500)
     rows = await _texts(database)
     ran = _window_statements(database)
@@ -374,8 +386,18 @@ async def test_a_search_with_a_filter_reads_every_keys_calls_at_once(
         JournalFilter(started_from=since, kinds=frozenset({"missed"}), attention=True),
     ]
     terms = ["9161", "1234", "79", "ромашка", "иванов пётр", "елкин", "+7 926 555-00-11", "4567"]
+    terms += ["102"]
     assert await _check_searches_with(database, rows, filters, terms) > 100
     assert len(ran) > 100
+    # "102" with missed calls: the number's call through the window, the extension's calls
+    # from its own key, one page in journal order (the check above compared it whole).
+    ran.clear()
+    page = await _pages(database, JournalFilter(query="102", kinds=frozenset({"missed"})), 500)
+    async with database.sessions() as session:
+        numbers = {i: n for i, n in await session.execute(sa.select(Call.id, Call.number))}
+    assert ran
+    assert any(numbers[i] == "+74951020304" for i in page), page
+    assert any(numbers[i] != "+74951020304" for i in page), page
     # The starts come from the keys' index, never from walking the journal in its order and
     # testing each call (both engines could sort the journal's index for free otherwise).
     shape = queries._WindowShape(
