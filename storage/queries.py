@@ -1583,9 +1583,9 @@ async def _open_keys(
 
 # -- a search with a filter: every key's calls at once (window_page) -------------------------
 
-#: The kinds of keys, in the order the window statement lists them (an extension's calls
-#: are ``extension_calls``, the others' ``calls`` by ``_KEY_COLUMNS``).
-_WINDOW_KINDS = (KIND_NUMBER, KIND_CUSTOMER, KIND_CONTACT, KIND_EXTENSION)
+#: The kinds of keys the window statement reads, in its order (their calls are ``calls`` by
+#: ``_KEY_COLUMNS``; an extension's keys are opened beside it: :func:`window_page`).
+_WINDOW_KINDS = (KIND_NUMBER, KIND_CUSTOMER, KIND_CONTACT)
 #: SQLite may drop the ORDER BY of a subquery in FROM that has no LIMIT (its omit-ORDER-BY
 #: optimisation): the candidates' LIMIT is this, which no journal reaches.
 _NO_CAP = 1 << 62
@@ -1650,7 +1650,7 @@ class _WindowShape:
 @functools.lru_cache(maxsize=256)
 def _window_template(shape: _WindowShape) -> sa.Select[Any]:
     """The statement of :func:`window_page`: the starts of every key's calls (``keys_n``,
-    ``keys_c``, ``keys_p``, ``keys_e``: one list per kind), each index read without a row,
+    ``keys_c``, ``keys_p``: one list per kind), each index read without a row,
     distinct and newest first; then, for each start in that order, the ids of its calls
     that hold a key and pass the filter, one aggregate per start, until ``page`` starts
     have some. Only the starts gone through fetch rows: about as many as the calls down to
@@ -1663,13 +1663,8 @@ def _window_template(shape: _WindowShape) -> sa.Select[Any]:
     calls = Call.__table__.c
     arms = []
     for kind in shape.kinds:
-        name = f"keys_{kind}"
-        if kind == KIND_EXTENSION:
-            started = _mine.started_at
-            arm = sa.select(started).where(_in_list(dialect, _mine.extension, name))
-        else:
-            started = calls.started_at
-            arm = sa.select(started).where(_in_list(dialect, calls[_KEY_COLUMNS[kind]], name))
+        started = calls.started_at
+        arm = sa.select(started).where(_in_list(dialect, calls[_KEY_COLUMNS[kind]], f"keys_{kind}"))
         if where.started_from is not None:
             arm = arm.where(started >= sa.bindparam("since"))
         if where.started_until is not None:
@@ -1692,19 +1687,7 @@ def _window_template(shape: _WindowShape) -> sa.Select[Any]:
     candidates = newest.subquery("candidates")
 
     row = Call.__table__.alias("c2").c
-    held: list[sa.ColumnElement[bool]] = []
-    for kind in shape.kinds:
-        name = f"keys_{kind}"
-        if kind == KIND_EXTENSION:
-            held.append(
-                sa.exists().where(
-                    _in_list(dialect, _mine.extension, name),
-                    _mine.started_at == row.started_at,
-                    _mine.call_id == row.id,
-                )
-            )
-        else:
-            held.append(_in_list(dialect, row[_KEY_COLUMNS[kind]], name))
+    held = [_in_list(dialect, row[_KEY_COLUMNS[kind]], f"keys_{kind}") for kind in shape.kinds]
     conditions = _flag_conditions(where, row)
     if shape.mine:
         conditions.append(
